@@ -1,0 +1,83 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/agentkernel/agentkernel-controller/internal/spec"
+)
+
+// newFlagSet makes a command's flag set. It prints nothing itself:
+// parseArgs prints usage on -h and turns errors into usage errors.
+func newFlagSet(name string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	return fs
+}
+
+// parseArgs parses flags that may come before, between or after the
+// positional arguments ("akctl validate examples/ -var team=ml"), which
+// the flag package alone stops at.
+func parseArgs(fs *flag.FlagSet, args []string, usage string, e *env) ([]string, error) {
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if err == flag.ErrHelp {
+				printUsage(e.stdout, fs, usage)
+				return nil, flag.ErrHelp
+			}
+			return nil, usagef("%v", err)
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return positional, nil
+		}
+		if args[0] == "--" {
+			return append(positional, args[1:]...), nil
+		}
+		positional = append(positional, args[0])
+		args = args[1:]
+	}
+}
+
+func printUsage(w io.Writer, fs *flag.FlagSet, usage string) {
+	fmt.Fprint(w, usage)
+	fmt.Fprintln(w, "\nFlags:")
+	fs.VisitAll(func(f *flag.Flag) {
+		name, help := flag.UnquoteUsage(f)
+		line := "  -" + f.Name
+		if name != "" {
+			line += " " + name
+		}
+		fmt.Fprintf(w, "%-24s %s", line, help)
+		if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "[]" {
+			fmt.Fprintf(w, " (default %s)", f.DefValue)
+		}
+		fmt.Fprintln(w)
+	})
+}
+
+// varFlags collects -var and -var-file into one ordered list, since their
+// relative order decides which value wins.
+type varFlags struct{ vals []spec.VarValue }
+
+func (v *varFlags) register(fs *flag.FlagSet) {
+	fs.Func("var", "set a variable: `name=value` (repeatable; later flags win)", func(s string) error {
+		vv, err := spec.ParseVarFlag(s)
+		if err != nil {
+			return err
+		}
+		v.vals = append(v.vals, vv)
+		return nil
+	})
+	fs.Func("var-file", "read variable values from an HCL or JSON `file` (repeatable)", func(s string) error {
+		if strings.TrimSpace(s) == "" {
+			return fmt.Errorf("empty -var-file path")
+		}
+		v.vals = append(v.vals, spec.VarValue{File: s})
+		return nil
+	})
+}
