@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -54,7 +55,7 @@ func printUsage(w io.Writer, fs *flag.FlagSet, usage string) {
 		}
 		fmt.Fprintf(w, "%-24s %s", line, help)
 		if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "[]" {
-			fmt.Fprintf(w, " (default %s)", f.DefValue)
+			fmt.Fprintf(w, " (default %q)", f.DefValue)
 		}
 		fmt.Fprintln(w)
 	})
@@ -65,10 +66,11 @@ func printUsage(w io.Writer, fs *flag.FlagSet, usage string) {
 type varFlags struct{ vals []spec.VarValue }
 
 func (v *varFlags) register(fs *flag.FlagSet) {
-	fs.Func("var", "set a variable: `name=value` (repeatable; later flags win)", func(s string) error {
+	fs.Func("var", "set variable `name=value` (repeatable; the last one wins)", func(s string) error {
 		vv, err := spec.ParseVarFlag(s)
 		if err != nil {
-			return err
+			// The flag package already quotes the value and names -var.
+			return errors.New("want name=value")
 		}
 		v.vals = append(v.vals, vv)
 		return nil

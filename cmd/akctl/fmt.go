@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 
 	"github.com/hashicorp/hcl/v2"
@@ -18,9 +19,10 @@ const fmtUsage = `Usage: akctl fmt [flags] [PATH...]
 
 Rewrites declaration files in canonical HCL layout, as terraform fmt does,
 and prints the name of each file it changed. PATH is a file, a directory
-(every *.hcl file in it) or "-" (standard input to standard output); the
-default is the current directory. A file that does not parse is reported
-and left untouched.
+(every *.hcl file in it, not in subdirectories) or "-" (standard input to
+standard output, alone); the default is the current directory. A file that
+does not parse is reported and left untouched. Under -check nothing is
+written: the files (or <stdin>) that need formatting are listed.
 
 Examples:
   akctl fmt examples/
@@ -42,13 +44,17 @@ func runFmt(_ context.Context, e *env, args []string) error {
 		paths = []string{"."}
 	}
 
+	if len(paths) > 1 && slices.Contains(paths, "-") {
+		return usagef("\"-\" formats standard input to standard output and cannot be combined with other paths")
+	}
+
 	var files []string
-	failed := false
+	failed, changed := false, false
 	for _, p := range paths {
 		if p == "-" {
-			if !formatStdin(e) {
-				failed = true
-			}
+			ok, needed := formatStdin(e, *check)
+			failed = failed || !ok
+			changed = changed || needed
 			continue
 		}
 		fi, err := os.Stat(p)
@@ -69,8 +75,14 @@ func runFmt(_ context.Context, e *env, args []string) error {
 		files = append(files, matches...)
 	}
 
-	changed := false
+	seen := map[string]bool{}
 	for _, f := range files {
+		if abs, err := filepath.Abs(f); err == nil {
+			if seen[abs] {
+				continue
+			}
+			seen[abs] = true
+		}
 		src, err := os.ReadFile(f)
 		if err != nil {
 			fmt.Fprintf(e.stderr, "akctl fmt: %v\n", err)
@@ -102,25 +114,35 @@ func runFmt(_ context.Context, e *env, args []string) error {
 	return nil
 }
 
-func formatStdin(e *env) bool {
+// formatStdin formats standard input to standard output; under -check it
+// writes only the name, as for files. It reports whether it succeeded and
+// whether the input needed formatting.
+func formatStdin(e *env, check bool) (ok, needed bool) {
 	src, err := io.ReadAll(io.LimitReader(e.stdin, spec.DefaultMaxSourceBytes+1))
 	if err == nil && len(src) > spec.DefaultMaxSourceBytes {
 		err = fmt.Errorf("input is larger than %d bytes", spec.DefaultMaxSourceBytes)
 	}
 	if err != nil {
 		fmt.Fprintf(e.stderr, "akctl fmt: read standard input: %v\n", err)
-		return false
+		return false, false
 	}
 	out, diags := spec.Format(src, spec.StdinName)
 	if diags.HasErrors() {
 		writeParseErrors(e, spec.StdinName, src, diags)
-		return false
+		return false, false
+	}
+	needed = !bytes.Equal(src, out)
+	if check {
+		if needed {
+			fmt.Fprintln(e.stdout, spec.StdinName)
+		}
+		return true, needed
 	}
 	if _, err := e.stdout.Write(out); err != nil {
 		fmt.Fprintf(e.stderr, "akctl fmt: write standard output: %v\n", err)
-		return false
+		return false, needed
 	}
-	return true
+	return true, needed
 }
 
 func writeParseErrors(e *env, name string, src []byte, diags hcl.Diagnostics) {
@@ -131,6 +153,12 @@ func writeParseErrors(e *env, name string, src []byte, diags hcl.Diagnostics) {
 // replaceFile writes through a temporary file and a rename, keeping the
 // file's mode, so that a crash or a full disk never leaves half a file.
 func replaceFile(path string, data []byte) error {
+	// A rename would replace a symlink with a regular file and leave its
+	// target as it was: write the target instead.
+	path, err := filepath.EvalSymlinks(path)
+	if err != nil {
+		return err
+	}
 	fi, err := os.Stat(path)
 	if err != nil {
 		return err

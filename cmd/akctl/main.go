@@ -84,9 +84,18 @@ func run(ctx context.Context, args []string, e *env) int {
 		return exitUsage
 	}
 	name := args[0]
-	if name == "help" || name == "-h" || name == "--help" || name == "-help" {
+	if name == "help" && len(args) > 1 {
+		// "akctl help validate" is "akctl validate -h".
+		name, args = args[1], []string{args[1], "-h"}
+	}
+	switch {
+	case name == "help" || name == "-h" || name == "--help" || name == "-help":
 		printMainUsage(e.stdout)
 		return exitOK
+	case len(name) > 1 && name[0] == '-':
+		fmt.Fprintf(e.stderr, "akctl: %s: flags go after the command, as in \"akctl validate %s ...\"\n\n", name, name)
+		printMainUsage(e.stderr)
+		return exitUsage
 	}
 	for _, c := range commands() {
 		if c.name != name {

@@ -13,12 +13,18 @@ import (
 const validateUsage = `Usage: akctl validate [flags] PATH...
 
 Loads sandbox declarations from files, directories (every *.hcl file in
-them) and "-" (standard input), and reports every problem with its file,
-line and column. Nothing is sent to the controller.
+them, not in subdirectories) and "-" (standard input), and reports every
+problem with its file, line and column. file("...") paths are relative to
+the declaring file. Nothing is sent to the controller.
 
 Variables are set, from lowest to highest precedence, by their defaults,
 AKCTL_VAR_<name> environment variables, and -var / -var-file flags in the
-order given.
+order given. A -var for an undeclared variable is an error; an undeclared
+name in a var file is a warning; AKCTL_VAR_ values for undeclared names
+are ignored.
+
+With -o json the report always goes to standard output, and the exit code
+is still 1 when the declarations are invalid.
 
 Examples:
   akctl validate examples/
@@ -50,7 +56,7 @@ func runValidate(_ context.Context, e *env, args []string) error {
 	var vars varFlags
 	vars.register(fs)
 	output := fs.String("o", "text", "output `format`: text or json")
-	namespace := fs.String("namespace", spec.DefaultNamespace, "namespace of sandboxes that name none")
+	namespace := fs.String("namespace", spec.DefaultNamespace, "`name` of the namespace for sandboxes that do not set one")
 	paths, err := parseArgs(fs, args, validateUsage, e)
 	if err != nil {
 		return err
@@ -82,6 +88,7 @@ func runValidate(_ context.Context, e *env, args []string) error {
 		}
 		enc := json.NewEncoder(e.stdout)
 		enc.SetIndent("", "  ")
+		enc.SetEscapeHTML(false) // keep "<stdin>" readable
 		if err := enc.Encode(out); err != nil {
 			return fmt.Errorf("write output: %w", err)
 		}

@@ -50,6 +50,9 @@ type decoder struct {
 	diags  hcl.Diagnostics
 	ranges map[string]hcl.Range
 	block  *hcl.Block
+	// failed holds the fields whose value could not be decoded; their
+	// validation errors would only repeat the first diagnostic.
+	failed map[string]bool
 }
 
 func rangeKey(p []string) string { return strings.Join(p, "\x00") }
@@ -67,6 +70,15 @@ func (d *decoder) subject(p []string) *hcl.Range {
 	return d.block.DefRange.Ptr()
 }
 
+func (d *decoder) decodeFailed(p []string) bool {
+	for n := len(p); n > 0; n-- {
+		if d.failed[rangeKey(p[:n])] {
+			return true
+		}
+	}
+	return false
+}
+
 // attr evaluates an optional attribute into dst, converting it to ty
 // first. It returns false when the attribute is absent, null or wrong.
 func (d *decoder) attr(attrs hcl.Attributes, name string, ty cty.Type, dst any, p ...string) bool {
@@ -75,13 +87,23 @@ func (d *decoder) attr(attrs hcl.Attributes, name string, ty cty.Type, dst any, 
 		return false
 	}
 	d.at(a.Expr.Range(), p...)
+	d.failed[rangeKey(p)] = true // until the value is in dst
+	if refs := undeclaredRefs(a.Expr, attrNames(d.ctx.Variables["var"]), attrNames(d.ctx.Variables["local"])); refs.HasErrors() {
+		d.diags = append(d.diags, refs...)
+		return false
+	}
 	val, diags := a.Expr.Value(d.ctx)
 	d.diags = append(d.diags, diags...)
-	if diags.HasErrors() || val.IsNull() {
+	if val.IsNull() && !diags.HasErrors() {
+		delete(d.failed, rangeKey(p))
+		return false
+	}
+	if diags.HasErrors() {
 		return false
 	}
 	if !val.IsWhollyKnown() {
-		d.diags = append(d.diags, errorDiag(a.Expr.Range().Ptr(), "Invalid value", fmt.Sprintf("The value of %s is not known.", name)))
+		// Only an earlier error (a syntax error, a failed local) makes a
+		// value unknown here, and that error is already reported.
 		return false
 	}
 	val, err := convert.Convert(val, ty)
@@ -106,6 +128,7 @@ func (d *decoder) attr(attrs hcl.Attributes, name string, ty cty.Type, dst any, 
 				return false
 			}
 			*f = int(i)
+			delete(d.failed, rangeKey(p))
 			return true
 		}
 	}
@@ -116,6 +139,7 @@ func (d *decoder) attr(attrs hcl.Attributes, name string, ty cty.Type, dst any, 
 	if m, ok := dst.(*map[string]string); ok {
 		d.mapKeyRanges(a.Expr, *m, p)
 	}
+	delete(d.failed, rangeKey(p))
 	return true
 }
 
@@ -141,7 +165,7 @@ func (d *decoder) mapKeyRanges(expr hcl.Expression, m map[string]string, p []str
 // canonicalises and validates. The returned diagnostics cover all three;
 // the sandbox is nil only when its identity could not be determined.
 func decodeSandbox(block *hcl.Block, ctx *hcl.EvalContext, defaultNamespace string) (*Sandbox, hcl.Diagnostics) {
-	d := &decoder{ctx: ctx, ranges: map[string]hcl.Range{}, block: block}
+	d := &decoder{ctx: ctx, ranges: map[string]hcl.Range{}, block: block, failed: map[string]bool{}}
 	content, diags := decodeBody(block.Body, sandboxSchema)
 	d.diags = append(d.diags, diags...)
 	a := content.Attributes
@@ -184,6 +208,9 @@ func decodeSandbox(block *hcl.Block, ctx *hcl.EvalContext, defaultNamespace stri
 	d.blocks(content.Blocks, sp)
 	s.Canonicalize()
 	for _, fe := range s.validate() {
+		if d.decodeFailed(fe.Path) {
+			continue
+		}
 		diag := errorDiag(d.subject(fe.Path), fe.Summary, fe.Detail)
 		if fe.Warning {
 			diag.Severity = hcl.DiagWarning
@@ -265,14 +292,18 @@ func (d *decoder) placement(b *hcl.Block, pl *Placement) {
 		con := Constraint{Operator: DefaultConstraintOperator}
 		// Constraints are sorted when canonicalised, so their ranges are
 		// recorded under their content once it is known.
-		tmp := &decoder{ctx: d.ctx, ranges: map[string]hcl.Range{}, block: d.block}
+		tmp := &decoder{ctx: d.ctx, ranges: map[string]hcl.Range{}, block: d.block, failed: map[string]bool{}}
 		tmp.attr(cc.Attributes, "attribute", cty.String, &con.Attribute, "attribute")
 		tmp.attr(cc.Attributes, "operator", cty.String, &con.Operator, "operator")
 		tmp.attr(cc.Attributes, "value", cty.String, &con.Value, "value")
 		d.diags = append(d.diags, tmp.diags...)
 		d.at(cb.DefRange, "placement", "constraint", con.key())
+		prefix := rangeKey([]string{"placement", "constraint", con.key()}) + "\x00"
 		for k, r := range tmp.ranges {
-			d.ranges[rangeKey([]string{"placement", "constraint", con.key()})+"\x00"+k] = r
+			d.ranges[prefix+k] = r
+		}
+		for k := range tmp.failed {
+			d.failed[prefix+k] = true
 		}
 		pl.Constraints = append(pl.Constraints, con)
 	}

@@ -1,8 +1,10 @@
 package spec
 
 import (
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -125,6 +127,11 @@ func (pf *parserFiles) parseFile(path string) (*hcl.File, hcl.Diagnostics) {
 }
 
 func readError(path string, err error) *hcl.Diagnostic {
+	// A PathError repeats the path the detail already names.
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		err = pe.Err
+	}
 	return errorDiag(nil, "Cannot read file", fmt.Sprintf("Cannot read %s: %v.", path, err))
 }
 

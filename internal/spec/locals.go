@@ -2,6 +2,7 @@ package spec
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -38,6 +39,7 @@ func (l *loader) evalLocals(blocks []sandboxBlock) (cty.Value, hcl.Diagnostics) 
 		pending = append(pending, name)
 	}
 	sort.Strings(pending)
+	declared := slices.Clone(pending)
 	values := map[string]cty.Value{}
 	for len(pending) > 0 {
 		var waiting []string
@@ -45,6 +47,11 @@ func (l *loader) evalLocals(blocks []sandboxBlock) (cty.Value, hcl.Diagnostics) 
 			lv := all[name]
 			if !l.localDepsReady(lv.attr, all, values) {
 				waiting = append(waiting, name)
+				continue
+			}
+			if refs := undeclaredRefs(lv.attr.Expr, attrNames(l.vars), declared); refs.HasErrors() {
+				diags = append(diags, refs...)
+				values[name] = cty.DynamicVal
 				continue
 			}
 			ctx := &hcl.EvalContext{

@@ -82,7 +82,7 @@ const MHzPerVCPU = 1000
 
 // CPUMHz is the Nomad CPU resource for the spec's vCPUs. Validation only
 // accepts vCPU counts that are whole MHz, so the rounding is exact.
-func (s *Spec) CPUMHz() int { return int(math.Round(s.VCPUs * MHzPerVCPU)) }
+func (s Spec) CPUMHz() int { return int(math.Round(s.VCPUs * MHzPerVCPU)) }
 
 // Port is a named network port. Static 0 means a dynamic host port.
 type Port struct {
@@ -122,7 +122,7 @@ type Constraint struct {
 }
 
 // CanonicalJSON is the deterministic encoding of the spec that Hash digests.
-func (s *Spec) CanonicalJSON() []byte {
+func (s Spec) CanonicalJSON() []byte {
 	b, err := json.Marshal(s)
 	if err != nil {
 		// Spec holds only strings, numbers, bools, slices and string maps.
@@ -134,7 +134,7 @@ func (s *Spec) CanonicalJSON() []byte {
 // Hash is the content hash of the spec: "sha256:" and 64 hex digits. It is
 // what change detection compares, and what the controller stamps on the
 // Nomad job.
-func (s *Spec) Hash() string {
+func (s Spec) Hash() string {
 	sum := sha256.Sum256(s.CanonicalJSON())
 	return "sha256:" + hex.EncodeToString(sum[:])
 }

@@ -150,8 +150,6 @@ func (s *Sandbox) Canonicalize() {
 	if len(sp.Env) == 0 {
 		sp.Env = nil
 	}
-	// Whole MHz is what Nomad takes; keep the vCPU figure that maps to it.
-	sp.VCPUs = float64(sp.CPUMHz()) / MHzPerVCPU
 }
 
 // validate runs every check on a canonical sandbox.
@@ -170,7 +168,10 @@ func (s *Sandbox) validate() []fieldError {
 	v.oneOf([]string{"network"}, "network", sp.Network, networks)
 	v.oneOf([]string{"state"}, "state", sp.State, states)
 
+	validDriver := slices.Contains(drivers, sp.Driver)
 	switch {
+	case !validDriver:
+		// The driver's own error says it all; image rules depend on it.
 	case sp.Driver == DriverDocker && sp.Image == "":
 		v.add([]string{"image"}, "Missing image", "The docker driver runs an image: set image, for example image = \"python:3.12-alpine\".")
 	case sp.Driver != DriverDocker && sp.Image != "":
@@ -201,7 +202,9 @@ func (s *Sandbox) validate() []fieldError {
 		v.add([]string{"memory_mb"}, "Memory out of range", fmt.Sprintf("memory_mb is %d; it must be between %d and %d.", sp.MemoryMB, MinMemoryMB, MaxMemoryMB))
 	}
 
-	v.isolation(sp)
+	if validDriver {
+		v.isolation(sp)
+	}
 	v.ports(sp)
 	v.env(sp)
 	v.files(sp)

@@ -202,6 +202,10 @@ func (v *variable) validate(val cty.Value) hcl.Diagnostics {
 		if cdiags.HasErrors() {
 			continue
 		}
+		if !cond.IsWhollyKnown() {
+			// Unknown only when something it uses already failed.
+			continue
+		}
 		if cond, err := convert.Convert(cond, cty.Bool); err != nil || cond.IsNull() {
 			diags = append(diags, errorDiag(content.Attributes["condition"].Expr.Range().Ptr(), "Invalid validation condition",
 				"The condition of a validation block must be true or false."))
@@ -211,7 +215,7 @@ func (v *variable) validate(val cty.Value) hcl.Diagnostics {
 		}
 		msg, mdiags := content.Attributes["error_message"].Expr.Value(ctx)
 		text := "The value is not valid."
-		if !mdiags.HasErrors() && msg.Type() == cty.String && !msg.IsNull() {
+		if !mdiags.HasErrors() && msg.Type() == cty.String && msg.IsWhollyKnown() && !msg.IsNull() {
 			text = msg.AsString()
 		}
 		diags = append(diags, errorDiag(content.Attributes["condition"].Expr.Range().Ptr(), "Invalid value for variable",

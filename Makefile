@@ -1,0 +1,38 @@
+# Targets behind the README's commands. Go 1.26 or newer is the only
+# requirement; `bash .ci/run` installs what a clean machine lacks.
+GO ?= go
+
+.PHONY: all build test check validate-examples fuzz bench clean
+
+all: check test
+
+build:
+	$(GO) build -o bin/ ./cmd/...
+
+# The README's test command: every package, with the race detector.
+test:
+	$(GO) test -race -count=1 ./...
+
+# Static checks CI runs before the tests.
+check:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	@# internal/spec is the leaf every other package builds on.
+	@if $(GO) list -deps ./internal/spec | grep -q '/internal/' ; then \
+	  echo "internal/spec must not import other internal packages"; exit 1; fi
+
+validate-examples:
+	$(GO) run ./cmd/akctl validate examples/
+
+# Bounded fuzzing of every fuzz target; FUZZTIME per target.
+FUZZTIME ?= 60s
+fuzz:
+	$(GO) test ./internal/spec -run '^$$' -fuzz '^FuzzLoad$$' -fuzztime $(FUZZTIME) -parallel 1
+
+# Benchmarks with the baselines they are reported against (README).
+bench:
+	$(GO) test ./internal/spec -run '^$$' -bench . -benchmem -count 5
+
+clean:
+	rm -rf bin
