@@ -1,0 +1,3 @@
+sandbox "hello" {
+  image = "python:3.12-alpine"
+}

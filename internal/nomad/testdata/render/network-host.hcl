@@ -1,0 +1,5 @@
+sandbox "hostnet" {
+  image   = "alpine:3"
+  network = "host"
+  port "http" {}
+}
