@@ -1,0 +1,215 @@
+package nomad
+
+import (
+	"context"
+	"fmt"
+	"regexp"
+	"strconv"
+
+	"github.com/hashicorp/nomad/api"
+)
+
+// Config overrides what the nomad CLI's environment gives: NOMAD_ADDR,
+// NOMAD_TOKEN, NOMAD_NAMESPACE, NOMAD_REGION, NOMAD_CACERT,
+// NOMAD_CLIENT_CERT, NOMAD_CLIENT_KEY and the rest are read by
+// api.DefaultConfig, and a non-empty field here wins over them.
+type Config struct {
+	Address    string
+	Token      string
+	Namespace  string
+	Region     string
+	CACert     string
+	ClientCert string
+	ClientKey  string
+	// TLSServerName and Insecure mirror NOMAD_TLS_SERVER_NAME and
+	// NOMAD_SKIP_VERIFY.
+	TLSServerName string
+	Insecure      bool
+}
+
+// Client is the controller's narrow view of Nomad: the calls it makes,
+// each taking a context and returning classified errors.
+type Client struct {
+	api       *api.Client
+	namespace string
+}
+
+// NewClient builds a client the way the nomad CLI does, then applies cfg.
+func NewClient(cfg Config) (*Client, error) {
+	c := api.DefaultConfig()
+	if cfg.Address != "" {
+		c.Address = cfg.Address
+	}
+	if cfg.Token != "" {
+		c.SecretID = cfg.Token
+	}
+	if cfg.Namespace != "" {
+		c.Namespace = cfg.Namespace
+	}
+	if cfg.Region != "" {
+		c.Region = cfg.Region
+	}
+	if c.TLSConfig == nil {
+		c.TLSConfig = &api.TLSConfig{}
+	}
+	if cfg.CACert != "" {
+		c.TLSConfig.CACert = cfg.CACert
+	}
+	if cfg.ClientCert != "" {
+		c.TLSConfig.ClientCert = cfg.ClientCert
+	}
+	if cfg.ClientKey != "" {
+		c.TLSConfig.ClientKey = cfg.ClientKey
+	}
+	if cfg.TLSServerName != "" {
+		c.TLSConfig.TLSServerName = cfg.TLSServerName
+	}
+	if cfg.Insecure {
+		c.TLSConfig.Insecure = true
+	}
+	ac, err := api.NewClient(c)
+	if err != nil {
+		return nil, fmt.Errorf("create nomad client for %s: %w", c.Address, err)
+	}
+	ns := c.Namespace
+	if ns == "" {
+		ns = "default"
+	}
+	return &Client{api: ac, namespace: ns}, nil
+}
+
+// Address is the Nomad HTTP address in use.
+func (c *Client) Address() string { return c.api.Address() }
+
+// Namespace is the default namespace: NOMAD_NAMESPACE, or "default".
+func (c *Client) Namespace() string { return c.namespace }
+
+// API exposes the underlying client for the watcher and tests.
+func (c *Client) API() *api.Client { return c.api }
+
+func query(ctx context.Context, ns string) *api.QueryOptions {
+	return (&api.QueryOptions{Namespace: ns}).WithContext(ctx)
+}
+
+func write(ctx context.Context, ns string) *api.WriteOptions {
+	return (&api.WriteOptions{Namespace: ns}).WithContext(ctx)
+}
+
+// Job reads a job. ErrNotFound when Nomad has none by that ID.
+func (c *Client) Job(ctx context.Context, ns, id string) (*api.Job, error) {
+	job, _, err := c.api.Jobs().Info(id, query(ctx, ns))
+	if err != nil {
+		return nil, classify(fmt.Sprintf("get job %q in namespace %q", id, ns), err)
+	}
+	return job, nil
+}
+
+// RegisterResult is what a register tells the caller.
+type RegisterResult struct {
+	EvalID string
+	// Index is the raft index of the write. It is not a safe
+	// check-and-set index for the next register: for an identical job real
+	// Nomad returns the job's ModifyIndex there (fact 4.5), so the next
+	// write must take JobModifyIndex from a read or a plan.
+	Index uint64
+}
+
+// Register writes a job with check-and-set, always: modifyIndex 0 creates
+// only if no job has the ID, otherwise it must equal the live job's
+// JobModifyIndex. A lost race is ErrConflict.
+func (c *Client) Register(ctx context.Context, job *api.Job, modifyIndex uint64) (RegisterResult, error) {
+	ns := "default"
+	if job.Namespace != nil {
+		ns = *job.Namespace
+	}
+	resp, _, err := c.api.Jobs().RegisterOpts(job, &api.RegisterOptions{EnforceIndex: true, ModifyIndex: modifyIndex}, write(ctx, ns))
+	if err != nil {
+		return RegisterResult{}, classify(fmt.Sprintf("register job %q (check-and-set index %d)", deref(job.ID), modifyIndex), err)
+	}
+	return RegisterResult{EvalID: resp.EvalID, Index: resp.JobModifyIndex}, nil
+}
+
+// ownerRE keeps the owner ID a plain token, so it can stand inside a
+// filter expression's string literal without escaping.
+var ownerRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,128}$`)
+
+// listPageSize bounds one list response; the controller pages through.
+const listPageSize = 500
+
+// ListOwned lists the jobs stamped with owner, in every namespace when ns
+// is "*". Nomad evaluates the filter against the full job (fact 13), so
+// Meta needs no second request; meta=true brings it into the stubs.
+func (c *Client) ListOwned(ctx context.Context, ns, owner string) ([]*api.JobListStub, uint64, error) {
+	if !ownerRE.MatchString(owner) {
+		return nil, 0, fmt.Errorf("list owned jobs: owner %q is not a plain token", owner)
+	}
+	filter := fmt.Sprintf(`Meta[%s] == %s`, strconv.Quote(MetaOwner), strconv.Quote(owner))
+	var all []*api.JobListStub
+	var index uint64
+	next := ""
+	for {
+		q := query(ctx, ns)
+		q.Filter = filter
+		q.PerPage = listPageSize
+		q.NextToken = next
+		q.Params = map[string]string{"meta": "true"}
+		stubs, meta, err := c.api.Jobs().List(q)
+		if err != nil {
+			return nil, 0, classify(fmt.Sprintf("list jobs owned by %q in namespace %q", owner, ns), err)
+		}
+		all = append(all, stubs...)
+		if index == 0 {
+			index = meta.LastIndex
+		}
+		if meta.NextToken == "" {
+			return all, index, nil
+		}
+		next = meta.NextToken
+	}
+}
+
+// Stop deregisters a job and keeps it, stopped (Stop=true), as `nomad job
+// stop` does.
+func (c *Client) Stop(ctx context.Context, ns, id string) error {
+	_, _, err := c.api.Jobs().Deregister(id, false, write(ctx, ns))
+	return classify(fmt.Sprintf("stop job %q in namespace %q", id, ns), err)
+}
+
+// Purge removes a job and its allocations from Nomad at once. Purging a
+// job that does not exist succeeds, as on real Nomad (fact 62).
+func (c *Client) Purge(ctx context.Context, ns, id string) error {
+	_, _, err := c.api.Jobs().Deregister(id, true, write(ctx, ns))
+	return classify(fmt.Sprintf("purge job %q in namespace %q", id, ns), err)
+}
+
+// Allocations lists a job's allocations (none for an unknown job, fact 61).
+func (c *Client) Allocations(ctx context.Context, ns, id string) ([]*api.AllocationListStub, error) {
+	allocs, _, err := c.api.Jobs().Allocations(id, false, query(ctx, ns))
+	if err != nil {
+		return nil, classify(fmt.Sprintf("list allocations of job %q in namespace %q", id, ns), err)
+	}
+	return allocs, nil
+}
+
+// Plan asks Nomad what registering job would change, with a diff. Its
+// JobModifyIndex is the live job's, the one check-and-set wants (fact
+// 4.6); planning never creates the job.
+func (c *Client) Plan(ctx context.Context, job *api.Job) (*api.JobPlanResponse, error) {
+	ns := "default"
+	if job.Namespace != nil {
+		ns = *job.Namespace
+	}
+	resp, _, err := c.api.Jobs().PlanOpts(job, &api.PlanOptions{Diff: true}, write(ctx, ns))
+	if err != nil {
+		return nil, classify(fmt.Sprintf("plan job %q", deref(job.ID)), err)
+	}
+	return resp, nil
+}
+
+func deref[T any](p *T) T {
+	var zero T
+	if p == nil {
+		return zero
+	}
+	return *p
+}

@@ -1,0 +1,158 @@
+package nomad
+
+import (
+	"encoding/json"
+	"fmt"
+	"reflect"
+	"slices"
+	"strings"
+
+	"github.com/hashicorp/nomad/api"
+)
+
+// Drift reasons, also used as metric labels and event messages.
+const (
+	DriftMissing  = "missing"   // no job with the ID (never created, or purged)
+	DriftStopped  = "stopped"   // the job is stopped but should run
+	DriftRunning  = "running"   // the job runs but should be stopped
+	DriftDead     = "dead"      // the job ran out of restarts and reschedules
+	DriftSpecHash = "spec_hash" // the job carries another spec's hash
+	DriftFields   = "fields"    // fields the controller sets differ
+)
+
+// Ownership says whose a live job is.
+type Ownership int
+
+const (
+	Owned Ownership = iota
+	// Foreign: no agentkernel-owner in Meta, e.g. started by agentkernel
+	// itself or by hand. Reported, never changed.
+	Foreign
+	// OtherOwner: stamped by another controller's store.
+	OtherOwner
+)
+
+// OwnerOf classifies a live job against this controller's store ID.
+func OwnerOf(live *api.Job, owner string) Ownership {
+	switch got, ok := live.Meta[MetaOwner]; {
+	case !ok || got == "":
+		return Foreign
+	case got != owner:
+		return OtherOwner
+	}
+	return Owned
+}
+
+// Drift lists why the live job does not match the desired one, or nothing
+// when it matches and no write is needed. live may be nil (missing).
+// Fields are compared on what the controller sets: Nomad fills in
+// defaults for the rest (fact 30), and those must not count as drift.
+func Drift(desired, live *api.Job) []string {
+	if live == nil {
+		return []string{DriftMissing}
+	}
+	var reasons []string
+	wantStop := desired.Stop != nil && *desired.Stop
+	isStop := live.Stop != nil && *live.Stop
+	switch {
+	case wantStop && !isStop:
+		reasons = append(reasons, DriftRunning)
+	case !wantStop && isStop:
+		reasons = append(reasons, DriftStopped)
+	case !wantStop && deref(live.Status) == "dead":
+		reasons = append(reasons, DriftDead)
+	}
+	if desired.Meta[MetaSpecHash] != live.Meta[MetaSpecHash] {
+		reasons = append(reasons, DriftSpecHash)
+	}
+	if diffs := FieldDiffs(desired, live); len(diffs) > 0 {
+		reasons = append(reasons, DriftFields)
+	}
+	return reasons
+}
+
+// FieldDiffs names the paths where the live job differs from what the
+// controller set, e.g. "TaskGroups[0].Tasks[0].Env". Stop is left to
+// Drift, which says which way it differs.
+func FieldDiffs(desired, live *api.Job) []string {
+	d, l := *desired, *live
+	d.Stop, l.Stop = nil, nil
+	var diffs []string
+	compareSubset("", toGeneric(&d), toGeneric(&l), &diffs)
+	return diffs
+}
+
+// exactPaths are maps compared whole: a key added out of band (an extra
+// env var, a Meta entry, a driver option) is drift, not a server default.
+var exactPaths = []string{"Meta", "TaskGroups[].Tasks[].Env", "TaskGroups[].Tasks[].Config"}
+
+func toGeneric(v any) any {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(fmt.Sprintf("nomad: encode job: %v", err))
+	}
+	var out any
+	if err := json.Unmarshal(b, &out); err != nil {
+		panic(fmt.Sprintf("nomad: decode job: %v", err))
+	}
+	return out
+}
+
+// compareSubset walks the desired value: every non-null leaf it sets must
+// be equal in live; live may hold more, except under exactPaths.
+// Values are compared after a JSON round trip, so a driver config decoded
+// from Nomad (numbers as float64, lists as []any) equals the rendering.
+func compareSubset(path string, want, got any, diffs *[]string) {
+	shape := strings.NewReplacer("0", "", "1", "", "2", "", "3", "", "4", "", "5", "", "6", "", "7", "", "8", "", "9", "").Replace(path)
+	if slices.Contains(exactPaths, shape) {
+		if !reflect.DeepEqual(emptyAsNil(want), emptyAsNil(got)) {
+			*diffs = append(*diffs, path)
+		}
+		return
+	}
+	if want == nil || want == "" {
+		// Left unset: Nomad fills in its default (HostNetwork "default",
+		// NodePool "default", ...), which is not drift.
+		return
+	}
+	switch w := want.(type) {
+	case map[string]any:
+		g, ok := got.(map[string]any)
+		if !ok {
+			*diffs = append(*diffs, path)
+			return
+		}
+		keys := make([]string, 0, len(w))
+		for k := range w {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		for _, k := range keys {
+			p := k
+			if path != "" {
+				p = path + "." + k
+			}
+			compareSubset(p, w[k], g[k], diffs)
+		}
+	case []any:
+		g, ok := got.([]any)
+		if !ok || len(g) != len(w) {
+			*diffs = append(*diffs, path)
+			return
+		}
+		for i := range w {
+			compareSubset(fmt.Sprintf("%s[%d]", path, i), w[i], g[i], diffs)
+		}
+	default:
+		if !reflect.DeepEqual(want, got) {
+			*diffs = append(*diffs, path)
+		}
+	}
+}
+
+func emptyAsNil(v any) any {
+	if m, ok := v.(map[string]any); ok && len(m) == 0 {
+		return nil
+	}
+	return v
+}
