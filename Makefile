@@ -34,6 +34,7 @@ fuzz:
 # Benchmarks with the baselines they are reported against (README).
 bench:
 	$(GO) test ./internal/spec -run '^$$' -bench . -benchmem -count 5
+	$(GO) test ./internal/store -run '^$$' -bench . -benchtime 5x -count 3
 
 clean:
 	rm -rf bin
