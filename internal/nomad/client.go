@@ -5,8 +5,11 @@ import (
 	"fmt"
 	"regexp"
 	"strconv"
+	"time"
 
 	"github.com/hashicorp/nomad/api"
+
+	"github.com/agentkernel/agentkernel-controller/internal/spec"
 )
 
 // Config overrides what the nomad CLI's environment gives: NOMAD_ADDR,
@@ -25,6 +28,11 @@ type Config struct {
 	// NOMAD_SKIP_VERIFY.
 	TLSServerName string
 	Insecure      bool
+	// OnRequest, when set, is told of every HTTP request made to Nomad:
+	// the endpoint with IDs replaced by placeholders, the status code (0
+	// when no response came) and the duration. Metrics and readiness
+	// hang off it, without this package depending on either.
+	OnRequest func(method, endpoint string, code int, d time.Duration)
 }
 
 // Client is the controller's narrow view of Nomad: the calls it makes,
@@ -66,6 +74,11 @@ func NewClient(cfg Config) (*Client, error) {
 	}
 	if cfg.Insecure {
 		c.TLSConfig.Insecure = true
+	}
+	if cfg.OnRequest != nil {
+		if err := instrument(c, cfg.OnRequest); err != nil {
+			return nil, err
+		}
 	}
 	ac, err := api.NewClient(c)
 	if err != nil {
@@ -212,4 +225,21 @@ func deref[T any](p *T) T {
 		return zero
 	}
 	return *p
+}
+
+// Planner answers "what would Nomad do with this sandbox?" for akctl diff:
+// the job rendered as the controller would register it, planned with a
+// diff against the live job. Planning writes nothing.
+type Planner struct {
+	Client *Client
+	Render RenderOptions
+}
+
+// Plan renders and plans one sandbox.
+func (p Planner) Plan(ctx context.Context, sb *spec.Sandbox) (*api.JobPlanResponse, error) {
+	job, err := Render(sb, p.Render)
+	if err != nil {
+		return nil, err
+	}
+	return p.Client.Plan(ctx, job)
 }

@@ -1,0 +1,72 @@
+package nomad
+
+import (
+	"crypto/tls"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-cleanhttp"
+	"github.com/hashicorp/nomad/api"
+)
+
+// instrument wraps the client's transport so that every request is
+// reported. The transport is built as api.NewClient would build it, TLS
+// settings included, so that nothing changes but the reporting.
+func instrument(c *api.Config, report func(method, endpoint string, code int, d time.Duration)) error {
+	if strings.HasPrefix(c.Address, "unix:") {
+		return nil // nomad/api builds its own socket transport; not reported
+	}
+	if c.HttpClient == nil {
+		// What api.NewClient does for a TCP address.
+		hc := cleanhttp.DefaultPooledClient()
+		tr := hc.Transport.(*http.Transport)
+		tr.TLSHandshakeTimeout = 10 * time.Second
+		tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+		tr.ForceAttemptHTTP2 = false
+		if err := api.ConfigureTLS(hc, c.TLSConfig); err != nil {
+			return fmt.Errorf("configure nomad TLS: %w", err)
+		}
+		c.HttpClient = hc
+	}
+	base := c.HttpClient.Transport
+	if base == nil {
+		base = http.DefaultTransport
+	}
+	c.HttpClient.Transport = &reportingTransport{base: base, report: report}
+	return nil
+}
+
+type reportingTransport struct {
+	base   http.RoundTripper
+	report func(method, endpoint string, code int, d time.Duration)
+}
+
+func (t *reportingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	start := time.Now()
+	resp, err := t.base.RoundTrip(r)
+	code := 0
+	if err == nil {
+		code = resp.StatusCode
+	}
+	t.report(r.Method, Endpoint(r.URL.Path), code, time.Since(start))
+	return resp, err
+}
+
+// Endpoint replaces the IDs in a Nomad API path with placeholders, so that
+// metrics have one series per endpoint: /v1/job/agentkernel-x/allocations
+// becomes /v1/job/:id/allocations.
+func Endpoint(path string) string {
+	parts := strings.Split(strings.TrimPrefix(path, "/"), "/")
+	if len(parts) < 3 || parts[0] != "v1" {
+		return path
+	}
+	switch parts[1] {
+	case "job", "allocation", "evaluation", "node", "namespace", "deployment":
+		parts[2] = ":id"
+	case "var":
+		return "/v1/var/:path"
+	}
+	return "/" + strings.Join(parts, "/")
+}

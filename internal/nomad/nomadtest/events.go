@@ -1,0 +1,347 @@
+package nomadtest
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/nomad/api"
+)
+
+// event is one entry of an event-stream line (facts 4.10). Fields are in the
+// order the recorded agent wrote them.
+type event struct {
+	FilterKeys []string
+	Index      uint64
+	Key        string
+	Namespace  string
+	Payload    json.RawMessage
+	Topic      string
+	Type       string
+}
+
+// line is one NDJSON line: the events of one write. A write can produce
+// two lines with the same index (more/ 6), so the buffer counts lines.
+type line struct {
+	seq    uint64
+	index  uint64
+	events []event
+}
+
+// eventBuffer is the bounded ring resuming streams read from. Streams that
+// ask for an index older than the ring start at its oldest line without a
+// gap marker (facts 4.10, measurement E).
+type eventBuffer struct {
+	size    int
+	lines   []line
+	nextSeq uint64
+	notify  chan struct{}
+}
+
+func (b *eventBuffer) changed() <-chan struct{} {
+	if b.notify == nil {
+		b.notify = make(chan struct{})
+	}
+	return b.notify
+}
+
+// publish appends one line. Callers hold s.mu.
+func (s *Server) publish(idx uint64, evs ...event) {
+	if len(evs) == 0 {
+		return
+	}
+	if s.log.Enabled(context.Background(), slog.LevelDebug) {
+		for _, e := range evs {
+			s.log.Debug("state change", "index", idx, "topic", e.Topic, "type", e.Type, "key", e.Key)
+		}
+	}
+	b := &s.events
+	b.lines = append(b.lines, line{seq: b.nextSeq, index: idx, events: evs})
+	b.nextSeq++
+	if over := len(b.lines) - b.size; over > 0 {
+		b.lines = append(b.lines[:0:0], b.lines[over:]...)
+	}
+	if b.notify != nil {
+		close(b.notify)
+		b.notify = nil
+	}
+}
+
+// startSeq is where a stream asking for ?index=n begins: the whole buffer for
+// 0 (47), the first line at or after n (42), the oldest line when n left the
+// buffer (43), the newest line when n is in the future (44).
+func (b *eventBuffer) startSeq(n uint64) uint64 {
+	if len(b.lines) == 0 {
+		return b.nextSeq
+	}
+	if n == 0 {
+		return b.lines[0].seq
+	}
+	for _, l := range b.lines {
+		if l.index >= n {
+			return l.seq
+		}
+	}
+	return b.lines[len(b.lines)-1].seq
+}
+
+func (s *Server) jobEvent(idx uint64, j *api.Job, typ string) event {
+	return event{
+		Topic:     "Job",
+		Type:      typ,
+		Key:       deref(j.ID),
+		Namespace: deref(j.Namespace),
+		Index:     idx,
+		Payload:   mustJSON(map[string]any{"Job": j}),
+	}
+}
+
+func (s *Server) evalEvent(idx uint64, ee *evalEntry, typ string) event {
+	return event{
+		Topic:      "Evaluation",
+		Type:       typ,
+		Key:        ee.e.ID,
+		Namespace:  ee.e.Namespace,
+		FilterKeys: []string{ee.e.JobID, ee.e.DeploymentID},
+		Index:      idx,
+		Payload:    mustJSON(map[string]any{"Evaluation": ee.e}),
+	}
+}
+
+// allocEvent carries the allocation without its Job and without zero-valued
+// top-level fields, as recorded (facts 4.10; no JobVersion, more/ 6).
+func (s *Server) allocEvent(idx uint64, a *alloc, typ string) event {
+	c := *a.a
+	c.Job = nil
+	return event{
+		Topic:      "Allocation",
+		Type:       typ,
+		Key:        a.a.ID,
+		Namespace:  a.a.Namespace,
+		FilterKeys: []string{a.a.JobID, a.a.DeploymentID},
+		Index:      idx,
+		Payload:    mustJSON(map[string]any{"Allocation": omitZero(mustJSON(&c))}),
+	}
+}
+
+// omitZero drops top-level keys whose value is null, false, 0 or "".
+func omitZero(b []byte) json.RawMessage {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(b, &m); err != nil {
+		return b
+	}
+	for k, v := range m {
+		switch string(v) {
+		case "null", "false", "0", `""`:
+			delete(m, k)
+		}
+	}
+	return mustJSON(m)
+}
+
+// streamFilter is the parsed topic and namespace selection of one stream.
+type streamFilter struct {
+	topics    map[string][]string
+	namespace string
+}
+
+func parseStreamFilter(r *http.Request) streamFilter {
+	q := r.URL.Query()
+	f := streamFilter{topics: make(map[string][]string), namespace: q.Get("namespace")}
+	if f.namespace == "" {
+		f.namespace = "default"
+	}
+	for _, t := range q["topic"] {
+		topic, key, ok := strings.Cut(t, ":")
+		if !ok || key == "" {
+			key = "*"
+		}
+		f.topics[topic] = append(f.topics[topic], key)
+	}
+	if len(q["topic"]) == 0 {
+		f.topics["*"] = []string{"*"}
+	}
+	return f
+}
+
+// match applies topic=Topic:Key, where Key matches the event key or any
+// filter key (45); an unknown topic simply matches nothing (46).
+func (f streamFilter) match(e event) bool {
+	if f.namespace != "*" && e.Namespace != f.namespace {
+		return false
+	}
+	for _, k := range append(f.topics[e.Topic], f.topics["*"]...) {
+		if k == "*" || k == e.Key {
+			return true
+		}
+		for _, fk := range e.FilterKeys {
+			if fk == k {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// stream is one open event stream; closing cut ends it.
+type stream struct {
+	cut chan struct{}
+}
+
+// streamLine is the wire form of a line: the events one stream sees.
+type streamLine struct {
+	Events []event
+	Index  uint64
+}
+
+// handleEventStream streams NDJSON like the agent: it takes over the
+// connection and writes raw bytes with Connection: close and neither
+// Content-Length nor chunked encoding, `{}` at once and then every
+// HeartbeatInterval (facts 4.10). As a plain handler without a hijackable
+// connection it streams through the ResponseWriter instead.
+func (s *Server) handleEventStream(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet {
+		invalidMethod(w)
+		return
+	}
+	var index uint64
+	if v := r.URL.Query().Get("index"); v != "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			writeText(w, http.StatusBadRequest, "Unable to parse index: "+err.Error())
+			return
+		}
+		index = n
+	}
+	filter := parseStreamFilter(r)
+
+	out, flush, done, closeConn, ok := openStream(w)
+	if !ok {
+		return
+	}
+	defer closeConn()
+	if done == nil {
+		done = r.Context().Done()
+	}
+
+	st := &stream{cut: make(chan struct{})}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	s.streams[st] = struct{}{}
+	pos := s.events.startSeq(index)
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.streams, st)
+		s.mu.Unlock()
+	}()
+
+	if _, err := out.Write([]byte("{}\n")); err != nil {
+		return
+	}
+	if flush() != nil {
+		return
+	}
+	heartbeat := time.NewTicker(s.opts.HeartbeatInterval)
+	defer heartbeat.Stop()
+	for {
+		s.mu.Lock()
+		var batch []streamLine
+		b := &s.events
+		if len(b.lines) > 0 && pos < b.lines[0].seq {
+			pos = b.lines[0].seq
+		}
+		for _, l := range b.lines {
+			if l.seq < pos {
+				continue
+			}
+			pos = l.seq + 1
+			var evs []event
+			for _, e := range l.events {
+				if filter.match(e) {
+					evs = append(evs, e)
+				}
+			}
+			if len(evs) > 0 {
+				batch = append(batch, streamLine{Events: evs, Index: l.index})
+			}
+		}
+		changed := b.changed()
+		s.mu.Unlock()
+
+		for _, l := range batch {
+			if _, err := out.Write(append(mustJSON(l), '\n')); err != nil {
+				return
+			}
+		}
+		if len(batch) > 0 && flush() != nil {
+			return
+		}
+		select {
+		case <-changed:
+		case <-heartbeat.C:
+			if _, err := out.Write([]byte("{}\n")); err != nil {
+				return
+			}
+			if flush() != nil {
+				return
+			}
+		case <-st.cut:
+			return
+		case <-done:
+			return
+		}
+	}
+}
+
+// openStream writes the stream's status and headers and returns where to
+// write lines.
+func openStream(w http.ResponseWriter) (out *bufio.Writer, flush func() error, done <-chan struct{}, closeConn func(), ok bool) {
+	const head = "HTTP/1.1 200 OK\r\nConnection: close\r\nCache-Control: no-cache\r\nContent-Type: application/json\r\nVary: Accept-Encoding\r\n\r\n"
+	if hj, isHJ := w.(http.Hijacker); isHJ {
+		conn, rw, err := hj.Hijack()
+		if err == nil {
+			if _, err := rw.WriteString(head); err != nil || rw.Flush() != nil {
+				conn.Close()
+				return nil, nil, nil, nil, false
+			}
+			d := make(chan struct{})
+			go watchClose(conn, rw.Reader, d)
+			return rw.Writer, rw.Writer.Flush, d, func() { conn.Close() }, true
+		}
+	}
+	h := w.Header()
+	h.Set("Connection", "close")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	bw := bufio.NewWriter(w)
+	rc := http.NewResponseController(w)
+	fl := func() error {
+		if err := bw.Flush(); err != nil {
+			return err
+		}
+		return rc.Flush()
+	}
+	return bw, fl, nil, func() {}, true
+}
+
+// watchClose closes done when the client goes away.
+func watchClose(conn net.Conn, r *bufio.Reader, done chan<- struct{}) {
+	defer close(done)
+	buf := make([]byte, 512)
+	for {
+		if _, err := r.Read(buf); err != nil {
+			return
+		}
+	}
+}

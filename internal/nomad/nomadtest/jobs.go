@@ -1,0 +1,519 @@
+package nomadtest
+
+import (
+	"bytes"
+	"cmp"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+
+	"github.com/hashicorp/go-bexpr"
+	"github.com/hashicorp/nomad/api"
+)
+
+// registerResponse is the body of PUT /v1/jobs (fact 01). KnownLeader and
+// LastContact are always false and 0 on writes.
+type registerResponse struct {
+	EvalCreateIndex uint64
+	EvalID          string
+	Index           uint64
+	JobModifyIndex  uint64
+	KnownLeader     bool
+	LastContact     int
+	NextToken       string
+	Warnings        string
+}
+
+// deregisterResponse is the body of DELETE /v1/job/:id (62, 120).
+type deregisterResponse struct {
+	EvalCreateIndex uint64
+	EvalID          string
+	Index           uint64
+	JobModifyIndex  uint64
+	KnownLeader     bool
+	LastContact     int
+	NextToken       string
+	VolumeEvalID    string
+	VolumeEvalIndex uint64
+}
+
+func (s *Server) handleJobs(w http.ResponseWriter, r *http.Request) {
+	switch r.Method {
+	case http.MethodGet:
+		s.listJobs(w, r)
+	case http.MethodPut, http.MethodPost: // POST behaves as PUT (76)
+		s.registerJob(w, r)
+	default:
+		invalidMethod(w)
+	}
+}
+
+// decodeJobRequest reads a {"Job": ...} body. Unknown fields are ignored
+// (72); decoding errors are 400 with encoding/json's text (65, 75).
+func decodeJobRequest(r *http.Request, into any, job func() *api.Job) (string, bool) {
+	if err := json.NewDecoder(r.Body).Decode(into); err != nil {
+		return err.Error(), false
+	}
+	if job() == nil {
+		return "Job must be specified", false
+	}
+	return "", true
+}
+
+// registerNamespace applies the precedence recorded in more/ 410-417:
+// ?namespace=, then the request's top-level Namespace, then Job.Namespace.
+func registerNamespace(r *http.Request, top string, job *api.Job) string {
+	if ns := r.URL.Query().Get("namespace"); ns != "" {
+		return ns
+	}
+	if top != "" {
+		return top
+	}
+	if ns := deref(job.Namespace); ns != "" {
+		return ns
+	}
+	return "default"
+}
+
+func (s *Server) registerJob(w http.ResponseWriter, r *http.Request) {
+	var req api.JobRegisterRequest
+	if msg, ok := decodeJobRequest(r, &req, func() *api.Job { return req.Job }); !ok {
+		writeText(w, http.StatusBadRequest, msg)
+		return
+	}
+	job := req.Job
+	canonicalize(job, registerNamespace(r, req.Namespace, job))
+	// Validation failures are 500, not 400 (66, 70, 71).
+	if errs := validateJob(job); len(errs) > 0 {
+		writeText(w, http.StatusInternalServerError, errs.Error())
+		return
+	}
+	resp, status, text := s.register(job, req.EnforceIndex, req.JobModifyIndex)
+	if status != http.StatusOK {
+		writeText(w, status, text)
+		return
+	}
+	setWriteIndex(w, resp.Index)
+	writeJSON(w, http.StatusOK, resp)
+}
+
+// register registers a canonical, valid job, as the endpoint does after
+// decoding. It returns the response and, on failure, the status and text
+// Nomad answers with.
+func (s *Server) register(job *api.Job, enforce bool, index uint64) (registerResponse, int, string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ns := deref(job.Namespace)
+	if _, ok := s.namespaces[ns]; !ok {
+		return registerResponse{}, http.StatusInternalServerError,
+			multiError{fmt.Errorf("job %q is in nonexistent namespace %q", deref(job.ID), ns)}.Error()
+	}
+	key := jobKey(job)
+	je := s.jobs[key]
+	if enforce {
+		// Check-and-set conflicts are 500 with these texts (facts 4.7).
+		switch {
+		case index == 0 && je != nil:
+			return registerResponse{}, http.StatusInternalServerError,
+				fmt.Sprintf("Enforcing job modify index %d: job already exists", index)
+		case index > 0 && je == nil:
+			return registerResponse{}, http.StatusInternalServerError,
+				fmt.Sprintf("Enforcing job modify index %d: job does not exist", index)
+		case je != nil && index != deref(je.job.JobModifyIndex):
+			return registerResponse{}, http.StatusInternalServerError,
+				fmt.Sprintf("Enforcing job modify index %d: job exists with conflicting job modify index: %d", index, deref(je.job.JobModifyIndex))
+		}
+	}
+	spec := specBytes(job)
+	idx := s.nextIndex()
+	resp := registerResponse{Index: idx, EvalCreateIndex: idx}
+	trigger := triggerRegister
+	if je != nil && bytes.Equal(je.spec, spec) {
+		// An identical job is not written, but it still gets an evaluation,
+		// and the response's JobModifyIndex is the job's ModifyIndex
+		// (facts 4.5, 96).
+		ee := s.newEval(idx, je, trigger, evalPending)
+		evs := []event{s.evalEvent(idx, ee, "EvaluationUpdated")}
+		evs = append(evs, s.updateJobStatus(idx, je, "EvaluationUpdated")...)
+		s.publish(idx, evs...)
+		resp.EvalID = ee.e.ID
+		resp.JobModifyIndex = deref(je.job.ModifyIndex)
+		s.scheduleEval(je, ee)
+		return resp, http.StatusOK, ""
+	}
+	job.SubmitTime = ptr(s.now().UnixNano())
+	job.JobModifyIndex = ptr(idx)
+	job.ModifyIndex = ptr(idx)
+	evType := "JobRegistered"
+	if je == nil {
+		job.Version = ptr(uint64(0))
+		job.CreateIndex = ptr(idx)
+		job.Status = ptr("pending")
+		je = &jobEntry{summary: summaryEntry{CreateIndex: idx}}
+		s.jobs[key] = je
+	} else {
+		job.Version = ptr(deref(je.job.Version) + 1)
+		job.CreateIndex = je.job.CreateIndex
+		job.Status = je.job.Status
+	}
+	job.StatusDescription = ptr("")
+	job.Stable = ptr(false)
+	je.job = job
+	je.spec = spec
+	je.versions = append(je.versions, job)
+	s.jobChanged(idx, je)
+	s.refreshSummary(idx, je)
+	s.publish(idx, s.jobEvent(idx, job, evType))
+	ee := s.newEval(idx, je, trigger, evalPending)
+	ee.e.JobModifyIndex = idx
+	evs := []event{s.evalEvent(idx, ee, evType)}
+	evs = append(evs, s.updateJobStatus(idx, je, evType)...)
+	s.publish(idx, evs...)
+	resp.EvalID = ee.e.ID
+	resp.JobModifyIndex = idx
+	s.scheduleEval(je, ee)
+	return resp, http.StatusOK, ""
+}
+
+func (s *Server) handleJob(w http.ResponseWriter, r *http.Request) {
+	key := nsKey{requestNamespace(r), r.PathValue("id")}
+	switch r.Method {
+	case http.MethodGet:
+		// The index of a single job is its own ModifyIndex (30); a missing
+		// job answers 404 with the jobs table index (60, 124).
+		s.blockingQuery(w, r, func() (queryResult, <-chan struct{}) {
+			ch := s.watch.ch(jobKeyWatch(key))
+			je := s.jobs[key]
+			if je == nil {
+				return queryResult{index: s.tables["jobs"], status: http.StatusNotFound, text: "job not found"}, ch
+			}
+			return queryResult{index: deref(je.job.ModifyIndex), body: je.job}, ch
+		})
+	case http.MethodDelete:
+		resp := s.deregister(key, r.URL.Query().Get("purge") == "true")
+		setWriteIndex(w, resp.Index)
+		writeJSON(w, http.StatusOK, resp)
+	case http.MethodPut, http.MethodPost:
+		// Nomad registers through /v1/job/:id too.
+		s.registerJob(w, r)
+	default:
+		invalidMethod(w)
+	}
+}
+
+// deregister stops a job, or purges it. An unknown job is a 200 no-op with
+// index 0 (62, more/ 445).
+func (s *Server) deregister(key nsKey, purge bool) deregisterResponse {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	je := s.jobs[key]
+	if je == nil {
+		return deregisterResponse{}
+	}
+	idx := s.nextIndex()
+	resp := deregisterResponse{Index: idx, EvalCreateIndex: idx, JobModifyIndex: idx}
+	if purge {
+		// The job and its allocations leave the state at once, and the
+		// stream carries only the deregistration with the job as it was
+		// (facts 4.8).
+		delete(s.jobs, key)
+		for _, a := range je.allocs {
+			delete(s.allocs, a.a.ID)
+		}
+		s.publish(idx, s.jobEvent(idx, je.job, "JobDeregistered"))
+		ee := s.newEval(idx, je, triggerDeregister, evalPending)
+		s.publish(idx, s.evalEvent(idx, ee, "JobDeregistered"))
+		for _, e := range je.evals {
+			if e != ee {
+				delete(s.evals, e.e.ID)
+			}
+		}
+		s.touch(idx, "jobs")
+		s.touch(idx, "job_summary")
+		s.touch(idx, "allocs")
+		s.watch.fire(jobKeyWatch(key))
+		s.watch.fire(allocsKeyWatch(key))
+		idx2 := s.nextIndex()
+		s.setEvalStatus(idx2, ee, evalComplete)
+		s.publish(idx2, s.evalEvent(idx2, ee, "EvaluationUpdated"))
+		delete(s.evals, ee.e.ID)
+		resp.EvalID = ee.e.ID
+		return resp
+	}
+	// A stop is a new version with Stop set (facts 4.8).
+	job := cloneJob(je.job)
+	job.Stop = ptr(true)
+	job.Version = ptr(deref(job.Version) + 1)
+	job.ModifyIndex = ptr(idx)
+	job.JobModifyIndex = ptr(idx)
+	job.SubmitTime = ptr(s.now().UnixNano())
+	je.job = job
+	je.spec = specBytes(job)
+	je.versions = append(je.versions, job)
+	s.jobChanged(idx, je)
+	s.publish(idx, s.jobEvent(idx, job, "JobDeregistered"))
+	ee := s.newEval(idx, je, triggerDeregister, evalPending)
+	ee.e.JobModifyIndex = idx
+	evs := []event{s.evalEvent(idx, ee, "JobDeregistered")}
+	evs = append(evs, s.updateJobStatus(idx, je, "JobDeregistered")...)
+	s.publish(idx, evs...)
+	resp.EvalID = ee.e.ID
+	s.scheduleEval(je, ee)
+	return resp
+}
+
+func (s *Server) handleJobAllocations(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet {
+		invalidMethod(w)
+		return
+	}
+	key := nsKey{requestNamespace(r), r.PathValue("id")}
+	// The index is the whole allocs table, but only this job's changes wake
+	// the query (31, 54). An unknown job is 200 [] (61).
+	s.blockingQuery(w, r, func() (queryResult, <-chan struct{}) {
+		ch := s.watch.ch(allocsKeyWatch(key))
+		out := []allocListStub{}
+		if je := s.jobs[key]; je != nil {
+			for _, a := range je.allocs {
+				out = append(out, allocStub(a))
+			}
+		}
+		// The state store's job index yields allocations in ID order
+		// (81.allocs).
+		slices.SortFunc(out, func(a, b allocListStub) int { return strings.Compare(a.ID, b.ID) })
+		return queryResult{index: s.tables["allocs"], body: out}, ch
+	})
+}
+
+// allocListStub adds DesiredTransition, which the agent sends and
+// api.AllocationListStub lacks (31).
+type allocListStub struct {
+	api.AllocationListStub
+	DesiredTransition api.DesiredTransition
+}
+
+func allocStub(a *alloc) allocListStub {
+	x := a.a
+	return allocListStub{DesiredTransition: x.DesiredTransition, AllocationListStub: api.AllocationListStub{
+		ID:                 x.ID,
+		EvalID:             x.EvalID,
+		Name:               x.Name,
+		Namespace:          x.Namespace,
+		NodeID:             x.NodeID,
+		NodeName:           x.NodeName,
+		JobID:              x.JobID,
+		JobType:            deref(a.job.Type),
+		JobVersion:         a.jobVersion,
+		TaskGroup:          x.TaskGroup,
+		DesiredStatus:      x.DesiredStatus,
+		DesiredDescription: x.DesiredDescription,
+		ClientStatus:       x.ClientStatus,
+		ClientDescription:  x.ClientDescription,
+		TaskStates:         x.TaskStates,
+		FollowupEvalID:     x.FollowupEvalID,
+		NextAllocation:     x.NextAllocation,
+		RescheduleTracker:  x.RescheduleTracker,
+		CreateIndex:        x.CreateIndex,
+		ModifyIndex:        x.ModifyIndex,
+		CreateTime:         x.CreateTime,
+		ModifyTime:         x.ModifyTime,
+	}}
+}
+
+// allocFull is GET /v1/allocation/:id: the allocation with its Job and
+// JobVersion (130).
+type allocFull struct {
+	*api.Allocation
+	JobVersion uint64
+}
+
+func (s *Server) handleAllocation(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet {
+		invalidMethod(w)
+		return
+	}
+	id := r.PathValue("id")
+	s.blockingQuery(w, r, func() (queryResult, <-chan struct{}) {
+		ch := s.watch.ch("allocs")
+		a := s.allocs[id]
+		if a == nil {
+			return queryResult{index: s.tables["allocs"], status: http.StatusNotFound, text: "alloc not found"}, ch
+		}
+		c := *a.a
+		c.Job = a.job
+		// Zero-valued fields are left out, JobVersion 0 included (130).
+		return queryResult{index: a.a.ModifyIndex, body: omitZero(mustJSON(allocFull{Allocation: &c, JobVersion: a.jobVersion}))}, ch
+	})
+}
+
+func (s *Server) handleAllocations(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet {
+		invalidMethod(w)
+		return
+	}
+	ns := requestNamespace(r)
+	s.blockingQuery(w, r, func() (queryResult, <-chan struct{}) {
+		out := []allocListStub{}
+		for _, je := range s.sortedJobs(ns) {
+			for _, a := range je.allocs {
+				out = append(out, allocStub(a))
+			}
+		}
+		return queryResult{index: s.tables["allocs"], body: out}, s.watch.ch("allocs")
+	})
+}
+
+func (s *Server) handleJobSummary(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet {
+		invalidMethod(w)
+		return
+	}
+	key := nsKey{requestNamespace(r), r.PathValue("id")}
+	s.blockingQuery(w, r, func() (queryResult, <-chan struct{}) {
+		ch := s.watch.ch("jobs")
+		je := s.jobs[key]
+		if je == nil {
+			return queryResult{index: s.tables["job_summary"], status: http.StatusNotFound, text: "job not found"}, ch
+		}
+		sum := je.apiSummary()
+		return queryResult{index: sum.ModifyIndex, body: sum}, ch
+	})
+}
+
+func (je *jobEntry) apiSummary() *api.JobSummary {
+	return &api.JobSummary{
+		JobID:       deref(je.job.ID),
+		Namespace:   deref(je.job.Namespace),
+		Summary:     je.summary.counts,
+		Children:    &api.JobChildrenSummary{},
+		CreateIndex: je.summary.CreateIndex,
+		ModifyIndex: je.summary.ModifyIndex,
+	}
+}
+
+func (s *Server) handleJobVersions(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet {
+		invalidMethod(w)
+		return
+	}
+	key := nsKey{requestNamespace(r), r.PathValue("id")}
+	s.blockingQuery(w, r, func() (queryResult, <-chan struct{}) {
+		ch := s.watch.ch(jobKeyWatch(key))
+		je := s.jobs[key]
+		if je == nil {
+			return queryResult{index: s.tables["jobs"], status: http.StatusNotFound, text: "job versions not found"}, ch
+		}
+		// Newest first (more/ 506).
+		vs := slices.Clone(je.versions)
+		slices.Reverse(vs)
+		idx := deref(je.job.ModifyIndex)
+		// The body repeats the query meta, as recorded (more/ 506).
+		return queryResult{index: idx, body: map[string]any{
+			"Versions": vs, "Diffs": nil, "Index": idx, "KnownLeader": true, "LastContact": 0, "NextToken": "",
+		}}, ch
+	})
+}
+
+func (s *Server) handleJobEvaluations(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet {
+		invalidMethod(w)
+		return
+	}
+	key := nsKey{requestNamespace(r), r.PathValue("id")}
+	s.blockingQuery(w, r, func() (queryResult, <-chan struct{}) {
+		out := []*api.Evaluation{}
+		if je := s.jobs[key]; je != nil {
+			for _, e := range je.evals {
+				out = append(out, e.e)
+			}
+		}
+		// Sorted by ID, not by time (more/ 505).
+		slices.SortFunc(out, func(a, b *api.Evaluation) int { return strings.Compare(a.ID, b.ID) })
+		return queryResult{index: s.tables["evals"], body: out}, s.watch.ch("evals")
+	})
+}
+
+func (s *Server) handleEvaluation(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet {
+		invalidMethod(w)
+		return
+	}
+	id := r.PathValue("id")
+	s.blockingQuery(w, r, func() (queryResult, <-chan struct{}) {
+		e := s.evals[id]
+		if e == nil {
+			return queryResult{index: s.tables["evals"], status: http.StatusNotFound, text: "eval not found"}, s.watch.ch("evals")
+		}
+		return queryResult{index: e.e.ModifyIndex, body: e.e}, s.watch.ch("evals")
+	})
+}
+
+func (s *Server) handleEvaluations(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet {
+		invalidMethod(w)
+		return
+	}
+	ns := requestNamespace(r)
+	var eval *bexpr.Evaluator
+	if f := r.URL.Query().Get("filter"); f != "" {
+		ev, err := bexpr.CreateEvaluator(f)
+		if err != nil {
+			writeText(w, http.StatusBadRequest, "failed to create result paginator: failed to read filter expression: "+err.Error())
+			return
+		}
+		eval = ev
+	}
+	// In CreateIndex order, with the filter over the full evaluation
+	// (more/ 513).
+	s.blockingQuery(w, r, func() (queryResult, <-chan struct{}) {
+		out := []*api.Evaluation{}
+		for _, je := range s.sortedJobs(ns) {
+			for _, e := range je.evals {
+				if eval != nil {
+					ok, err := eval.Evaluate(e.e)
+					if err != nil {
+						return queryResult{bare: true, status: http.StatusBadRequest, text: "failed to read result page: " + err.Error()}, s.watch.ch("evals")
+					}
+					if !ok {
+						continue
+					}
+				}
+				out = append(out, e.e)
+			}
+		}
+		slices.SortFunc(out, func(a, b *api.Evaluation) int { return cmp.Compare(a.CreateIndex, b.CreateIndex) })
+		return queryResult{index: s.tables["evals"], body: out}, s.watch.ch("evals")
+	})
+}
+
+// validateResponse is the body of PUT /v1/validate/job (73, 74). It always
+// claims the driver config was validated although it is not.
+type validateResponse struct {
+	DriverConfigValidated bool
+	Error                 string
+	ValidationErrors      []string
+	Warnings              string
+}
+
+func (s *Server) handleValidateJob(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPut && r.Method != http.MethodPost {
+		invalidMethod(w)
+		return
+	}
+	var req api.JobValidateRequest
+	if msg, ok := decodeJobRequest(r, &req, func() *api.Job { return req.Job }); !ok {
+		writeText(w, http.StatusBadRequest, msg)
+		return
+	}
+	canonicalize(req.Job, registerNamespace(r, req.Namespace, req.Job))
+	resp := validateResponse{DriverConfigValidated: true}
+	if errs := validateJob(req.Job); len(errs) > 0 {
+		resp.Error = errs.Error()
+		for _, e := range errs {
+			resp.ValidationErrors = append(resp.ValidationErrors, e.Error())
+		}
+	}
+	writeJSON(w, http.StatusOK, resp)
+}

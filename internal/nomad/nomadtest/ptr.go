@@ -1,0 +1,3 @@
+package nomadtest
+
+func ptr[T any](v T) *T { return &v }

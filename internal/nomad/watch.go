@@ -1,0 +1,399 @@
+package nomad
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/nomad/api"
+)
+
+// WatchSink receives what the watcher learns. Calls come from the
+// watcher's goroutine, one at a time, and should return quickly (enqueue).
+type WatchSink interface {
+	// Changed says the job of sandbox key ("namespace/name") may have
+	// changed: look at it again.
+	Changed(key string)
+	// Relisted hands over every job this controller owns, as listed at
+	// index. It comes after every (re)connection, so anything the event
+	// stream may have missed is covered, and it is what garbage
+	// collection of jobs whose sandbox is gone is decided on.
+	Relisted(jobs []*api.JobListStub, index uint64)
+}
+
+// WatchOptions tune a Watcher. Zero values take the defaults.
+type WatchOptions struct {
+	Owner     string
+	Namespace string // "*" (every namespace) by default
+	Logger    *slog.Logger
+	Backoff   Backoff // between reconnections; DefaultBackoff
+	// FirstLineTimeout bounds the wait for the stream's first line. Real
+	// Nomad sends a `{}` heartbeat at once; with ACLs it answers a denied
+	// stream with 200 and then silence, not even that heartbeat
+	// (more/README.md), which this timeout detects (default 10 s).
+	FirstLineTimeout time.Duration
+	// IdleTimeout bounds the silence between lines once the stream is up.
+	// Nomad sends a heartbeat every 30 s (facts 4.10); default 75 s.
+	IdleTimeout time.Duration
+	// FallbackAfter is how many stream attempts in a row may fail before
+	// the watcher falls back to blocking queries on the job list (3).
+	FallbackAfter int
+	// BlockingWait is the wait of one blocking query (default 5 min);
+	// after each cycle in fallback the stream is tried again, every
+	// RetryStreamEvery (default 5 min).
+	BlockingWait     time.Duration
+	RetryStreamEvery time.Duration
+}
+
+func (o WatchOptions) withDefaults() WatchOptions {
+	if o.Namespace == "" {
+		o.Namespace = "*"
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Backoff.Base == 0 {
+		o.Backoff = DefaultBackoff
+	}
+	if o.FirstLineTimeout == 0 {
+		o.FirstLineTimeout = 10 * time.Second
+	}
+	if o.IdleTimeout == 0 {
+		o.IdleTimeout = 75 * time.Second
+	}
+	if o.FallbackAfter == 0 {
+		o.FallbackAfter = 3
+	}
+	if o.BlockingWait == 0 {
+		o.BlockingWait = 5 * time.Minute
+	}
+	if o.RetryStreamEvery == 0 {
+		o.RetryStreamEvery = 5 * time.Minute
+	}
+	return o
+}
+
+// WatchStats are counters for metrics and tests.
+type WatchStats struct {
+	Connects, Reconnects, Relists, Gaps, Heartbeats, Events, Fallbacks int64
+	// Blocking is true while the watcher uses blocking queries.
+	Blocking bool
+}
+
+// Watcher turns Nomad's changes into sandbox keys to look at: the event
+// stream first, blocking queries on the job list when the stream is
+// refused or keeps failing.
+type Watcher struct {
+	c    *Client
+	opts WatchOptions
+	last uint64 // highest index handled; the stream resumes at last+1
+
+	connects, reconnects, relists, gaps, heartbeats, events, fallbacks atomic.Int64
+	blocking                                                           atomic.Bool
+}
+
+// NewWatcher makes a watcher of the jobs owned by opts.Owner.
+func NewWatcher(c *Client, opts WatchOptions) *Watcher {
+	return &Watcher{c: c, opts: opts.withDefaults()}
+}
+
+// Stats reads the counters.
+func (w *Watcher) Stats() WatchStats {
+	return WatchStats{
+		Connects: w.connects.Load(), Reconnects: w.reconnects.Load(), Relists: w.relists.Load(),
+		Gaps: w.gaps.Load(), Heartbeats: w.heartbeats.Load(), Events: w.events.Load(),
+		Fallbacks: w.fallbacks.Load(), Blocking: w.blocking.Load(),
+	}
+}
+
+// Run watches until ctx ends, reconnecting with backoff. It returns only
+// the context's error.
+func (w *Watcher) Run(ctx context.Context, sink WatchSink) error {
+	// failures counts stream failures while Nomad itself answers: those
+	// lead to the fallback. Nomad being unreachable is not the stream's
+	// fault; the watcher just retries with backoff until it is back.
+	failures, attempts := 0, 0
+	for first := true; ctx.Err() == nil; first = false {
+		if !first {
+			w.reconnects.Add(1)
+		}
+		healthy, opened, err := w.streamOnce(ctx, sink)
+		if ctx.Err() != nil {
+			break
+		}
+		attempts++
+		switch {
+		case healthy:
+			failures, attempts = 0, 0
+		case opened || !errors.Is(err, ErrTransient):
+			failures++
+		}
+		w.opts.Logger.Warn("nomad event stream ended", "err", err, "stream_failures", failures)
+		if errors.Is(err, ErrPermissionDenied) || errors.Is(err, errSilentStream) || failures >= w.opts.FallbackAfter {
+			failures, attempts = 0, 0
+			w.fallback(ctx, sink)
+			continue
+		}
+		if !sleep(ctx, w.opts.Backoff, attempts) {
+			break
+		}
+	}
+	return ctx.Err()
+}
+
+var errSilentStream = errors.New("event stream sent nothing, not even a heartbeat (denied by ACL?)")
+
+// streamLine is one NDJSON line. Only what routes a change is decoded;
+// payloads (full jobs, allocations) are skipped.
+type streamLine struct {
+	Index  uint64        `json:"Index"`
+	Events []eventHeader `json:"Events"`
+}
+
+type eventHeader struct {
+	Topic      string   `json:"Topic"`
+	Type       string   `json:"Type"`
+	Key        string   `json:"Key"`
+	Namespace  string   `json:"Namespace"`
+	FilterKeys []string `json:"FilterKeys"`
+	Index      uint64   `json:"Index"`
+}
+
+type decoded struct {
+	raw json.RawMessage
+	err error
+}
+
+// streamOnce runs one connection: open, wait for the first line, relist,
+// then handle lines until the stream ends. healthy reports whether it
+// got as far as the relist, which resets the failure count; opened
+// whether Nomad answered at all.
+func (w *Watcher) streamOnce(ctx context.Context, sink WatchSink) (healthy, opened bool, err error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	asked := w.last + 1
+	q := (&api.QueryOptions{Namespace: w.opts.Namespace, Params: map[string]string{"index": fmt.Sprint(asked)}}).WithContext(ctx)
+	body, err := w.c.api.Raw().Response("/v1/event/stream?topic=Job&topic=Allocation", q)
+	if err != nil {
+		return false, false, classify("open nomad event stream", err)
+	}
+	defer body.Close()
+	w.connects.Add(1)
+
+	lines := make(chan decoded)
+	go decodeLines(ctx, body, lines)
+
+	timer := time.NewTimer(w.opts.FirstLineTimeout)
+	defer timer.Stop()
+	first, firstBatch := true, true
+	for {
+		select {
+		case <-ctx.Done():
+			return healthy, true, ctx.Err()
+		case <-timer.C:
+			if first {
+				return false, true, errSilentStream
+			}
+			return healthy, true, fmt.Errorf("event stream silent for %s, longer than Nomad's heartbeat interval", w.opts.IdleTimeout)
+		case d := <-lines:
+			if d.err != nil {
+				// An error is never a heartbeat: EOF, a cut connection or a
+				// line that is not JSON all end this connection.
+				return healthy, true, &Error{Op: "read nomad event stream", Kind: ErrTransient, Err: d.err}
+			}
+			timer.Reset(w.opts.IdleTimeout)
+			if bytes.Equal(bytes.TrimSpace(d.raw), []byte("{}")) {
+				w.heartbeats.Add(1)
+			} else {
+				if err := w.handleLine(d.raw, asked, firstBatch, sink); err != nil {
+					return healthy, true, err
+				}
+				firstBatch = false
+			}
+			if first {
+				first = false
+				// The stream is open: a list taken now covers everything
+				// before it, including whatever the stream skipped.
+				if err := w.relist(ctx, sink); err != nil {
+					return false, true, err
+				}
+				healthy = true
+			}
+		}
+	}
+}
+
+func decodeLines(ctx context.Context, r io.Reader, out chan<- decoded) {
+	dec := json.NewDecoder(r)
+	for {
+		var raw json.RawMessage
+		err := dec.Decode(&raw)
+		select {
+		case out <- decoded{raw, err}:
+		case <-ctx.Done():
+			return
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+func (w *Watcher) handleLine(raw json.RawMessage, asked uint64, firstBatch bool, sink WatchSink) error {
+	var l streamLine
+	if err := json.Unmarshal(raw, &l); err != nil || l.Index == 0 {
+		return &Error{Op: "read nomad event stream", Kind: ErrTransient, Err: fmt.Errorf("unexpected line %.200q", raw)}
+	}
+	if firstBatch && asked > 1 && l.Index > asked {
+		// Nomad starts silently at its oldest buffered index when the
+		// one asked for has left the buffer (facts 4.10); indexes that
+		// carried no Job or Allocation event look the same. Either way
+		// the relist taken once the stream was open covers them.
+		w.gaps.Add(1)
+		w.opts.Logger.Info("nomad event stream skipped indexes; relisting", "asked", asked, "first", l.Index)
+	}
+	for _, e := range l.Events {
+		w.events.Add(1)
+		jobID := e.Key
+		if e.Topic == "Allocation" && len(e.FilterKeys) > 0 {
+			jobID = e.FilterKeys[0]
+		}
+		if key, ok := sandboxKey(e.Namespace, jobID); ok {
+			sink.Changed(key)
+		}
+	}
+	if l.Index > w.last {
+		w.last = l.Index
+	}
+	return nil
+}
+
+// sandboxKey maps a job to the sandbox it runs, for jobs named as the
+// controller names them.
+func sandboxKey(ns, jobID string) (string, bool) {
+	name, ok := strings.CutPrefix(jobID, "agentkernel-")
+	if !ok || name == "" {
+		return "", false
+	}
+	if ns == "" {
+		ns = "default"
+	}
+	return ns + "/" + name, true
+}
+
+func (w *Watcher) relist(ctx context.Context, sink WatchSink) error {
+	stubs, index, err := w.c.ListOwned(ctx, w.opts.Namespace, w.opts.Owner)
+	if err != nil {
+		return err
+	}
+	w.relists.Add(1)
+	if index > w.last {
+		w.last = index
+	}
+	sink.Relisted(stubs, index)
+	return nil
+}
+
+// fallback follows the owned-job list with blocking queries for a while,
+// then returns so that the stream is tried again. Each change of the list
+// index relists; keys are reported for jobs whose stub changed.
+func (w *Watcher) fallback(ctx context.Context, sink WatchSink) {
+	w.fallbacks.Add(1)
+	w.blocking.Store(true)
+	defer w.blocking.Store(false)
+	w.opts.Logger.Warn("falling back to blocking queries on the job list")
+
+	deadline := time.NewTimer(w.opts.RetryStreamEvery)
+	defer deadline.Stop()
+	seen := map[string]string{}
+	var index uint64
+	for failures := 0; ctx.Err() == nil; {
+		select {
+		case <-deadline.C:
+			return
+		default:
+		}
+		stubs, next, err := w.blockingList(ctx, index)
+		if err != nil {
+			failures++
+			w.opts.Logger.Warn("blocking list of owned jobs failed", "err", err)
+			if !sleep(ctx, w.opts.Backoff, failures) {
+				return
+			}
+			continue
+		}
+		failures = 0
+		if next == index && index != 0 {
+			continue // the wait timed out without a change
+		}
+		index = next
+		w.relists.Add(1)
+		sink.Relisted(stubs, next)
+		now := map[string]string{}
+		for _, s := range stubs {
+			key, ok := sandboxKey(s.Namespace, s.ID)
+			if !ok {
+				continue
+			}
+			now[key] = stubVersion(s)
+			if seen[key] != now[key] {
+				sink.Changed(key)
+			}
+		}
+		for key := range seen {
+			if _, still := now[key]; !still {
+				sink.Changed(key)
+			}
+		}
+		seen = now
+	}
+}
+
+// blockingList waits until the job list index passes index (or the wait
+// ends), then lists every owned job at the new index.
+func (w *Watcher) blockingList(ctx context.Context, index uint64) ([]*api.JobListStub, uint64, error) {
+	if index != 0 {
+		q := (&api.QueryOptions{Namespace: w.opts.Namespace, WaitIndex: index, WaitTime: w.opts.BlockingWait, PerPage: 1,
+			Filter: fmt.Sprintf("Meta[%q] == %q", MetaOwner, w.opts.Owner)}).WithContext(ctx)
+		_, meta, err := w.c.api.Jobs().List(q)
+		if err != nil {
+			return nil, 0, classify("wait for owned jobs to change", err)
+		}
+		if meta.LastIndex == index {
+			return nil, index, nil
+		}
+	}
+	return w.c.ListOwned(ctx, w.opts.Namespace, w.opts.Owner)
+}
+
+// stubVersion changes whenever the job, its status or its allocations'
+// summary change.
+func stubVersion(s *api.JobListStub) string {
+	v := fmt.Sprintf("%d/%d/%s/%t", s.ModifyIndex, s.JobModifyIndex, s.Status, s.Stop)
+	if s.JobSummary != nil {
+		v += fmt.Sprintf("/%d", s.JobSummary.ModifyIndex)
+	}
+	return v
+}
+
+// sleep waits out the backoff delay for a number of failures, or until
+// ctx ends (false).
+func sleep(ctx context.Context, b Backoff, failures int) bool {
+	after := b.After
+	if after == nil {
+		after = time.After
+	}
+	select {
+	case <-ctx.Done():
+		return false
+	case <-after(b.Delay(max(failures-1, 0))):
+		return true
+	}
+}

@@ -1,0 +1,287 @@
+package nomad
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/nomad/api"
+
+	"github.com/agentkernel/agentkernel-controller/internal/nomad/nomadtest"
+)
+
+// recordingSink collects what a watcher reports and lets a test wait for
+// a condition on it.
+type recordingSink struct {
+	mu       sync.Mutex
+	changed  map[string]int
+	relists  [][]*api.JobListStub
+	notifyCh chan struct{}
+}
+
+func newSink() *recordingSink {
+	return &recordingSink{changed: map[string]int{}, notifyCh: make(chan struct{}, 1)}
+}
+
+func (s *recordingSink) Changed(key string) {
+	s.mu.Lock()
+	s.changed[key]++
+	s.mu.Unlock()
+	s.notify()
+}
+
+func (s *recordingSink) Relisted(jobs []*api.JobListStub, _ uint64) {
+	s.mu.Lock()
+	s.relists = append(s.relists, jobs)
+	s.mu.Unlock()
+	s.notify()
+}
+
+func (s *recordingSink) notify() {
+	select {
+	case s.notifyCh <- struct{}{}:
+	default:
+	}
+}
+
+// waitFor blocks until cond holds; the deadline only keeps a broken
+// watcher from hanging the test.
+func (s *recordingSink) waitFor(t *testing.T, what string, cond func(s *recordingSink) bool) {
+	t.Helper()
+	deadline := time.After(20 * time.Second)
+	for {
+		s.mu.Lock()
+		ok := cond(s)
+		s.mu.Unlock()
+		if ok {
+			return
+		}
+		select {
+		case <-s.notifyCh:
+		case <-deadline:
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
+
+func (s *recordingSink) changes(key string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.changed[key]
+}
+
+type watchEnv struct {
+	srv    *nomadtest.Server
+	client *Client
+	w      *Watcher
+	sink   *recordingSink
+}
+
+func startWatch(t *testing.T, srvOpts nomadtest.Options, opts WatchOptions) *watchEnv {
+	t.Helper()
+	srvOpts.SchedulingDelay = -1
+	srvOpts.Drivers = []string{"docker", "exec", "raw_exec"}
+	srv := nomadtest.New(srvOpts)
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Close() })
+	c, err := NewClient(Config{Address: srv.URL(), Token: srvOpts.ACLToken})
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts.Owner = testRenderOptions.Owner
+	opts.Backoff = Backoff{Base: time.Millisecond, Max: 10 * time.Millisecond}
+	if opts.FirstLineTimeout == 0 {
+		opts.FirstLineTimeout = 2 * time.Second
+	}
+	env := &watchEnv{srv: srv, client: c, w: NewWatcher(c, opts), sink: newSink()}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = env.w.Run(ctx, env.sink)
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	return env
+}
+
+func (e *watchEnv) register(t *testing.T, name string) {
+	t.Helper()
+	sb := loadSandbox(t, "testdata/render/docker-minimal.hcl")
+	sb.Name = name
+	job, err := Render(&sb, testRenderOptions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.client.Register(t.Context(), job, 0); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestWatchReportsChangesAndRelists(t *testing.T) {
+	e := startWatch(t, nomadtest.Options{}, WatchOptions{})
+	e.register(t, "before")
+	e.sink.waitFor(t, "the first relist", func(s *recordingSink) bool { return len(s.relists) >= 1 })
+	e.register(t, "after")
+	e.sink.waitFor(t, "a change for the new job", func(s *recordingSink) bool { return s.changed["default/after"] > 0 })
+	before := e.sink.changes("default/after")
+	if err := e.client.Stop(t.Context(), "default", "agentkernel-after"); err != nil {
+		t.Fatal(err)
+	}
+	e.sink.waitFor(t, "a change for the stopped job", func(s *recordingSink) bool { return s.changed["default/after"] > before })
+	if st := e.w.Stats(); st.Heartbeats < 1 || st.Connects != 1 || st.Reconnects != 0 {
+		t.Errorf("stats %+v: want the initial heartbeat on one connection", st)
+	}
+}
+
+func TestWatchReconnectsAndRelistsAfterCut(t *testing.T) {
+	e := startWatch(t, nomadtest.Options{}, WatchOptions{})
+	e.sink.waitFor(t, "the first relist", func(s *recordingSink) bool { return len(s.relists) >= 1 })
+	e.srv.CutEventStreams()
+	e.sink.waitFor(t, "a relist after the cut", func(s *recordingSink) bool { return len(s.relists) >= 2 })
+	e.register(t, "later")
+	e.sink.waitFor(t, "a change after reconnecting", func(s *recordingSink) bool { return s.changed["default/later"] > 0 })
+	if st := e.w.Stats(); st.Reconnects < 1 || st.Blocking {
+		t.Errorf("stats %+v: want a reconnection on the stream", st)
+	}
+}
+
+// TestWatchGapRelistCatchesWhatTheStreamSkipped cuts the stream, makes a
+// change, and pushes the index past the event buffer, so that the
+// resumed stream starts after the change: only the relist can report it.
+func TestWatchGapRelistCatchesWhatTheStreamSkipped(t *testing.T) {
+	e := startWatch(t, nomadtest.Options{EventBufferSize: 4}, WatchOptions{})
+	e.sink.waitFor(t, "the first relist", func(s *recordingSink) bool { return len(s.relists) >= 1 })
+	e.register(t, "before")
+	e.sink.waitFor(t, "the stream's first event", func(s *recordingSink) bool { return s.changed["default/before"] > 0 })
+	e.srv.StopListening()
+	e.srv.CutEventStreams()
+	if _, _, err := e.srv.RunJob(mustRender(t, "skipped")); err != nil {
+		t.Fatal(err)
+	}
+	e.srv.JumpIndex(100)
+	for i := range 6 { // fill the small buffer with unrelated lines
+		if _, _, err := e.srv.RunJob(mustRender(t, fmt.Sprintf("filler-%d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := e.srv.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	e.sink.waitFor(t, "the skipped job in a relist, and the stream resumed", func(s *recordingSink) bool {
+		if s.changed["default/filler-5"] == 0 {
+			return false
+		}
+		for _, r := range s.relists {
+			for _, j := range r {
+				if j.ID == "agentkernel-skipped" {
+					return true
+				}
+			}
+		}
+		return false
+	})
+	if st := e.w.Stats(); st.Gaps < 1 {
+		t.Errorf("stats %+v: want the gap counted", st)
+	}
+}
+
+func mustRender(t *testing.T, name string) *api.Job {
+	t.Helper()
+	sb := loadSandbox(t, "testdata/render/docker-minimal.hcl")
+	sb.Name = name
+	job, err := Render(&sb, testRenderOptions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return job
+}
+
+// TestWatchHeartbeatsAndErrors uses a hand-written stream: heartbeats
+// count as such, a line that is not JSON is an error that ends the
+// connection, never a heartbeat.
+func TestWatchHeartbeatsAndErrors(t *testing.T) {
+	var mu sync.Mutex
+	streams := 0
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/v1/event/stream":
+			mu.Lock()
+			streams++
+			mu.Unlock()
+			w.Header().Set("Content-Type", "application/json")
+			fmt.Fprint(w, "{}\n{}\n{\"Index\":7,\"Events\":[{\"Topic\":\"Job\",\"Type\":\"JobRegistered\",\"Key\":\"agentkernel-x\",\"Namespace\":\"default\",\"Index\":7,\"Payload\":{}}]}\nnot json\n")
+		case "/v1/jobs":
+			w.Header().Set("X-Nomad-Index", "7")
+			fmt.Fprint(w, "[]")
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	defer srv.Close()
+	c, err := NewClient(Config{Address: srv.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := NewWatcher(c, WatchOptions{Owner: "me", Backoff: Backoff{Base: time.Millisecond, Max: time.Millisecond}, FallbackAfter: 1000})
+	sink := newSink()
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = w.Run(ctx, sink) }()
+	sink.waitFor(t, "two connections", func(s *recordingSink) bool { return len(s.relists) >= 2 })
+	cancel()
+	<-done
+	st := w.Stats()
+	perConn := st.Heartbeats / st.Connects
+	if perConn != 2 || st.Events < 1 || st.Reconnects < 1 {
+		t.Errorf("stats %+v: want exactly 2 heartbeats per connection, the event, and reconnections after the bad line", st)
+	}
+	if sink.changes("default/x") < 1 {
+		t.Errorf("the event's job was not reported")
+	}
+}
+
+// TestWatchFallsBackWhenTheStreamIsSilent reproduces what real Nomad does
+// with ACLs: the stream answers 200 and then nothing. The watcher must
+// move to blocking queries and still see changes.
+func TestWatchFallsBackWhenTheStreamIsSilent(t *testing.T) {
+	inner := nomadtest.New(nomadtest.Options{SchedulingDelay: -1, Drivers: []string{"docker"}})
+	silent := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v1/event/stream" {
+			w.WriteHeader(http.StatusOK)
+			w.(http.Flusher).Flush()
+			<-r.Context().Done()
+			return
+		}
+		inner.ServeHTTP(w, r)
+	})
+	srv := httptest.NewServer(silent)
+	defer srv.Close()
+	defer inner.Close()
+	c, err := NewClient(Config{Address: srv.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := NewWatcher(c, WatchOptions{
+		Owner: testRenderOptions.Owner, FirstLineTimeout: 50 * time.Millisecond,
+		Backoff: Backoff{Base: time.Millisecond, Max: time.Millisecond}, BlockingWait: time.Second,
+	})
+	sink := newSink()
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = w.Run(ctx, sink) }()
+	defer func() { cancel(); <-done }()
+	sink.waitFor(t, "the first blocking relist", func(s *recordingSink) bool { return len(s.relists) >= 1 })
+	if _, err := c.Register(t.Context(), mustRender(t, "seen-by-blocking"), 0); err != nil {
+		t.Fatal(err)
+	}
+	sink.waitFor(t, "the change through blocking queries", func(s *recordingSink) bool { return s.changed["default/seen-by-blocking"] > 0 })
+	if st := w.Stats(); st.Fallbacks < 1 || !st.Blocking {
+		t.Errorf("stats %+v: want the watcher in blocking mode", st)
+	}
+}

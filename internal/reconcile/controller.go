@@ -1,0 +1,269 @@
+package reconcile
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/nomad/api"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/agentkernel/agentkernel-controller/internal/nomad"
+	"github.com/agentkernel/agentkernel-controller/internal/store"
+)
+
+// FeedStore is what the controller reads of the store to feed the queue.
+type FeedStore interface {
+	List(ctx context.Context, opts store.ListOptions) ([]store.Record, uint64, error)
+	Watch(ctx context.Context, since uint64) (*store.Watcher, error)
+}
+
+// NomadWatcher follows Nomad's changes (nomad.Watcher).
+type NomadWatcher interface {
+	Run(ctx context.Context, sink nomad.WatchSink) error
+}
+
+// OwnedLister lists the jobs this controller owns (nomad.Client).
+type OwnedLister interface {
+	ListOwned(ctx context.Context, ns, owner string) ([]*api.JobListStub, uint64, error)
+}
+
+// Options wire a Controller.
+type Options struct {
+	Reconciler *Reconciler
+	Queue      *Queue
+	Store      FeedStore
+	Watcher    NomadWatcher
+	Nomad      OwnedLister
+	Owner      string
+	// Workers reconcile in parallel, one key each at a time (default 4).
+	Workers int
+	// ResyncPeriod re-queues every sandbox and owned job, give or take
+	// 10 % jitter, to catch anything a missed event left behind (10 min).
+	ResyncPeriod time.Duration
+	// ShutdownTimeout bounds how long in-flight reconciles may finish
+	// after the controller is asked to stop (10 s).
+	ShutdownTimeout time.Duration
+	// WriteLimiter, when set, is waited on before each reconcile that may
+	// write to Nomad: a global bound on the controller's write rate.
+	WriteLimiter *WriteLimiter
+	Backoff      nomad.Backoff
+	Logger       *slog.Logger
+	Metrics      *Metrics
+}
+
+// Controller runs the loop: it feeds keys from the store's change feed,
+// Nomad's watcher and a periodic resync into the queue, and N workers
+// reconcile them.
+type Controller struct {
+	o           Options
+	initialList atomic.Bool
+}
+
+// New makes a controller.
+func New(o Options) *Controller {
+	if o.Workers <= 0 {
+		o.Workers = 4
+	}
+	if o.ResyncPeriod <= 0 {
+		o.ResyncPeriod = 10 * time.Minute
+	}
+	if o.ShutdownTimeout <= 0 {
+		o.ShutdownTimeout = 10 * time.Second
+	}
+	if o.Backoff.Base == 0 {
+		o.Backoff = nomad.DefaultBackoff
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Controller{o: o}
+}
+
+// InitialListDone reports whether the owned jobs have been listed once;
+// until then the controller is not ready and collects no garbage.
+func (c *Controller) InitialListDone() bool { return c.initialList.Load() }
+
+// Run starts up as the controller must: list the jobs it owns (retrying
+// while Nomad is unreachable, never giving up), and only then start the
+// watchers and the workers. It returns when ctx ends, after in-flight
+// reconciles have finished or ShutdownTimeout has passed.
+func (c *Controller) Run(ctx context.Context) error {
+	o := c.o
+	var initial []*api.JobListStub
+	err := o.Backoff.Retry(ctx, func(ctx context.Context) error {
+		stubs, _, err := o.Nomad.ListOwned(ctx, "*", o.Owner)
+		if err != nil {
+			o.Logger.Warn("cannot list owned jobs yet; retrying", "err", err)
+			return err
+		}
+		initial = stubs
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("initial list of owned jobs: %w", err)
+	}
+	for _, s := range initial {
+		if key, ok := jobKey(s); ok {
+			o.Queue.Add(key)
+		}
+	}
+	c.initialList.Store(true)
+	o.Reconciler.AllowGC()
+	o.Logger.Info("initial list done", "owned_jobs", len(initial))
+
+	// Workers get a context of their own, so that a stop lets in-flight
+	// reconciles finish (bounded by ShutdownTimeout) instead of cutting
+	// them mid-write.
+	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelWork()
+	stopWork := context.AfterFunc(ctx, func() {
+		o.Queue.ShutDown()
+		time.AfterFunc(o.ShutdownTimeout, cancelWork)
+	})
+	defer stopWork()
+
+	feeds, feedCtx := errgroup.WithContext(ctx)
+	feeds.Go(func() error { return c.feedStore(feedCtx) })
+	feeds.Go(func() error { return o.Watcher.Run(feedCtx, queueSink{c}) })
+	feeds.Go(func() error { return c.resync(feedCtx) })
+
+	var workers sync.WaitGroup
+	for range o.Workers {
+		workers.Go(func() { c.work(workCtx) })
+	}
+	feedErr := feeds.Wait()
+	workers.Wait()
+	if feedErr != nil && !errors.Is(feedErr, context.Canceled) {
+		return feedErr
+	}
+	return nil
+}
+
+// work takes keys until the queue shuts down.
+func (c *Controller) work(ctx context.Context) {
+	o := c.o
+	for {
+		key, ok := o.Queue.Get(ctx)
+		if !ok {
+			return
+		}
+		if o.WriteLimiter != nil {
+			if err := o.WriteLimiter.Wait(ctx); err != nil {
+				o.Queue.Done(key)
+				return
+			}
+		}
+		start := time.Now()
+		res, err := o.Reconciler.Reconcile(ctx, key)
+		switch {
+		case err != nil && errors.Is(err, ErrTerminal):
+			o.Metrics.observeReconcile("error", time.Since(start))
+			o.Logger.Error("reconcile failed permanently", "sandbox", key, "err", err)
+			o.Queue.Forget(key)
+		case err != nil:
+			// Logged once here, by the worker that decides to retry;
+			// deeper code only wraps and returns.
+			o.Metrics.observeReconcile("error", time.Since(start))
+			o.Logger.Warn("reconcile failed; retrying with backoff", "sandbox", key, "err", err, "requeues", o.Queue.NumRequeues(key))
+			o.Queue.AddRateLimited(key)
+		case res.RequeueAfter > 0:
+			o.Metrics.observeReconcile("requeue_after", time.Since(start))
+			o.Queue.Forget(key)
+			o.Queue.AddAfter(key, res.RequeueAfter)
+		default:
+			o.Metrics.observeReconcile("success", time.Since(start))
+			o.Queue.Forget(key)
+		}
+		o.Queue.Done(key)
+	}
+}
+
+// feedStore queues every sandbox, then every spec change or deletion from
+// the change feed. Status and event writes are the controller's own and
+// are skipped. A watcher that falls behind the retained feed lists again.
+func (c *Controller) feedStore(ctx context.Context) error {
+	o := c.o
+	for ctx.Err() == nil {
+		recs, rev, err := o.Store.List(ctx, store.ListOptions{})
+		if err != nil {
+			return fmt.Errorf("list sandboxes: %w", err)
+		}
+		for _, r := range recs {
+			o.Queue.Add(r.Key())
+		}
+		w, err := o.Store.Watch(ctx, rev)
+		if err != nil {
+			return fmt.Errorf("watch sandboxes: %w", err)
+		}
+		for ch := range w.Changes() {
+			switch ch.Kind {
+			case store.ChangeSpec, store.ChangeDeleted:
+				o.Queue.Add(ch.Key)
+			}
+		}
+		if err := w.Err(); err != nil && !errors.Is(err, store.ErrCompacted) {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("watch sandboxes: %w", err)
+		}
+		o.Logger.Info("store change feed compacted past this watcher; listing again")
+	}
+	return nil
+}
+
+// resync re-queues everything now and then, with jitter so that several
+// controllers (or restarts) do not line up.
+func (c *Controller) resync(ctx context.Context) error {
+	o := c.o
+	for {
+		d := o.ResyncPeriod - o.ResyncPeriod/10 + time.Duration(rand.Int64N(int64(o.ResyncPeriod/5)+1))
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(d):
+		}
+		recs, _, err := o.Store.List(ctx, store.ListOptions{})
+		if err != nil {
+			o.Logger.Warn("resync: list sandboxes", "err", err)
+			continue
+		}
+		for _, r := range recs {
+			o.Queue.Add(r.Key())
+		}
+	}
+}
+
+// queueSink turns what the Nomad watcher reports into queue keys. A
+// relist queues every owned job too: those whose sandbox is gone are
+// collected by Reconcile.
+type queueSink struct{ c *Controller }
+
+func (s queueSink) Changed(key string) { s.c.o.Queue.Add(key) }
+
+func (s queueSink) Relisted(jobs []*api.JobListStub, _ uint64) {
+	for _, j := range jobs {
+		if key, ok := jobKey(j); ok {
+			s.c.o.Queue.Add(key)
+		}
+	}
+}
+
+// jobKey is the sandbox key of an owned job.
+func jobKey(s *api.JobListStub) (string, bool) {
+	name := s.Meta[nomad.MetaSandbox]
+	if name == "" || s.ID != "agentkernel-"+name {
+		return "", false
+	}
+	ns := s.Namespace
+	if ns == "" {
+		ns = "default"
+	}
+	return ns + "/" + name, true
+}

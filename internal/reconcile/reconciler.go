@@ -1,0 +1,505 @@
+package reconcile
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/nomad/api"
+
+	"github.com/agentkernel/agentkernel-controller/internal/nomad"
+	"github.com/agentkernel/agentkernel-controller/internal/spec"
+	"github.com/agentkernel/agentkernel-controller/internal/store"
+)
+
+// Store is what the reconciler needs of the desired-state store.
+type Store interface {
+	Get(ctx context.Context, key string) (store.Record, error)
+	UpdateStatus(ctx context.Context, key string, st store.Status, events ...store.Event) error
+	AppendEvent(ctx context.Context, key string, ev store.Event) error
+	Delete(ctx context.Context, key string) (store.Record, error)
+	Finalize(ctx context.Context, key string, resourceVersion uint64) error
+}
+
+// Nomad is what the reconciler needs of Nomad.
+type Nomad interface {
+	Job(ctx context.Context, ns, id string) (*api.Job, error)
+	Register(ctx context.Context, job *api.Job, modifyIndex uint64) (nomad.RegisterResult, error)
+	Stop(ctx context.Context, ns, id string) error
+	Purge(ctx context.Context, ns, id string) error
+	Allocations(ctx context.Context, ns, id string) ([]*api.AllocationListStub, error)
+}
+
+// Result tells the worker what to do with the key after a successful
+// reconcile, as controller-runtime's does.
+type Result struct {
+	// RequeueAfter > 0 looks at the key again after that long: TTL
+	// expiry, waiting for a purge to finish or an allocation to start.
+	RequeueAfter time.Duration
+}
+
+// Condition types written on every sandbox.
+const (
+	// Synced: the Nomad job is what the spec says (or there is
+	// deliberately none).
+	CondSynced = "Synced"
+	// Ready: the sandbox's task is running.
+	CondReady = "Ready"
+)
+
+// Condition reasons.
+const (
+	ReasonJobMatches   = "JobMatches"
+	ReasonStoppedState = "Stopped"
+	ReasonForeignJob   = "ForeignJob"
+	ReasonOtherOwner   = "OwnedByAnotherController"
+	ReasonPolicy       = "PolicyRefused"
+	ReasonNomadError   = "NomadError"
+	ReasonAllocRunning = "AllocationRunning"
+	ReasonAllocPending = "AllocationPending"
+	ReasonAllocFailed  = "AllocationFailed"
+	ReasonNoAlloc      = "NoAllocation"
+	ReasonExpired      = "Expired"
+	ReasonDeleting     = "Deleting"
+)
+
+// Config is the controller policy rendering and reconciling follow.
+type Config struct {
+	Render nomad.RenderOptions
+	// Ceilings: a sandbox asking for more is refused (terminal).
+	MaxVCPUs    float64
+	MaxMemoryMB int
+	// AllowedDrivers; empty means docker and exec (raw_exec only when
+	// Render.AllowRawExec).
+	AllowedDrivers []string
+	// PendingRecheck is how soon a sandbox whose allocation is not yet
+	// running is looked at again, in case an event is missed (30 s).
+	PendingRecheck time.Duration
+	// PurgeRecheck is how soon a purge is checked for completion (1 s).
+	PurgeRecheck time.Duration
+	// Metrics, optional, receives phases and drift repairs.
+	Metrics *Metrics
+}
+
+// Reconciler makes one sandbox's Nomad job match its declaration.
+type Reconciler struct {
+	store Store
+	nomad Nomad
+	cfg   Config
+	log   *slog.Logger
+	now   func() time.Time
+	// gcAllowed is set once the initial list of owned jobs has completed:
+	// before that, "not in the store" cannot be told from "not loaded".
+	gcAllowed atomic.Bool
+	// Writes counts Nomad writes (register, stop, purge) for metrics.
+	writes atomic.Int64
+}
+
+// NewReconciler makes a reconciler. now may be nil (time.Now).
+func NewReconciler(st Store, nc Nomad, cfg Config, log *slog.Logger, now func() time.Time) *Reconciler {
+	if now == nil {
+		now = time.Now
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.PendingRecheck == 0 {
+		cfg.PendingRecheck = 30 * time.Second
+	}
+	if cfg.PurgeRecheck == 0 {
+		cfg.PurgeRecheck = time.Second
+	}
+	return &Reconciler{store: st, nomad: nc, cfg: cfg, log: log, now: now}
+}
+
+// AllowGC enables garbage collection of owned jobs whose sandbox the
+// store does not hold. Call it once the initial list has completed.
+func (r *Reconciler) AllowGC() { r.gcAllowed.Store(true) }
+
+// Writes is the number of Nomad writes made so far.
+func (r *Reconciler) Writes() int64 { return r.writes.Load() }
+
+// ErrTerminal marks a failure that retrying cannot fix (an invalid spec,
+// a policy refusal); it is recorded in status and the key is not retried.
+var ErrTerminal = errors.New("terminal")
+
+// Reconcile reads the current state of key ("namespace/name") and acts.
+// It is level-triggered: it does not care what changed, only how things
+// are now, so running it twice is harmless.
+func (r *Reconciler) Reconcile(ctx context.Context, key string) (Result, error) {
+	ns, name, ok := strings.Cut(key, "/")
+	if !ok || ns == "" || name == "" {
+		return Result{}, fmt.Errorf("reconcile %q: %w: malformed key", key, ErrTerminal)
+	}
+	jobID := spec.JobIDPrefix + name
+	rec, err := r.store.Get(ctx, key)
+	if errors.Is(err, store.ErrNotFound) {
+		return r.collect(ctx, ns, jobID)
+	}
+	if err != nil {
+		return Result{}, fmt.Errorf("reconcile %q: %w", key, err)
+	}
+	if rec.Deleting() {
+		return r.delete(ctx, rec, jobID)
+	}
+	return r.sync(ctx, rec, jobID)
+}
+
+// collect purges an owned job whose sandbox is no longer declared:
+// garbage collection, only for jobs stamped with this store's ID.
+func (r *Reconciler) collect(ctx context.Context, ns, jobID string) (Result, error) {
+	if !r.gcAllowed.Load() {
+		return Result{}, nil
+	}
+	live, err := r.nomad.Job(ctx, ns, jobID)
+	if errors.Is(err, nomad.ErrNotFound) {
+		return Result{}, nil
+	}
+	if err != nil {
+		return Result{}, err
+	}
+	if nomad.OwnerOf(live, r.cfg.Render.Owner) != nomad.Owned {
+		return Result{}, nil
+	}
+	r.log.Info("purging job of an undeclared sandbox", "job_id", jobID, "namespace", ns)
+	r.writes.Add(1)
+	if err := r.nomad.Purge(ctx, ns, jobID); err != nil {
+		return Result{}, err
+	}
+	return Result{}, nil
+}
+
+// delete purges the job of a sandbox marked for deletion, waits until
+// Nomad no longer has it, then finalizes the record.
+func (r *Reconciler) delete(ctx context.Context, rec store.Record, jobID string) (Result, error) {
+	key, ns := rec.Key(), rec.Sandbox.Namespace
+	live, err := r.nomad.Job(ctx, ns, jobID)
+	switch {
+	case errors.Is(err, nomad.ErrNotFound):
+		if err := r.store.Finalize(ctx, key, rec.ResourceVersion); err != nil && !errors.Is(err, store.ErrConflict) {
+			return Result{}, fmt.Errorf("finalize %q: %w", key, err)
+		}
+		r.cfg.Metrics.setPhase(key, "")
+		// A conflict means the sandbox was applied again meanwhile: the
+		// change feed brings it back to a worker.
+		return Result{}, nil
+	case err != nil:
+		return Result{}, err
+	}
+	if own := nomad.OwnerOf(live, r.cfg.Render.Owner); own != nomad.Owned {
+		// Never purge what is not ours: forget the sandbox, keep the job.
+		r.log.Warn("sandbox deleted; its job is not ours and is left alone", "sandbox", key, "job_id", jobID)
+		if err := r.store.Finalize(ctx, key, rec.ResourceVersion); err != nil && !errors.Is(err, store.ErrConflict) {
+			return Result{}, fmt.Errorf("finalize %q: %w", key, err)
+		}
+		r.cfg.Metrics.setPhase(key, "")
+		return Result{}, nil
+	}
+	r.writes.Add(1)
+	if err := r.nomad.Purge(ctx, ns, jobID); err != nil {
+		return Result{}, err
+	}
+	st := r.baseStatus(rec, jobID)
+	st.Phase = store.PhaseDeleting
+	st.Conditions = []store.Condition{
+		{Type: CondSynced, Status: store.ConditionFalse, Reason: ReasonDeleting, Message: "Purging the Nomad job."},
+		{Type: CondReady, Status: store.ConditionFalse, Reason: ReasonDeleting, Message: "The sandbox is being deleted."},
+	}
+	r.writeStatus(ctx, key, st, store.Event{Type: store.EventNormal, Reason: store.ReasonPurged, Message: fmt.Sprintf("Purged Nomad job %s.", jobID)})
+	return Result{RequeueAfter: r.cfg.PurgeRecheck}, nil
+}
+
+// sync makes the job of a declared sandbox match it.
+func (r *Reconciler) sync(ctx context.Context, rec store.Record, jobID string) (Result, error) {
+	key, sb := rec.Key(), rec.Sandbox
+	st := r.baseStatus(rec, jobID)
+
+	if err := r.cfg.CheckPolicy(&sb); err != nil {
+		return r.terminal(ctx, rec, st, err)
+	}
+	desired, err := nomad.Render(&sb, r.cfg.Render)
+	if err != nil {
+		return r.terminal(ctx, rec, st, err)
+	}
+
+	var requeue time.Duration
+	wantRunning := sb.Spec.State == spec.StateRunning
+	if expiry, ok := expiresAt(rec); ok {
+		if left := expiry.Sub(r.now()); left > 0 {
+			requeue = left
+		} else if sb.Spec.OnExpiry == spec.OnExpiryDelete {
+			if _, err := r.store.Delete(ctx, key); err != nil {
+				return Result{}, fmt.Errorf("delete expired sandbox %q: %w", key, err)
+			}
+			r.appendEvent(ctx, key, store.Event{Type: store.EventNormal, Reason: store.ReasonDeleted, Message: fmt.Sprintf("Expired at %s; deleting.", expiry.UTC().Format(time.RFC3339))})
+			return Result{}, nil // the change feed brings the deletion back
+		} else {
+			wantRunning = false
+			st.Phase = store.PhaseExpired
+		}
+	}
+
+	live, err := r.nomad.Job(ctx, sb.Namespace, jobID)
+	if err != nil && !errors.Is(err, nomad.ErrNotFound) {
+		return r.nomadFailed(ctx, key, st, err)
+	}
+	if err != nil {
+		live = nil
+	}
+	if live != nil {
+		switch nomad.OwnerOf(live, r.cfg.Render.Owner) {
+		case nomad.Foreign:
+			return r.conflict(ctx, key, st, ReasonForeignJob, fmt.Sprintf("Nomad job %s exists but was not created by this controller (no %s in its Meta); it is left untouched. Remove or rename it, or rename the sandbox.", jobID, nomad.MetaOwner))
+		case nomad.OtherOwner:
+			return r.conflict(ctx, key, st, ReasonOtherOwner, fmt.Sprintf("Nomad job %s belongs to another controller (owner %s); it is left untouched.", jobID, live.Meta[nomad.MetaOwner]))
+		}
+	}
+
+	var event *store.Event
+	if !wantRunning {
+		if live != nil && !(live.Stop != nil && *live.Stop) {
+			r.writes.Add(1)
+			if err := r.nomad.Stop(ctx, sb.Namespace, jobID); err != nil {
+				return r.nomadFailed(ctx, key, st, err)
+			}
+			event = &store.Event{Type: store.EventNormal, Reason: "Stopped", Message: fmt.Sprintf("Stopped Nomad job %s.", jobID)}
+		}
+		if st.Phase == "" {
+			st.Phase = store.PhaseStopped
+		}
+		why := "The sandbox is declared stopped."
+		if st.Phase == store.PhaseExpired {
+			why = "The sandbox expired and on_expiry is stop."
+		}
+		st.Conditions = []store.Condition{
+			{Type: CondSynced, Status: store.ConditionTrue, Reason: ReasonStoppedState, Message: why},
+			{Type: CondReady, Status: store.ConditionFalse, Reason: ReasonStoppedState, Message: why},
+		}
+		if live != nil {
+			st.JobModifyIndex = deref(live.JobModifyIndex)
+		}
+		r.writeStatus(ctx, key, st, eventsOf(event)...)
+		return Result{RequeueAfter: requeue}, nil
+	}
+
+	reasons := nomad.Drift(desired, live)
+	if len(reasons) > 0 {
+		index := uint64(0)
+		if live != nil {
+			index = deref(live.JobModifyIndex)
+		}
+		r.writes.Add(1)
+		if _, err := r.nomad.Register(ctx, desired, index); err != nil {
+			if errors.Is(err, nomad.ErrInvalid) || errors.Is(err, nomad.ErrPermissionDenied) {
+				return r.terminal(ctx, rec, st, err)
+			}
+			// A conflict means someone wrote the job since we read it:
+			// the retry re-reads it.
+			return r.nomadFailed(ctx, key, st, err)
+		}
+		ev := store.Event{Type: store.EventNormal, Reason: store.ReasonCreated, Message: fmt.Sprintf("Registered Nomad job %s.", jobID)}
+		if live != nil {
+			r.cfg.Metrics.driftRepaired(reasons)
+			ev.Reason = store.ReasonRepaired
+			if rec.Status.ObservedGeneration != rec.Generation {
+				ev.Reason = store.ReasonUpdated
+			}
+			ev.Message = fmt.Sprintf("Registered Nomad job %s (%s).", jobID, strings.Join(reasons, ", "))
+		}
+		event = &ev
+		if live, err = r.nomad.Job(ctx, sb.Namespace, jobID); err != nil {
+			return r.nomadFailed(ctx, key, st, err)
+		}
+	}
+	st.JobModifyIndex = deref(live.JobModifyIndex)
+	// The same words whether this pass registered or found the job
+	// matching, so that the next pass writes no status: the event says
+	// what was done.
+	synced := store.Condition{Type: CondSynced, Status: store.ConditionTrue, Reason: ReasonJobMatches, Message: "The Nomad job matches the spec."}
+
+	allocs, err := r.nomad.Allocations(ctx, sb.Namespace, jobID)
+	if err != nil {
+		return r.nomadFailed(ctx, key, st, err)
+	}
+	ready := r.observeAlloc(&st, allocs)
+	st.Conditions = []store.Condition{synced, ready}
+	r.writeStatus(ctx, key, st, eventsOf(event)...)
+	if ready.Status != store.ConditionTrue && (requeue == 0 || requeue > r.cfg.PendingRecheck) {
+		requeue = r.cfg.PendingRecheck
+	}
+	return Result{RequeueAfter: requeue}, nil
+}
+
+// observeAlloc fills phase, allocation, node and ports from the newest
+// allocation that Nomad wants running, and returns the Ready condition.
+func (r *Reconciler) observeAlloc(st *store.Status, allocs []*api.AllocationListStub) store.Condition {
+	var cur *api.AllocationListStub
+	for _, a := range allocs {
+		if a.DesiredStatus != api.AllocDesiredStatusRun {
+			continue
+		}
+		if cur == nil || a.CreateIndex > cur.CreateIndex {
+			cur = a
+		}
+	}
+	if cur == nil {
+		st.Phase = store.PhasePending
+		return store.Condition{Type: CondReady, Status: store.ConditionFalse, Reason: ReasonNoAlloc, Message: "Nomad has not placed an allocation yet."}
+	}
+	st.AllocID, st.Node = cur.ID, cur.NodeName
+	if st.Node == "" {
+		st.Node = cur.NodeID
+	}
+	if cur.AllocatedResources != nil {
+		for _, n := range cur.AllocatedResources.Shared.Networks {
+			for _, p := range append(append([]api.Port(nil), n.ReservedPorts...), n.DynamicPorts...) {
+				st.Ports = append(st.Ports, store.AllocatedPort{Label: p.Label, HostIP: n.IP, Value: p.Value, To: p.To})
+			}
+		}
+	}
+	switch cur.ClientStatus {
+	case api.AllocClientStatusRunning:
+		st.Phase = store.PhaseRunning
+		return store.Condition{Type: CondReady, Status: store.ConditionTrue, Reason: ReasonAllocRunning, Message: fmt.Sprintf("Allocation %s is running.", shortID(cur.ID))}
+	case api.AllocClientStatusFailed, api.AllocClientStatusLost:
+		st.Phase = store.PhaseFailed
+		return store.Condition{Type: CondReady, Status: store.ConditionFalse, Reason: ReasonAllocFailed, Message: fmt.Sprintf("Allocation %s is %s; Nomad reschedules it.", shortID(cur.ID), cur.ClientStatus)}
+	default:
+		st.Phase = store.PhasePending
+		return store.Condition{Type: CondReady, Status: store.ConditionFalse, Reason: ReasonAllocPending, Message: fmt.Sprintf("Allocation %s is %s.", shortID(cur.ID), cur.ClientStatus)}
+	}
+}
+
+func (r *Reconciler) baseStatus(rec store.Record, jobID string) store.Status {
+	return store.Status{ObservedGeneration: rec.Generation, JobID: jobID}
+}
+
+// CheckPolicy applies the controller's own limits on top of the spec's:
+// they differ per cluster, so the spec package cannot know them. The API
+// checks them at apply time too, so most refusals never reach the store.
+func (cfg Config) CheckPolicy(sb *spec.Sandbox) error {
+	allowed := cfg.AllowedDrivers
+	if len(allowed) == 0 {
+		allowed = []string{spec.DriverDocker, spec.DriverExec}
+		if cfg.Render.AllowRawExec {
+			allowed = append(allowed, spec.DriverRawExec)
+		}
+	}
+	found := false
+	for _, d := range allowed {
+		found = found || d == sb.Spec.Driver
+	}
+	if !found {
+		return fmt.Errorf("%w: %w: driver %q is not allowed by this controller (allowed: %s)", ErrPolicy, nomad.ErrDriverNotAllowed, sb.Spec.Driver, strings.Join(allowed, ", "))
+	}
+	if cfg.MaxVCPUs > 0 && sb.Spec.VCPUs > cfg.MaxVCPUs {
+		return fmt.Errorf("%w: vcpus %g is above this controller's ceiling of %g", ErrPolicy, sb.Spec.VCPUs, cfg.MaxVCPUs)
+	}
+	if cfg.MaxMemoryMB > 0 && sb.Spec.MemoryMB > cfg.MaxMemoryMB {
+		return fmt.Errorf("%w: memory_mb %d is above this controller's ceiling of %d", ErrPolicy, sb.Spec.MemoryMB, cfg.MaxMemoryMB)
+	}
+	return nil
+}
+
+// ErrPolicy is a refusal by the controller's configuration.
+var ErrPolicy = errors.New("refused by policy")
+
+// terminal records a failure that retrying cannot fix and does not retry.
+func (r *Reconciler) terminal(ctx context.Context, rec store.Record, st store.Status, err error) (Result, error) {
+	st.Phase = store.PhaseFailed
+	st.LastError = err.Error()
+	st.Conditions = []store.Condition{
+		{Type: CondSynced, Status: store.ConditionFalse, Reason: ReasonPolicy, Message: err.Error()},
+		{Type: CondReady, Status: store.ConditionFalse, Reason: ReasonPolicy, Message: "The sandbox cannot be run as declared."},
+	}
+	r.writeStatus(ctx, rec.Key(), st, store.Event{Type: store.EventWarning, Reason: store.ReasonFailed, Message: err.Error()})
+	return Result{}, nil
+}
+
+func (r *Reconciler) conflict(ctx context.Context, key string, st store.Status, reason, msg string) (Result, error) {
+	st.Phase = store.PhaseConflict
+	st.Conditions = []store.Condition{
+		{Type: CondSynced, Status: store.ConditionFalse, Reason: reason, Message: msg},
+		{Type: CondReady, Status: store.ConditionFalse, Reason: reason, Message: "The sandbox's job name is taken."},
+	}
+	r.writeStatus(ctx, key, st, store.Event{Type: store.EventWarning, Reason: store.ReasonConflict, Message: msg})
+	return Result{}, nil
+}
+
+// nomadFailed records a Nomad failure in status and returns it, so the
+// worker retries with backoff.
+func (r *Reconciler) nomadFailed(ctx context.Context, key string, st store.Status, err error) (Result, error) {
+	prev, _ := r.store.Get(ctx, key)
+	st.Phase = prev.Status.Phase
+	if st.Phase == "" {
+		st.Phase = store.PhasePending
+	}
+	st.LastError = err.Error()
+	st.AllocID, st.Node, st.Ports = prev.Status.AllocID, prev.Status.Node, prev.Status.Ports
+	st.Conditions = []store.Condition{{Type: CondSynced, Status: store.ConditionUnknown, Reason: ReasonNomadError, Message: err.Error()}}
+	if ready, ok := prev.Status.Condition(CondReady); ok {
+		st.Conditions = append(st.Conditions, ready)
+	}
+	r.writeStatus(ctx, key, st)
+	return Result{}, err
+}
+
+// writeStatus records status; a failure is logged, not returned: the next
+// reconcile computes it again.
+func (r *Reconciler) writeStatus(ctx context.Context, key string, st store.Status, events ...store.Event) {
+	r.cfg.Metrics.setPhase(key, st.Phase)
+	err := r.store.UpdateStatus(ctx, key, st, events...)
+	switch {
+	case err == nil, errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrStaleStatus):
+		// Finalized meanwhile, or a newer generation already reported.
+	default:
+		r.log.Warn("write status", "sandbox", key, "err", err)
+	}
+}
+
+func (r *Reconciler) appendEvent(ctx context.Context, key string, ev store.Event) {
+	if err := r.store.AppendEvent(ctx, key, ev); err != nil && !errors.Is(err, store.ErrNotFound) {
+		r.log.Debug("append event", "sandbox", key, "err", err)
+	}
+}
+
+// expiresAt is when a sandbox expires: expires_at, or its creation plus
+// ttl.
+func expiresAt(rec store.Record) (time.Time, bool) {
+	sp := rec.Sandbox.Spec
+	if sp.ExpiresAt != "" {
+		t, err := time.Parse(time.RFC3339, sp.ExpiresAt)
+		return t, err == nil
+	}
+	if sp.TTL != "" {
+		d, err := time.ParseDuration(sp.TTL)
+		return rec.CreatedAt.Add(d), err == nil
+	}
+	return time.Time{}, false
+}
+
+func eventsOf(e *store.Event) []store.Event {
+	if e == nil {
+		return nil
+	}
+	return []store.Event{*e}
+}
+
+func shortID(id string) string {
+	if len(id) > 8 {
+		return id[:8]
+	}
+	return id
+}
+
+func deref[T any](p *T) T {
+	var zero T
+	if p == nil {
+		return zero
+	}
+	return *p
+}
