@@ -49,12 +49,9 @@ type Options struct {
 	// ShutdownTimeout bounds how long in-flight reconciles may finish
 	// after the controller is asked to stop (10 s).
 	ShutdownTimeout time.Duration
-	// WriteLimiter, when set, is waited on before each reconcile that may
-	// write to Nomad: a global bound on the controller's write rate.
-	WriteLimiter *WriteLimiter
-	Backoff      nomad.Backoff
-	Logger       *slog.Logger
-	Metrics      *Metrics
+	Backoff         nomad.Backoff
+	Logger          *slog.Logger
+	Metrics         *Metrics
 }
 
 // Controller runs the loop: it feeds keys from the store's change feed,
@@ -152,12 +149,6 @@ func (c *Controller) work(ctx context.Context) {
 		key, ok := o.Queue.Get(ctx)
 		if !ok {
 			return
-		}
-		if o.WriteLimiter != nil {
-			if err := o.WriteLimiter.Wait(ctx); err != nil {
-				o.Queue.Done(key)
-				return
-			}
 		}
 		start := time.Now()
 		res, err := o.Reconciler.Reconcile(ctx, key)

@@ -100,7 +100,7 @@ type Queue struct {
 	mu   sync.Mutex
 	cond sync.Cond // signalled when ready gains a key or on shutdown
 
-	ready      []readyKey
+	ready      fifo
 	dirty      map[string]struct{}  // keys in ready, or held and added again
 	processing map[string]time.Time // keys held by a worker, with Get's time
 
@@ -116,6 +116,37 @@ type Queue struct {
 type readyKey struct {
 	key   string
 	since time.Time
+}
+
+// fifo is a slice queue that reuses its array: popping advances head, and
+// a push that would grow the array first slides the live items down if
+// at least half of it is spent.
+type fifo struct {
+	items []readyKey
+	head  int
+}
+
+func (f *fifo) len() int { return len(f.items) - f.head }
+
+func (f *fifo) push(k readyKey) {
+	if len(f.items) == cap(f.items) && f.head > 0 && f.head >= len(f.items)/2 {
+		n := copy(f.items, f.items[f.head:])
+		clear(f.items[n:])
+		f.items = f.items[:n]
+		f.head = 0
+	}
+	f.items = append(f.items, k)
+}
+
+func (f *fifo) pop() readyKey {
+	k := f.items[f.head]
+	f.items[f.head] = readyKey{}
+	f.head++
+	if f.head == len(f.items) {
+		f.items = f.items[:0]
+		f.head = 0
+	}
+	return k
 }
 
 // NewQueue returns an empty Queue.
@@ -173,8 +204,8 @@ func (q *Queue) addLocked(key string) {
 }
 
 func (q *Queue) pushReadyLocked(key string) {
-	q.ready = append(q.ready, readyKey{key: key, since: q.now()})
-	q.metrics.Depth(len(q.ready))
+	q.ready.push(readyKey{key: key, since: q.now()})
+	q.metrics.Depth(q.ready.len())
 	q.cond.Signal()
 }
 
@@ -184,7 +215,7 @@ func (q *Queue) pushReadyLocked(key string) {
 func (q *Queue) Get(ctx context.Context) (key string, ok bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if len(q.ready) == 0 && !q.shuttingDown && ctx.Err() == nil {
+	if q.ready.len() == 0 && !q.shuttingDown && ctx.Err() == nil {
 		if ctx.Done() != nil {
 			// sync.Cond cannot select on a channel; wake every waiter when
 			// ctx ends and let each one check its own ctx.
@@ -195,7 +226,7 @@ func (q *Queue) Get(ctx context.Context) (key string, ok bool) {
 			})
 			defer stop()
 		}
-		for len(q.ready) == 0 && !q.shuttingDown && ctx.Err() == nil {
+		for q.ready.len() == 0 && !q.shuttingDown && ctx.Err() == nil {
 			q.cond.Wait()
 		}
 	}
@@ -203,7 +234,7 @@ func (q *Queue) Get(ctx context.Context) (key string, ok bool) {
 		return "", false
 	}
 	if ctx.Err() != nil {
-		if len(q.ready) > 0 {
+		if q.ready.len() > 0 {
 			// The Signal that woke us may have been meant for a key; pass
 			// it on to a worker that can take it.
 			q.cond.Signal()
@@ -211,13 +242,11 @@ func (q *Queue) Get(ctx context.Context) (key string, ok bool) {
 		return "", false
 	}
 
-	item := q.ready[0]
-	q.ready[0] = readyKey{}
-	q.ready = q.ready[1:]
+	item := q.ready.pop()
 	now := q.now()
 	q.processing[item.key] = now
 	delete(q.dirty, item.key)
-	q.metrics.Depth(len(q.ready))
+	q.metrics.Depth(q.ready.len())
 	q.metrics.QueueLatency(now.Sub(item.since))
 	return item.key, true
 }
@@ -323,7 +352,7 @@ func (q *Queue) NumRequeues(key string) int {
 func (q *Queue) Len() int {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	return len(q.ready)
+	return q.ready.len()
 }
 
 // ShutDown stops the queue: blocked and later Gets return ok=false, the
@@ -342,8 +371,7 @@ func (q *Queue) ShutDown() {
 	}
 	clear(q.waiting.index)
 	q.waiting.items = nil
-	clear(q.ready)
-	q.ready = nil
+	q.ready = fifo{}
 	q.metrics.Depth(0)
 	q.cond.Broadcast()
 }

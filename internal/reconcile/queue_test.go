@@ -87,6 +87,37 @@ func TestQueueAddDeduplicatesAndKeepsOrder(t *testing.T) {
 	}
 }
 
+// TestQueueKeepsOrderAcrossRefills interleaves adds and gets so the ready
+// queue's array is reused and compacted, and checks order against a
+// plain slice.
+func TestQueueKeepsOrderAcrossRefills(t *testing.T) {
+	q := reconcile.NewQueue(reconcile.QueueOptions{})
+	var model []string
+	next := 0
+	for round, batch := range []struct{ adds, gets int }{
+		{adds: 10, gets: 3}, {adds: 1, gets: 6}, {adds: 40, gets: 30},
+		{adds: 5, gets: 17}, {adds: 100, gets: 1}, {adds: 3, gets: 102},
+	} {
+		for range batch.adds {
+			k := fmt.Sprintf("ns/k%d", next)
+			next++
+			q.Add(k)
+			model = append(model, k)
+		}
+		for i := range batch.gets {
+			key, ok := q.Get(t.Context())
+			if !ok || key != model[0] {
+				t.Fatalf("round %d, get %d: Get() = %q, %v; want %q, true", round, i, key, ok, model[0])
+			}
+			model = model[1:]
+			q.Done(key)
+		}
+		if n := q.Len(); n != len(model) {
+			t.Fatalf("round %d: Len() = %d, want %d", round, n, len(model))
+		}
+	}
+}
+
 func TestQueueAddWhileHeldRequeuesOnDone(t *testing.T) {
 	tests := []struct {
 		name         string

@@ -83,6 +83,10 @@ type Config struct {
 	PurgeRecheck time.Duration
 	// Metrics, optional, receives phases and drift repairs.
 	Metrics *Metrics
+	// WriteLimiter, optional, is waited on before every Nomad write: a
+	// global bound on the controller's write rate. Reads are not limited,
+	// so a resync of unchanged sandboxes is never slowed down.
+	WriteLimiter *WriteLimiter
 }
 
 // Reconciler makes one sandbox's Nomad job match its declaration.
@@ -122,6 +126,17 @@ func (r *Reconciler) AllowGC() { r.gcAllowed.Store(true) }
 
 // Writes is the number of Nomad writes made so far.
 func (r *Reconciler) Writes() int64 { return r.writes.Load() }
+
+// beforeWrite counts a Nomad write and waits for the write limiter.
+func (r *Reconciler) beforeWrite(ctx context.Context) error {
+	if r.cfg.WriteLimiter != nil {
+		if err := r.cfg.WriteLimiter.Wait(ctx); err != nil {
+			return fmt.Errorf("wait for the Nomad write limit: %w", err)
+		}
+	}
+	r.writes.Add(1)
+	return nil
+}
 
 // ErrTerminal marks a failure that retrying cannot fix (an invalid spec,
 // a policy refusal); it is recorded in status and the key is not retried.
@@ -166,7 +181,9 @@ func (r *Reconciler) collect(ctx context.Context, ns, jobID string) (Result, err
 		return Result{}, nil
 	}
 	r.log.Info("purging job of an undeclared sandbox", "job_id", jobID, "namespace", ns)
-	r.writes.Add(1)
+	if err := r.beforeWrite(ctx); err != nil {
+		return Result{}, err
+	}
 	if err := r.nomad.Purge(ctx, ns, jobID); err != nil {
 		return Result{}, err
 	}
@@ -199,7 +216,9 @@ func (r *Reconciler) delete(ctx context.Context, rec store.Record, jobID string)
 		r.cfg.Metrics.setPhase(key, "")
 		return Result{}, nil
 	}
-	r.writes.Add(1)
+	if err := r.beforeWrite(ctx); err != nil {
+		return Result{}, err
+	}
 	if err := r.nomad.Purge(ctx, ns, jobID); err != nil {
 		return Result{}, err
 	}
@@ -262,7 +281,9 @@ func (r *Reconciler) sync(ctx context.Context, rec store.Record, jobID string) (
 	var event *store.Event
 	if !wantRunning {
 		if live != nil && !(live.Stop != nil && *live.Stop) {
-			r.writes.Add(1)
+			if err := r.beforeWrite(ctx); err != nil {
+				return Result{}, err
+			}
 			if err := r.nomad.Stop(ctx, sb.Namespace, jobID); err != nil {
 				return r.nomadFailed(ctx, key, st, err)
 			}
@@ -292,7 +313,9 @@ func (r *Reconciler) sync(ctx context.Context, rec store.Record, jobID string) (
 		if live != nil {
 			index = deref(live.JobModifyIndex)
 		}
-		r.writes.Add(1)
+		if err := r.beforeWrite(ctx); err != nil {
+			return Result{}, err
+		}
 		if _, err := r.nomad.Register(ctx, desired, index); err != nil {
 			if errors.Is(err, nomad.ErrInvalid) || errors.Is(err, nomad.ErrPermissionDenied) {
 				return r.terminal(ctx, rec, st, err)
