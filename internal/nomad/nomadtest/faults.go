@@ -24,8 +24,9 @@ type ErrorFault struct {
 	// Count is how many requests fail; zero means every request until
 	// Duration has passed.
 	Count int
-	// Duration bounds the fault in time; zero means until Count is used up.
-	// With both zero the fault lasts until ResetFaults.
+	// Duration bounds the fault in time, measured with Options.Now; zero
+	// means until Count is used up. With both zero the fault lasts until
+	// ResetFaults.
 	Duration time.Duration
 	// PathPrefix limits the fault to matching request paths, e.g. "/v1/jobs".
 	PathPrefix string

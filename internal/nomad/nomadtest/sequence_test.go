@@ -22,6 +22,14 @@ type seqStep struct {
 	put string
 	// body replaces a request body the recording generated and cut.
 	body []byte
+	// do stands for something that happened between recorded steps, such
+	// as a task exiting on its own.
+	do func(t *testing.T, f *fixture)
+	// fields are JSON paths whose values must equal the recorded ones.
+	fields []string
+	// allocs compares an allocation list as a set of (name, desired and
+	// client status, job version).
+	allocs bool
 }
 
 // replaySequence replays steps in order and compares status, header
@@ -36,6 +44,10 @@ func replaySequence(t *testing.T, f *fixture, steps []seqStep) {
 func replaySequenceMode(t *testing.T, f *fixture, steps []seqStep, exactJSON bool) {
 	t.Helper()
 	for _, st := range steps {
+		if st.do != nil {
+			st.do(t, f)
+			continue
+		}
 		if st.put != "" {
 			if resp, body := f.do(t, "PUT", "/v1/var/"+st.put, []byte(`{"Items":{"k":"v"}}`), nil); resp.StatusCode != 200 {
 				t.Fatalf("put %s: %d %s", st.put, resp.StatusCode, body)
@@ -49,6 +61,16 @@ func replaySequenceMode(t *testing.T, f *fixture, steps []seqStep, exactJSON boo
 		resp, body := f.do(t, rec.method, rec.target, rec.reqBody, rec.reqHeaders)
 		t.Run(st.fact, func(t *testing.T) {
 			compareResponse(t, replayCase{fact: st.fact, index: st.index}, rec, resp, body)
+			for _, path := range st.fields {
+				if diff := cmp.Diff(jsonPath(t, rec.body, path), jsonPath(t, body, path)); diff != "" {
+					t.Errorf("%s differs (-recorded +got):\n%s", path, diff)
+				}
+			}
+			if st.allocs {
+				if diff := cmp.Diff(allocTuples(t, rec.body), allocTuples(t, body)); diff != "" {
+					t.Errorf("allocations differ (-recorded +got):\n%s", diff)
+				}
+			}
 			if !exactJSON && json.Valid(rec.body) && len(rec.body) > 0 {
 				compareJSONShape(t, rec.body, body)
 				return
@@ -226,4 +248,57 @@ func TestConformanceEvaluations(t *testing.T) {
 	f.srv.mu.Unlock()
 	// 509 asks for diffs, which are not rendered; 511 names a generated ID.
 	replaySequenceMode(t, f, steps(true, moreRange(500, 517, 509, 511)...), false)
+}
+
+func allocTuples(t *testing.T, b []byte) []string {
+	t.Helper()
+	var l []struct {
+		Name, DesiredStatus, ClientStatus string
+		JobVersion                        uint64
+	}
+	if err := json.Unmarshal(b, &l); err != nil {
+		t.Fatalf("decode allocations: %v", err)
+	}
+	var out []string
+	for _, a := range l {
+		out = append(out, fmt.Sprintf("%s %s/%s v%d", a.Name, a.DesiredStatus, a.ClientStatus, a.JobVersion))
+	}
+	slices.Sort(out)
+	return out
+}
+
+// exits stands for a batch task ending on its own with code 0.
+func exits(job string) seqStep {
+	return seqStep{do: func(t *testing.T, f *fixture) {
+		if err := f.srv.ExitTask("default", job, 0); err != nil {
+			t.Fatalf("exit %s: %v", job, err)
+		}
+	}}
+}
+
+// TestConformanceDeadAndStoppedJobs replays more/ 600-663: finished batch
+// jobs re-registered identical (not run again) or changed (run again),
+// stop and start of service and batch jobs through register, Stop:true in
+// the body, and register after purge.
+func TestConformanceDeadAndStoppedJobs(t *testing.T) {
+	f := newLoopbackFixture(t, Options{SchedulingDelay: -1})
+	job := []string{"Status", "Version", "Stop"}
+	seq := []seqStep{
+		{fact: "more/600"}, exits("batch-ok"),
+		{fact: "more/601", fields: job}, {fact: "more/602", allocs: true}, {fact: "more/603", fields: []string{"Summary"}},
+		{fact: "more/604"}, {fact: "more/605", fields: job}, {fact: "more/606", allocs: true}, {fact: "more/607"},
+		{fact: "more/608"}, exits("batch-ok"),
+		{fact: "more/609", fields: job}, {fact: "more/610", allocs: true}, {fact: "more/611"}, {fact: "more/612", fields: []string{"Summary"}},
+		{fact: "more/620"}, {fact: "more/621", fields: job}, {fact: "more/622"}, {fact: "more/623", fields: job}, {fact: "more/624", allocs: true},
+		{fact: "more/625"}, {fact: "more/626", fields: job}, {fact: "more/627", allocs: true}, {fact: "more/628"},
+		{fact: "more/629"}, {fact: "more/630", fields: job}, {fact: "more/631"}, {fact: "more/632", fields: job}, {fact: "more/633", allocs: true},
+		{fact: "more/640"}, {fact: "more/641"}, {fact: "more/642", fields: job}, {fact: "more/643"},
+		{fact: "more/644", fields: job}, {fact: "more/645", allocs: true},
+		{fact: "more/650"}, exits("batch-ok2"),
+		{fact: "more/651"}, {fact: "more/652", fields: job}, {fact: "more/653"}, exits("batch-ok2"),
+		{fact: "more/654", fields: job}, {fact: "more/655", allocs: true},
+		{fact: "more/660"}, {fact: "more/661"}, exits("batch-ok2"),
+		{fact: "more/662", fields: job}, {fact: "more/663", allocs: true},
+	}
+	replaySequenceMode(t, f, seq, false)
 }

@@ -100,3 +100,13 @@ func (w *watcher) fire(key string) {
 
 func jobKeyWatch(k nsKey) string    { return "job:" + k.String() }
 func allocsKeyWatch(k nsKey) string { return "allocs:" + k.String() }
+
+func ptr[T any](v T) *T { return &v }
+
+func deref[T any](p *T) T {
+	if p == nil {
+		var zero T
+		return zero
+	}
+	return *p
+}

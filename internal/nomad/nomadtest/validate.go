@@ -119,14 +119,6 @@ func validateGroup(tg *api.TaskGroup) multiError {
 	return errs
 }
 
-func deref[T any](p *T) T {
-	if p == nil {
-		var zero T
-		return zero
-	}
-	return *p
-}
-
 // cloneJob deep-copies a job through JSON, the same path it takes over the
 // wire.
 func cloneJob(j *api.Job) *api.Job {

@@ -1,3 +1,0 @@
-package nomadtest
-
-func ptr[T any](v T) *T { return &v }
