@@ -52,4 +52,27 @@
 //
 // For Count and Duration, zero means unbounded; an error fault with both
 // zero lasts until reset.
+//
+// # Where it differs from a real agent
+//
+// Nothing in the controller may rely on these; they are listed so that
+// no test does either.
+//
+//   - The scheduler plans inside the register request unless EvalDelay is
+//     set, so a blocking list woken by a register returns the plan's
+//     index, one above the register's.
+//   - Job and allocation bodies are encoded from the nomad/api structs: a
+//     few server-only job fields are missing, allocations carry no
+//     resource or metrics fields, and unset task times read as year 1
+//     rather than null.
+//   - Not simulated: deployments and their events, restart jitter (the
+//     delay is exact), variable locks (lock operations answer 400), ACL
+//     policies (one management token; a denied event stream closes at
+//     once rather than after a while), alloc exec, job version diffs.
+//   - Plan diffs cover job fields, Meta, Datacenters, group Count and
+//     Meta, and task Driver, Config, Env, Meta and Resources.
+//   - The event buffer counts NDJSON lines rather than raft indexes, and
+//     client updates are batched per evaluation, not across jobs.
+//   - At most 50 finished evaluations are kept per job; unknown paths get
+//     Go's default 404 body.
 package nomadtest
