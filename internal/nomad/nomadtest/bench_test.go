@@ -2,6 +2,9 @@ package nomadtest
 
 import (
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"sync/atomic"
 	"testing"
 
@@ -84,4 +87,54 @@ func BenchmarkListParallel(b *testing.B) {
 			}
 		}
 	})
+}
+
+// The baselines answer the same requests from canned bytes: HTTP over
+// loopback and the client's JSON work, without the test server's state.
+// The ratio to them is the test server's own cost.
+
+func BenchmarkRegisterBaseline(b *testing.B) {
+	body := []byte(`{"EvalCreateIndex":11,"EvalID":"a06c1f5e-8f4c-4c6a-9b0d-6d1c3f1e2a11","Index":11,"JobModifyIndex":11,"KnownLeader":false,"LastContact":0,"NextToken":"","Warnings":""}`)
+	c := cannedClient(b, body)
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		i++
+		if _, _, err := c.Jobs().Register(benchJob(b, fmt.Sprintf("bench-%d", i)), nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkListBaseline(b *testing.B) {
+	f := benchListFixture(b)
+	resp, err := http.Get(f.srv.URL() + "/v1/jobs?meta=true")
+	if err != nil {
+		b.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	c := cannedClient(b, body)
+	b.ReportAllocs()
+	for b.Loop() {
+		l, _, err := c.Jobs().List(managedFilter)
+		if err != nil || len(l) != 200 {
+			b.Fatalf("list: %d jobs, %v", len(l), err)
+		}
+	}
+}
+
+func cannedClient(b *testing.B, body []byte) *api.Client {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("X-Nomad-Index", "11")
+		_, _ = w.Write(body)
+	}))
+	b.Cleanup(srv.Close)
+	c, err := api.NewClient(&api.Config{Address: srv.URL})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return c
 }
