@@ -2,12 +2,17 @@
 # requirement; `bash .ci/run` installs what a clean machine lacks.
 GO ?= go
 
-.PHONY: all build test check validate-examples fuzz bench clean
+.PHONY: all build dev test check validate-examples fuzz bench clean
 
 all: check test
 
 build:
 	$(GO) build -o bin/ ./cmd/...
+
+# The README's first command: the controller with an in-process Nomad test
+# server and a temporary data dir, the examples applied and shown running.
+dev:
+	$(GO) run ./cmd/controller -dev -dev-apply examples/
 
 # The README's test command: every package, with the race detector.
 test:

@@ -1,0 +1,345 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/gohcl"
+	"github.com/hashicorp/hcl/v2/hclparse"
+)
+
+// config is the controller's configuration: defaults, then the -config
+// file, then flags, each overriding the one before. Nomad's connection
+// also honours the nomad CLI's NOMAD_* environment, which the file and
+// flags override.
+type config struct {
+	DataDir   string `hcl:"data_dir,optional"`
+	Listen    string `hcl:"listen,optional"`
+	TokenFile string `hcl:"token_file,optional"`
+	Workers   int    `hcl:"workers,optional"`
+	Resync    string `hcl:"resync,optional"`
+
+	LogLevel  string `hcl:"log_level,optional"`
+	LogFormat string `hcl:"log_format,optional"`
+
+	Nomad  nomadConfig
+	Policy policyConfig
+
+	Dev          bool   `hcl:"-"`
+	DevNomadAddr string `hcl:"-"`
+	// DevApply is a path of declarations applied at start in -dev mode.
+	DevApply string `hcl:"-"`
+}
+
+type nomadConfig struct {
+	Address    string `hcl:"address,optional"`
+	Namespace  string `hcl:"namespace,optional"`
+	Region     string `hcl:"region,optional"`
+	TokenFile  string `hcl:"token_file,optional"`
+	CACert     string `hcl:"ca_cert,optional"`
+	ClientCert string `hcl:"client_cert,optional"`
+	ClientKey  string `hcl:"client_key,optional"`
+	// WriteRate bounds Nomad writes per second (0 = unlimited).
+	WriteRate  float64 `hcl:"write_rate,optional"`
+	WriteBurst int     `hcl:"write_burst,optional"`
+}
+
+type policyConfig struct {
+	AllowedDrivers     []string `hcl:"allowed_drivers,optional"`
+	MaxVCPUs           float64  `hcl:"max_vcpus,optional"`
+	MaxMemoryMB        int      `hcl:"max_memory_mb,optional"`
+	DefaultDatacenters []string `hcl:"default_datacenters,optional"`
+	DefaultNamespace   string   `hcl:"default_namespace,optional"`
+}
+
+func defaultConfig() config {
+	return config{
+		Workers:   4,
+		Resync:    "10m",
+		LogLevel:  "info",
+		LogFormat: "text",
+		Nomad:     nomadConfig{WriteRate: 50, WriteBurst: 100},
+		Policy: policyConfig{
+			AllowedDrivers: []string{"docker", "exec"},
+		},
+		DevNomadAddr: "127.0.0.1:4646",
+	}
+}
+
+const usageText = `Usage: controller [flags]
+
+Runs the agentkernel controller: it keeps the sandboxes declared with
+"akctl apply" running as Nomad jobs and serves the API akctl talks to.
+
+Nomad is reached as the nomad CLI reaches it: NOMAD_ADDR, NOMAD_TOKEN,
+NOMAD_NAMESPACE, NOMAD_REGION, NOMAD_CACERT, NOMAD_CLIENT_CERT and
+NOMAD_CLIENT_KEY, overridden by the -config file and by flags.
+
+Examples:
+  controller -dev                          # everything in-process, for a try-out
+  controller -data-dir /var/lib/agentkernel -listen 127.0.0.1:7474 -token-file /etc/agentkernel/token
+  controller -config /etc/agentkernel/controller.hcl
+
+Flags:
+`
+
+// parseConfig reads flags and the optional config file.
+func parseConfig(args []string, stderr io.Writer) (config, error) {
+	cfg := defaultConfig()
+	fs := flag.NewFlagSet("controller", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, usageText)
+		fs.PrintDefaults()
+	}
+	configFile := fs.String("config", "", "HCL configuration `file` (flags override it)")
+	var f config
+	fs.StringVar(&f.DataDir, "data-dir", "", "`dir` for the store (required unless -dev, which uses a temporary one)")
+	fs.StringVar(&f.Listen, "listen", "", "API `address`: a unix socket path, or host:port for TCP (default: controller.sock in the data dir; 127.0.0.1:7474 with -dev)")
+	fs.StringVar(&f.TokenFile, "token-file", "", "`file` holding the API bearer token; required for a non-loopback TCP listener")
+	fs.IntVar(&f.Workers, "workers", 0, "parallel reconciles (default 4)")
+	fs.StringVar(&f.Resync, "resync", "", "period of the full resync, a Go `duration` (default 10m)")
+	fs.StringVar(&f.LogLevel, "log-level", "", "debug, info, warn or error (default info)")
+	fs.StringVar(&f.LogFormat, "log-format", "", "text or json (default text)")
+	fs.StringVar(&f.Nomad.Address, "nomad-addr", "", "Nomad HTTP `address` (default NOMAD_ADDR, else http://127.0.0.1:4646)")
+	fs.StringVar(&f.Nomad.Namespace, "nomad-namespace", "", "default Nomad `namespace` for sandboxes that name none (default NOMAD_NAMESPACE, else default)")
+	fs.StringVar(&f.Nomad.Region, "nomad-region", "", "Nomad `region` (default NOMAD_REGION)")
+	fs.StringVar(&f.Nomad.TokenFile, "nomad-token-file", "", "`file` holding the Nomad ACL token (default NOMAD_TOKEN)")
+	fs.StringVar(&f.Nomad.CACert, "nomad-ca-cert", "", "CA certificate `file` for Nomad's TLS (default NOMAD_CACERT)")
+	fs.StringVar(&f.Nomad.ClientCert, "nomad-client-cert", "", "client certificate `file` for Nomad's TLS (default NOMAD_CLIENT_CERT)")
+	fs.StringVar(&f.Nomad.ClientKey, "nomad-client-key", "", "client key `file` for Nomad's TLS (default NOMAD_CLIENT_KEY)")
+	fs.Float64Var(&f.Nomad.WriteRate, "nomad-write-rate", -1, "Nomad writes per second across all sandboxes, 0 for no limit (default 50)")
+	allowed := fs.String("allowed-drivers", "", "comma-separated task `drivers` sandboxes may use (default docker,exec; raw_exec has no isolation)")
+	fs.Float64Var(&f.Policy.MaxVCPUs, "max-vcpus", 0, "largest vcpus a sandbox may ask for (default: the language's limit)")
+	fs.IntVar(&f.Policy.MaxMemoryMB, "max-memory-mb", 0, "largest memory_mb a sandbox may ask for (default: the language's limit)")
+	dcs := fs.String("default-datacenters", "", "comma-separated `datacenters` for sandboxes that name none (default *)")
+	fs.BoolVar(&cfg.Dev, "dev", false, "development mode: an in-process Nomad test server, a temporary data dir, every driver allowed")
+	fs.StringVar(&cfg.DevNomadAddr, "dev-nomad-addr", cfg.DevNomadAddr, "`address` of the in-process Nomad test server in -dev mode")
+	fs.StringVar(&cfg.DevApply, "dev-apply", "", "in -dev mode, `path` of declarations (file or directory) to apply at start")
+	if err := fs.Parse(args); err != nil {
+		return cfg, err
+	}
+	if fs.NArg() > 0 {
+		return cfg, fmt.Errorf("unexpected argument %q: the controller takes flags only", fs.Arg(0))
+	}
+
+	if *configFile != "" {
+		if err := loadConfigFile(*configFile, &cfg); err != nil {
+			return cfg, err
+		}
+	}
+	// Flags given on the command line win over the file.
+	set := map[string]bool{}
+	fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
+	str := func(name string, dst *string, v string) {
+		if set[name] {
+			*dst = v
+		}
+	}
+	str("data-dir", &cfg.DataDir, f.DataDir)
+	str("listen", &cfg.Listen, f.Listen)
+	str("token-file", &cfg.TokenFile, f.TokenFile)
+	str("resync", &cfg.Resync, f.Resync)
+	str("log-level", &cfg.LogLevel, f.LogLevel)
+	str("log-format", &cfg.LogFormat, f.LogFormat)
+	str("nomad-addr", &cfg.Nomad.Address, f.Nomad.Address)
+	str("nomad-namespace", &cfg.Nomad.Namespace, f.Nomad.Namespace)
+	str("nomad-region", &cfg.Nomad.Region, f.Nomad.Region)
+	str("nomad-token-file", &cfg.Nomad.TokenFile, f.Nomad.TokenFile)
+	str("nomad-ca-cert", &cfg.Nomad.CACert, f.Nomad.CACert)
+	str("nomad-client-cert", &cfg.Nomad.ClientCert, f.Nomad.ClientCert)
+	str("nomad-client-key", &cfg.Nomad.ClientKey, f.Nomad.ClientKey)
+	if set["workers"] {
+		cfg.Workers = f.Workers
+	}
+	if set["nomad-write-rate"] {
+		cfg.Nomad.WriteRate = f.Nomad.WriteRate
+	}
+	if set["max-vcpus"] {
+		cfg.Policy.MaxVCPUs = f.Policy.MaxVCPUs
+	}
+	if set["max-memory-mb"] {
+		cfg.Policy.MaxMemoryMB = f.Policy.MaxMemoryMB
+	}
+	if set["allowed-drivers"] {
+		cfg.Policy.AllowedDrivers = splitList(*allowed)
+	}
+	if set["default-datacenters"] {
+		cfg.Policy.DefaultDatacenters = splitList(*dcs)
+	}
+	if cfg.Dev {
+		cfg.Policy.AllowedDrivers = []string{"docker", "exec", "raw_exec"}
+		if cfg.Listen == "" {
+			cfg.Listen = "127.0.0.1:7474"
+		}
+	}
+	return cfg, cfg.validate()
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func (c *config) validate() error {
+	var errs []error
+	if c.DataDir == "" && !c.Dev {
+		errs = append(errs, errors.New("-data-dir is required (or use -dev for a temporary one)"))
+	}
+	if c.Workers < 1 || c.Workers > 256 {
+		errs = append(errs, fmt.Errorf("workers is %d; it must be between 1 and 256", c.Workers))
+	}
+	if d, err := time.ParseDuration(c.Resync); err != nil || d < time.Second {
+		errs = append(errs, fmt.Errorf("resync %q must be a Go duration of at least 1s, such as 10m", c.Resync))
+	}
+	if _, err := parseLevel(c.LogLevel); err != nil {
+		errs = append(errs, err)
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		errs = append(errs, fmt.Errorf("log format %q must be text or json", c.LogFormat))
+	}
+	for _, d := range c.Policy.AllowedDrivers {
+		if d != "docker" && d != "exec" && d != "raw_exec" {
+			errs = append(errs, fmt.Errorf("allowed driver %q must be docker, exec or raw_exec", d))
+		}
+	}
+	if c.Nomad.WriteRate < 0 {
+		errs = append(errs, fmt.Errorf("nomad write rate %g must be 0 (no limit) or more", c.Nomad.WriteRate))
+	}
+	return errors.Join(errs...)
+}
+
+func (c *config) resyncPeriod() time.Duration {
+	d, _ := time.ParseDuration(c.Resync)
+	return d
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return 0, fmt.Errorf("log level %q must be debug, info, warn or error", s)
+	}
+	return l, nil
+}
+
+// fileConfig is the config file's shape: like config, but with optional
+// blocks and a pointer where zero is a meaningful value, so that what the
+// file leaves out keeps its default.
+type fileConfig struct {
+	DataDir   string        `hcl:"data_dir,optional"`
+	Listen    string        `hcl:"listen,optional"`
+	TokenFile string        `hcl:"token_file,optional"`
+	Workers   int           `hcl:"workers,optional"`
+	Resync    string        `hcl:"resync,optional"`
+	LogLevel  string        `hcl:"log_level,optional"`
+	LogFormat string        `hcl:"log_format,optional"`
+	Nomad     *nomadFile    `hcl:"nomad,block"`
+	Policy    *policyConfig `hcl:"policy,block"`
+}
+
+type nomadFile struct {
+	Address    string   `hcl:"address,optional"`
+	Namespace  string   `hcl:"namespace,optional"`
+	Region     string   `hcl:"region,optional"`
+	TokenFile  string   `hcl:"token_file,optional"`
+	CACert     string   `hcl:"ca_cert,optional"`
+	ClientCert string   `hcl:"client_cert,optional"`
+	ClientKey  string   `hcl:"client_key,optional"`
+	WriteRate  *float64 `hcl:"write_rate,optional"`
+	WriteBurst int      `hcl:"write_burst,optional"`
+}
+
+// loadConfigFile decodes the HCL config file over cfg, reporting every
+// problem with its file:line.
+func loadConfigFile(path string, cfg *config) error {
+	p := hclparse.NewParser()
+	file, diags := p.ParseHCLFile(path)
+	var fc fileConfig
+	if !diags.HasErrors() {
+		diags = append(diags, gohcl.DecodeBody(file.Body, nil, &fc)...)
+	}
+	if diags.HasErrors() {
+		var b strings.Builder
+		wr := hcl.NewDiagnosticTextWriter(&b, p.Files(), 100, false)
+		_ = wr.WriteDiagnostics(diags)
+		return fmt.Errorf("config file %s:\n%s", path, b.String())
+	}
+	over := func(dst *string, v string) {
+		if v != "" {
+			*dst = v
+		}
+	}
+	over(&cfg.DataDir, fc.DataDir)
+	over(&cfg.Listen, fc.Listen)
+	over(&cfg.TokenFile, fc.TokenFile)
+	over(&cfg.Resync, fc.Resync)
+	over(&cfg.LogLevel, fc.LogLevel)
+	over(&cfg.LogFormat, fc.LogFormat)
+	if fc.Workers != 0 {
+		cfg.Workers = fc.Workers
+	}
+	if n := fc.Nomad; n != nil {
+		over(&cfg.Nomad.Address, n.Address)
+		over(&cfg.Nomad.Namespace, n.Namespace)
+		over(&cfg.Nomad.Region, n.Region)
+		over(&cfg.Nomad.TokenFile, n.TokenFile)
+		over(&cfg.Nomad.CACert, n.CACert)
+		over(&cfg.Nomad.ClientCert, n.ClientCert)
+		over(&cfg.Nomad.ClientKey, n.ClientKey)
+		if n.WriteRate != nil {
+			cfg.Nomad.WriteRate = *n.WriteRate
+		}
+		if n.WriteBurst != 0 {
+			cfg.Nomad.WriteBurst = n.WriteBurst
+		}
+	}
+	if pc := fc.Policy; pc != nil {
+		if pc.AllowedDrivers != nil {
+			cfg.Policy.AllowedDrivers = pc.AllowedDrivers
+		}
+		if pc.MaxVCPUs != 0 {
+			cfg.Policy.MaxVCPUs = pc.MaxVCPUs
+		}
+		if pc.MaxMemoryMB != 0 {
+			cfg.Policy.MaxMemoryMB = pc.MaxMemoryMB
+		}
+		if pc.DefaultDatacenters != nil {
+			cfg.Policy.DefaultDatacenters = pc.DefaultDatacenters
+		}
+		over(&cfg.Policy.DefaultNamespace, pc.DefaultNamespace)
+	}
+	return nil
+}
+
+// readSecretFile reads a token file, refusing one that others can read:
+// the token guards the API or Nomad.
+func readSecretFile(path string) (string, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return "", fmt.Errorf("read token file: %w", err)
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		return "", fmt.Errorf("token file %s has mode %04o; make it readable by its owner only (chmod 600)", path, fi.Mode().Perm())
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("read token file: %w", err)
+	}
+	tok := strings.TrimSpace(string(b))
+	if tok == "" {
+		return "", fmt.Errorf("token file %s is empty", path)
+	}
+	return tok, nil
+}

@@ -1,0 +1,404 @@
+// Command controller keeps declared agentkernel sandboxes running as Nomad
+// jobs and serves the API that akctl uses.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	apiserver "github.com/agentkernel/agentkernel-controller/internal/api"
+	"github.com/agentkernel/agentkernel-controller/internal/nomad"
+	"github.com/agentkernel/agentkernel-controller/internal/nomad/nomadtest"
+	"github.com/agentkernel/agentkernel-controller/internal/reconcile"
+	"github.com/agentkernel/agentkernel-controller/internal/spec"
+	"github.com/agentkernel/agentkernel-controller/internal/store"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	ctx, cancel := context.WithCancel(context.Background())
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-sigs
+		fmt.Fprintln(os.Stderr, "stopping: finishing in-flight work (signal again to exit at once)")
+		cancel()
+		<-sigs
+		fmt.Fprintln(os.Stderr, "exiting at once")
+		os.Exit(1)
+	}()
+	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintf(os.Stderr, "controller: %v\n", err)
+		}
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0)
+		}
+		os.Exit(1)
+	}
+}
+
+// run is the whole controller; main only maps its error to an exit code.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cfg, err := parseConfig(args, stderr)
+	if err != nil {
+		return err
+	}
+	level, _ := parseLevel(cfg.LogLevel)
+	var handler slog.Handler = slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})
+	if cfg.LogFormat == "json" {
+		handler = slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level})
+	}
+	log := slog.New(handler)
+
+	if cfg.Dev {
+		stopDev, err := startDev(&cfg, log)
+		if err != nil {
+			return err
+		}
+		defer stopDev()
+	}
+
+	st, err := store.Open(cfg.DataDir, store.Options{Logger: log})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	log.Info("store open", "path", st.Path(), "store_id", st.StoreID())
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := reconcile.NewMetrics(reg)
+
+	var reachable atomic.Bool
+	nomadToken := ""
+	if cfg.Nomad.TokenFile != "" {
+		if nomadToken, err = readSecretFile(cfg.Nomad.TokenFile); err != nil {
+			return err
+		}
+	}
+	nc, err := nomad.NewClient(nomad.Config{
+		Address: cfg.Nomad.Address, Token: nomadToken, Namespace: cfg.Nomad.Namespace, Region: cfg.Nomad.Region,
+		CACert: cfg.Nomad.CACert, ClientCert: cfg.Nomad.ClientCert, ClientKey: cfg.Nomad.ClientKey,
+		OnRequest: func(method, endpoint string, code int, d time.Duration) {
+			// Any answer, even an error status, means Nomad is reachable.
+			reachable.Store(code != 0)
+			metrics.NomadRequest(method, endpoint, code, d)
+		},
+	})
+	if err != nil {
+		return err
+	}
+	defaultNS := cfg.Policy.DefaultNamespace
+	if defaultNS == "" {
+		defaultNS = nc.Namespace()
+	}
+
+	var limiter *reconcile.WriteLimiter
+	if cfg.Nomad.WriteRate > 0 {
+		limiter = reconcile.NewWriteLimiter(cfg.Nomad.WriteRate, cfg.Nomad.WriteBurst)
+	}
+	rcfg := reconcile.Config{
+		Render: nomad.RenderOptions{
+			Owner:              st.StoreID(),
+			DefaultDatacenters: cfg.Policy.DefaultDatacenters,
+			AllowRawExec:       contains(cfg.Policy.AllowedDrivers, spec.DriverRawExec),
+		},
+		AllowedDrivers: cfg.Policy.AllowedDrivers,
+		MaxVCPUs:       cfg.Policy.MaxVCPUs,
+		MaxMemoryMB:    cfg.Policy.MaxMemoryMB,
+		Metrics:        metrics,
+		WriteLimiter:   limiter,
+	}
+	rec := reconcile.NewReconciler(st, nc, rcfg, log, nil)
+	watcher := nomad.NewWatcher(nc, nomad.WatchOptions{Owner: st.StoreID(), Logger: log})
+	registerWatchMetrics(reg, watcher)
+	ctrl := reconcile.New(reconcile.Options{
+		Reconciler:   rec,
+		Queue:        reconcile.NewQueue(reconcile.QueueOptions{Metrics: metrics.Queue()}),
+		Store:        st,
+		Watcher:      watcher,
+		Nomad:        nc,
+		Owner:        st.StoreID(),
+		Workers:      cfg.Workers,
+		ResyncPeriod: cfg.resyncPeriod(),
+		Logger:       log,
+		Metrics:      metrics,
+	})
+
+	token := ""
+	if cfg.TokenFile != "" {
+		if token, err = readSecretFile(cfg.TokenFile); err != nil {
+			return err
+		}
+	}
+	ln, where, err := listen(cfg.Listen, cfg.DataDir, token != "")
+	if err != nil {
+		return err
+	}
+	ready := func() (bool, string) {
+		switch {
+		case !ctrl.InitialListDone():
+			return false, "waiting for the initial list of owned Nomad jobs"
+		case !reachable.Load():
+			return false, "Nomad is unreachable"
+		}
+		return true, ""
+	}
+	apiHandler := apiserver.NewServer(apiserver.Options{
+		Store:      st,
+		Policy:     rcfg,
+		Planner:    nomad.Planner{Client: nc, Render: rcfg.Render},
+		Ready:      ready,
+		Token:      token,
+		Logger:     log,
+		Registerer: reg,
+		Gatherer:   reg,
+		Version:    version,
+	})
+	srv := &http.Server{Handler: apiHandler, ReadHeaderTimeout: 10 * time.Second}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+	log.Info("API listening", "address", where)
+	if cfg.Dev {
+		printDevBanner(stdout, cfg, where)
+	}
+
+	ctrlErr := make(chan error, 1)
+	go func() { ctrlErr <- ctrl.Run(ctx) }()
+
+	if cfg.Dev && cfg.DevApply != "" {
+		go devApply(ctx, log, stdout, st, cfg.DevApply, defaultNS)
+	}
+
+	select {
+	case err = <-serveErr:
+		err = fmt.Errorf("serve API: %w", err)
+	case err = <-ctrlErr:
+	case <-ctx.Done():
+		err = <-ctrlErr
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	apiHandler.Close() // ends open watch streams, which Shutdown would wait for
+	_ = srv.Shutdown(shutdownCtx)
+	if ctx.Err() != nil {
+		log.Info("stopped")
+		return nil
+	}
+	return err
+}
+
+func contains(xs []string, x string) bool {
+	for _, v := range xs {
+		if v == x {
+			return true
+		}
+	}
+	return false
+}
+
+// listen opens the API listener. Without an explicit address it is a unix
+// socket in the data dir, mode 0600: only its owner can talk to it. A TCP
+// listener beyond loopback refuses to start without a token.
+func listen(addr, dataDir string, hasToken bool) (net.Listener, string, error) {
+	if addr == "" {
+		addr = filepath.Join(dataDir, "controller.sock")
+	}
+	if isUnixPath(addr) {
+		path := strings.TrimPrefix(addr, "unix://")
+		if err := removeStaleSocket(path); err != nil {
+			return nil, "", err
+		}
+		ln, err := net.Listen("unix", path)
+		if err != nil {
+			return nil, "", fmt.Errorf("listen on %s: %w", path, err)
+		}
+		if err := os.Chmod(path, 0o600); err != nil {
+			ln.Close()
+			return nil, "", fmt.Errorf("restrict socket %s: %w", path, err)
+		}
+		return ln, "unix://" + path, nil
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, "", fmt.Errorf("listen address %q: want host:port or a socket path: %w", addr, err)
+	}
+	if !hasToken && !isLoopback(host) {
+		return nil, "", fmt.Errorf("refusing to serve the API on %s without a token: set -token-file, or listen on 127.0.0.1 or a unix socket", addr)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, "", fmt.Errorf("listen on %s: %w", addr, err)
+	}
+	return ln, "http://" + ln.Addr().String(), nil
+}
+
+func isUnixPath(addr string) bool {
+	return strings.HasPrefix(addr, "unix://") || strings.HasPrefix(addr, "/") || strings.HasPrefix(addr, "./")
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// removeStaleSocket removes a socket file left by a controller that died,
+// but never another kind of file, and never a socket someone listens on.
+func removeStaleSocket(path string) error {
+	fi, err := os.Lstat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if fi.Mode()&os.ModeSocket == 0 {
+		return fmt.Errorf("%s exists and is not a socket; not replacing it", path)
+	}
+	if c, err := net.Dial("unix", path); err == nil {
+		c.Close()
+		return fmt.Errorf("%s is in use by another process", path)
+	}
+	return os.Remove(path)
+}
+
+func registerWatchMetrics(reg prometheus.Registerer, w *nomad.Watcher) {
+	reg.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "agentkernel_event_stream_reconnects_total", Help: "Reconnections of the Nomad event stream."},
+			func() float64 { return float64(w.Stats().Reconnects) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "agentkernel_event_stream_gaps_total", Help: "Resumed event streams that started past the index asked for."},
+			func() float64 { return float64(w.Stats().Gaps) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "agentkernel_nomad_relists_total", Help: "Full lists of the owned Nomad jobs."},
+			func() float64 { return float64(w.Stats().Relists) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "agentkernel_event_stream_fallback", Help: "1 while the watcher uses blocking queries instead of the event stream."},
+			func() float64 {
+				if w.Stats().Blocking {
+					return 1
+				}
+				return 0
+			}),
+	)
+}
+
+// startDev runs the Nomad test server in-process, like `nomad agent -dev`,
+// and points the controller at it with a temporary data dir.
+func startDev(cfg *config, log *slog.Logger) (func(), error) {
+	srv := nomadtest.New(nomadtest.Options{
+		Addr:            cfg.DevNomadAddr,
+		SchedulingDelay: 500 * time.Millisecond,
+		Drivers:         []string{"docker", "exec", "raw_exec", "java", "mock_driver"},
+		Logger:          log.With("component", "nomad-test-server"),
+	})
+	if err := srv.Start(); err != nil {
+		return nil, fmt.Errorf("start the in-process Nomad test server on %s: %w (use -dev-nomad-addr)", cfg.DevNomadAddr, err)
+	}
+	cfg.Nomad.Address = srv.URL()
+	cleanup := func() { _ = srv.Close() }
+	if cfg.DataDir == "" {
+		dir, err := os.MkdirTemp("", "agentkernel-dev-")
+		if err != nil {
+			cleanup()
+			return nil, err
+		}
+		cfg.DataDir = dir
+		cleanup = func() { _ = srv.Close(); _ = os.RemoveAll(dir) }
+	}
+	return cleanup, nil
+}
+
+func printDevBanner(w io.Writer, cfg config, api string) {
+	fmt.Fprintf(w, `agentkernel controller running in development mode
+  API:              %s
+  Nomad test server: %s (in-process; every driver allowed)
+  data dir:         %s (removed on exit unless given with -data-dir)
+
+Next, in another terminal:
+  export AKCTL_ADDR=%s NOMAD_ADDR=%s
+  go run ./cmd/akctl apply -f examples/ --wait
+  go run ./cmd/akctl get
+`, api, cfg.Nomad.Address, cfg.DataDir, api, cfg.Nomad.Address)
+}
+
+// devApply loads and applies declarations at start in -dev mode, then
+// prints them once they have all settled, so that one command shows
+// sandboxes running.
+func devApply(ctx context.Context, log *slog.Logger, stdout io.Writer, st *store.Store, path, defaultNS string) {
+	res, diags := spec.Load([]string{path}, spec.Options{DefaultNamespace: defaultNS, Environ: os.Environ()})
+	if diags.HasErrors() {
+		log.Error("dev-apply: invalid declarations", "path", path, "err", diags.Error())
+		return
+	}
+	objs := make([]store.Object, 0, len(res.Sandboxes))
+	for _, s := range res.Sandboxes {
+		objs = append(objs, store.Object{Sandbox: s})
+	}
+	if _, err := st.Apply(ctx, objs, store.ApplyOptions{ApplySet: "dev"}); err != nil {
+		log.Error("dev-apply", "err", err)
+		return
+	}
+	log.Info("dev-apply: applied", "path", path, "sandboxes", len(objs))
+
+	settled := func(recs []store.Record) bool {
+		for _, r := range recs {
+			if r.Status.ObservedGeneration != r.Generation || r.Status.Phase == "" || r.Status.Phase == store.PhasePending {
+				return false
+			}
+		}
+		return true
+	}
+	for {
+		recs, rev, err := st.List(ctx, store.ListOptions{})
+		if err != nil {
+			return
+		}
+		if settled(recs) {
+			tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "\nNAMESPACE\tNAME\tPHASE\tJOB\tALLOCATION")
+			for _, r := range recs {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", r.Sandbox.Namespace, r.Sandbox.Name, r.Status.Phase, r.Status.JobID, shortAlloc(r.Status.AllocID))
+			}
+			tw.Flush()
+			return
+		}
+		// Wait for the next store change (status writes included).
+		w, err := st.Watch(ctx, rev)
+		if err != nil {
+			return
+		}
+		select {
+		case <-w.Changes():
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+func shortAlloc(id string) string {
+	if len(id) > 8 {
+		return id[:8]
+	}
+	return id
+}
