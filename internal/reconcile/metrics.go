@@ -7,6 +7,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/agentkernel/agentkernel-controller/internal/nomad"
 	"github.com/agentkernel/agentkernel-controller/internal/store"
 )
 
@@ -74,6 +75,18 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "agentkernel_drift_repairs_total", Help: "Nomad jobs registered again because they drifted, by reason.",
 		}, []string{"reason"}),
 		phases: map[string]store.Phase{},
+	}
+	// Series that exist from the start read 0 rather than missing, so
+	// rate() and alerts work before the first error or repair.
+	for _, result := range []string{"success", "error", "requeue_after"} {
+		m.reconcileTotal.WithLabelValues(controllerName, result)
+	}
+	m.reconcileErrors.WithLabelValues(controllerName)
+	m.retries.WithLabelValues(controllerName)
+	m.adds.WithLabelValues(controllerName)
+	m.depth.WithLabelValues(controllerName)
+	for _, r := range []string{nomad.DriftMissing, nomad.DriftStopped, nomad.DriftRunning, nomad.DriftDead, nomad.DriftSpecHash, nomad.DriftFields} {
+		m.driftRepairs.WithLabelValues(r)
 	}
 	reg.MustRegister(m.reconcileTotal, m.reconcileErrors, m.reconcileTime, m.depth, m.adds, m.retries,
 		m.queueDuration, m.workDuration, m.nomadRequests, m.nomadDuration, m.driftRepairs, phaseCollector{m})
