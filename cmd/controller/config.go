@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -109,13 +110,17 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&f.LogLevel, "log-level", "", "debug, info, warn or error (default info)")
 	fs.StringVar(&f.LogFormat, "log-format", "", "text or json (default text)")
 	fs.StringVar(&f.Nomad.Address, "nomad-addr", "", "Nomad HTTP `address` (default NOMAD_ADDR, else http://127.0.0.1:4646)")
-	fs.StringVar(&f.Nomad.Namespace, "nomad-namespace", "", "default Nomad `namespace` for sandboxes that name none (default NOMAD_NAMESPACE, else default)")
+	fs.StringVar(&f.Nomad.Namespace, "nomad-namespace", "", "Nomad `namespace` of the controller's own requests (default NOMAD_NAMESPACE, else default); sandboxes name theirs")
 	fs.StringVar(&f.Nomad.Region, "nomad-region", "", "Nomad `region` (default NOMAD_REGION)")
 	fs.StringVar(&f.Nomad.TokenFile, "nomad-token-file", "", "`file` holding the Nomad ACL token (default NOMAD_TOKEN)")
 	fs.StringVar(&f.Nomad.CACert, "nomad-ca-cert", "", "CA certificate `file` for Nomad's TLS (default NOMAD_CACERT)")
 	fs.StringVar(&f.Nomad.ClientCert, "nomad-client-cert", "", "client certificate `file` for Nomad's TLS (default NOMAD_CLIENT_CERT)")
 	fs.StringVar(&f.Nomad.ClientKey, "nomad-client-key", "", "client key `file` for Nomad's TLS (default NOMAD_CLIENT_KEY)")
-	fs.Float64Var(&f.Nomad.WriteRate, "nomad-write-rate", -1, "Nomad writes per second across all sandboxes, 0 for no limit (default 50)")
+	fs.Func("nomad-write-rate", "Nomad writes per `second` across all sandboxes, 0 for no limit (default 50)", func(v string) error {
+		r, err := strconv.ParseFloat(v, 64)
+		f.Nomad.WriteRate = r
+		return err
+	})
 	allowed := fs.String("allowed-drivers", "", "comma-separated task `drivers` sandboxes may use (default docker,exec; raw_exec has no isolation)")
 	fs.Float64Var(&f.Policy.MaxVCPUs, "max-vcpus", 0, "largest vcpus a sandbox may ask for (default: the language's limit)")
 	fs.IntVar(&f.Policy.MaxMemoryMB, "max-memory-mb", 0, "largest memory_mb a sandbox may ask for (default: the language's limit)")

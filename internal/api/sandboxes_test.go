@@ -10,7 +10,6 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/agentkernel/agentkernel-controller/internal/api"
-	"github.com/agentkernel/agentkernel-controller/internal/spec"
 	"github.com/agentkernel/agentkernel-controller/internal/store"
 )
 
@@ -197,5 +196,3 @@ func TestEvents(t *testing.T) {
 		t.Errorf("events (-want +got):\n%s", d)
 	}
 }
-
-var _ = spec.DefaultNamespace

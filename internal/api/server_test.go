@@ -96,6 +96,12 @@ func (p *fakePlanner) Plan(_ context.Context, sb *spec.Sandbox) (*nomadapi.JobPl
 	return resp, nil
 }
 
+func (p *fakePlanner) callCount() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.calls
+}
+
 type testEnv struct {
 	store   *store.Store
 	server  *api.Server

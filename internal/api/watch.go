@@ -62,6 +62,11 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request) error {
 	default:
 	}
 
+	if r.Method == http.MethodHead {
+		w.Header().Set("Content-Type", "application/x-ndjson")
+		w.WriteHeader(http.StatusOK)
+		return nil
+	}
 	ctx := r.Context()
 	watcher, err := s.opts.Store.Watch(ctx, since)
 	if err != nil {
@@ -73,8 +78,11 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request) error {
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(http.StatusOK)
 	// A server-wide WriteTimeout would cut every stream; each line gets
-	// its own deadline instead, so only a stuck client is dropped.
+	// its own deadline instead, so only a stuck client is dropped. The
+	// deadline is cleared on the way out because net/http does not reset
+	// it for the connection's next request unless it has a WriteTimeout.
 	_ = rc.SetWriteDeadline(time.Time{})
+	defer func() { _ = rc.SetWriteDeadline(time.Time{}) }()
 	if rc.Flush() != nil {
 		return nil
 	}
