@@ -95,7 +95,7 @@ func (s *Store) Apply(ctx context.Context, objs []Object, opts ApplyOptions) (Ap
 		if err := ctx.Err(); err != nil {
 			return ApplyResult{}, fmt.Errorf("apply: %w", err)
 		}
-		err := s.db.View(func(tx *bolt.Tx) error {
+		err := s.view(func(tx *bolt.Tx) error {
 			w := &writeTx{tx: tx, rev: revisionImpl(tx) + 1, now: s.now().UTC()}
 			var err error
 			res, err = applyImpl(w, objs, opts, true)

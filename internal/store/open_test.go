@@ -67,3 +67,22 @@ func TestOpenOfADataDirInUseFailsClearly(t *testing.T) {
 		t.Errorf("error = %q\nwant    %q", err, want)
 	}
 }
+
+func TestClosedStoreSaysSo(t *testing.T) {
+	s, err := store.Open(t.TempDir(), store.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Get(t.Context(), "default/x"); !errors.Is(err, store.ErrClosed) {
+		t.Errorf("Get after Close: %v, want ErrClosed", err)
+	}
+	if _, _, err := s.List(t.Context(), store.ListOptions{}); !errors.Is(err, store.ErrClosed) {
+		t.Errorf("List after Close: %v, want ErrClosed", err)
+	}
+	if _, err := s.Delete(t.Context(), "default/x"); !errors.Is(err, store.ErrClosed) {
+		t.Errorf("Delete after Close: %v, want ErrClosed", err)
+	}
+}

@@ -89,7 +89,7 @@ func (s *Store) Get(ctx context.Context, key string) (Record, error) {
 		return Record{}, fmt.Errorf("get sandbox %q: %w", key, err)
 	}
 	var rec Record
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		e, ok, err := getSandboxImpl(tx, key)
 		if err != nil {
 			return err
@@ -117,7 +117,7 @@ func (s *Store) List(ctx context.Context, opts ListOptions) ([]Record, uint64, e
 		recs []Record
 		rev  uint64
 	)
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		rev = revisionImpl(tx)
 		c := tx.Bucket(bucketSandboxes).Cursor()
 		var k, v []byte

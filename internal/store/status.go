@@ -220,7 +220,7 @@ func (s *Store) Events(ctx context.Context, key string) ([]Event, error) {
 		return nil, fmt.Errorf("read events of sandbox %q: %w", key, err)
 	}
 	var evs []Event
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		if tx.Bucket(bucketSandboxes).Get([]byte(key)) == nil {
 			return ErrNotFound
 		}

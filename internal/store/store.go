@@ -265,6 +265,16 @@ func (s *Store) Close() error {
 	return err
 }
 
+// view runs a read transaction; on a closed store it fails with ErrClosed
+// rather than bbolt's own error, so callers can tell shutdown apart.
+func (s *Store) view(fn func(tx *bolt.Tx) error) error {
+	err := s.db.View(fn)
+	if errors.Is(err, berrors.ErrDatabaseNotOpen) {
+		return ErrClosed
+	}
+	return err
+}
+
 // StoreID is the random identity created with the store. The controller
 // stamps it on every Nomad job it creates, as ownership.
 func (s *Store) StoreID() string { return s.storeID }
@@ -281,7 +291,7 @@ func (s *Store) Revision(ctx context.Context) (uint64, error) {
 		return 0, fmt.Errorf("read revision: %w", err)
 	}
 	var rev uint64
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		rev = revisionImpl(tx)
 		return nil
 	})
@@ -354,6 +364,9 @@ func (s *Store) update(ctx context.Context, fn func(w *writeTx) error) (uint64, 
 	})
 	if errors.Is(err, errNoChange) {
 		return rev, nil
+	}
+	if errors.Is(err, berrors.ErrDatabaseNotOpen) {
+		return 0, ErrClosed
 	}
 	if err != nil {
 		return 0, err
