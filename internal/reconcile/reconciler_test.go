@@ -347,6 +347,23 @@ func TestDriftRepaired(t *testing.T) {
 				h.t.Fatal(err)
 			}
 		}, nomad.DriftFields},
+		{"dead after its task failed for good", func(h *harness) {
+			// Someone re-ran the job with no restarts or reschedules left,
+			// as agentkernel's batch jobs end: the task fails and the job
+			// is dead.
+			j := h.job("agentkernel-box")
+			j.TaskGroups[0].RestartPolicy = &api.RestartPolicy{Attempts: ptrTo(0), Mode: ptrTo("fail")}
+			j.TaskGroups[0].ReschedulePolicy = &api.ReschedulePolicy{Attempts: ptrTo(0), Unlimited: ptrTo(false)}
+			if _, _, err := h.srv.RunJob(j); err != nil {
+				h.t.Fatal(err)
+			}
+			if err := h.srv.FailTask("default", "agentkernel-box"); err != nil {
+				h.t.Fatal(err)
+			}
+			if j := h.job("agentkernel-box"); deref(j.Status) != "dead" {
+				h.t.Fatalf("job status %q, want dead", deref(j.Status))
+			}
+		}, nomad.DriftDead},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -494,3 +511,5 @@ func TestNomadDownIsRetried(t *testing.T) {
 	h.reconcile("default/box")
 	h.expectStatus("default/box", store.PhaseRunning, store.ConditionTrue)
 }
+
+func ptrTo[T any](v T) *T { return &v }
