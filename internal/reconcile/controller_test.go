@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -186,16 +187,18 @@ func TestControllerSurvivesFaults(t *testing.T) {
 	h.eventually("all running again", h.allPhase(keys, store.PhaseRunning))
 }
 
-// TestCrashDuringConvergence stops the controller at random points of a
-// convergence, without any cleanup beyond what a killed process leaves
-// (the store file and Nomad's state), then runs a fresh controller on
-// the same data dir: exactly one job per sandbox, nothing lost, nothing
-// foreign touched.
+// TestCrashDuringConvergence cuts the controller off at random points of
+// a convergence — its context cancelled with no grace for in-flight
+// reconciles, as a killed process would be — then reopens the same data
+// dir with a fresh controller: exactly one job per sandbox, nothing lost,
+// nothing foreign touched.
 func TestCrashDuringConvergence(t *testing.T) {
 	seed := rand.Uint64()
 	rng := rand.New(rand.NewPCG(seed, 0))
 	t.Logf("seed %d", seed)
 	h := newHarness(t)
+	dataDir := filepath.Dir(h.st.Path())
+	storeID := h.st.StoreID()
 	foreign := renderFor(t, "s007", "")
 	delete(foreign.Meta, nomad.MetaOwner)
 	if _, _, err := h.srv.RunJob(foreign); err != nil {
@@ -204,17 +207,32 @@ func TestCrashDuringConvergence(t *testing.T) {
 	foreignBefore := h.job("agentkernel-s007")
 	src, keys := fleet(20)
 	h.apply(src)
-	for i := range 5 {
-		r := h.startController()
-		// Let it run for a random number of reconciles, then stop it.
-		target := h.rec.Writes() + int64(rng.IntN(6))
-		h.eventually(fmt.Sprintf("round %d progress", i), func() bool { return h.rec.Writes() >= target || h.rec.Writes() >= 19 })
+
+	for i := range 6 {
+		if err := h.st.Close(); err != nil {
+			t.Fatal(err)
+		}
+		st, err := store.Open(dataDir, store.Options{NoSync: true, Now: h.now})
+		if err != nil {
+			t.Fatalf("round %d: reopen: %v", i, err)
+		}
+		if st.StoreID() != storeID {
+			t.Fatalf("round %d: store ID changed", i)
+		}
+		h.st = st
+		h.rec = NewReconciler(st, h.nc, Config{Render: nomad.RenderOptions{Owner: storeID}}, nil, h.now)
+		if i == 5 {
+			break
+		}
+		r := h.startController(func(o *Options) { o.ShutdownTimeout = time.Nanosecond })
+		target := int64(rng.IntN(8))
+		h.eventually(fmt.Sprintf("round %d progress", i), func() bool { return h.rec.Writes() >= target || h.writes() >= 19 })
 		r.stop()
 	}
 	h.startController()
 	ours := append(append([]string(nil), keys[:7]...), keys[8:]...)
 	h.eventually("convergence after the crashes", h.allPhase(ours, store.PhaseRunning))
-	jobs, _, err := h.nc.ListOwned(t.Context(), "*", h.st.StoreID())
+	jobs, _, err := h.nc.ListOwned(t.Context(), "*", storeID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -225,4 +243,9 @@ func TestCrashDuringConvergence(t *testing.T) {
 		t.Error("the foreign job was touched")
 	}
 	h.expectStatus("default/s007", store.PhaseConflict, store.ConditionFalse)
+	for _, k := range keys {
+		if _, err := h.st.Get(t.Context(), k); err != nil {
+			t.Errorf("sandbox %s lost: %v", k, err)
+		}
+	}
 }

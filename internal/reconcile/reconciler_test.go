@@ -42,7 +42,7 @@ func newHarness(t *testing.T, mut ...func(*Config)) *harness {
 	if h.st, err = store.Open(t.TempDir(), store.Options{NoSync: true, Now: h.now}); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = h.st.Close() })
+	t.Cleanup(func() { _ = h.st.Close() }) // the store in use at the end; rounds may replace it
 	cfg := Config{Render: nomad.RenderOptions{Owner: h.st.StoreID()}}
 	for _, m := range mut {
 		m(&cfg)
