@@ -231,17 +231,52 @@ func (c *Controller) resync(ctx context.Context) error {
 	}
 }
 
-// queueSink turns what the Nomad watcher reports into queue keys. A
-// relist queues every owned job too: those whose sandbox is gone are
-// collected by Reconcile.
+// queueSink turns what the Nomad watcher reports into queue keys.
 type queueSink struct{ c *Controller }
 
 func (s queueSink) Changed(key string) { s.c.o.Queue.Add(key) }
 
+// Relisted compares a full list of the owned jobs with the store and
+// queues what differs: a declared sandbox whose job is missing (purged
+// while the stream was away, or skipped by it), a job that is stopped,
+// dead, or of another spec or version than last seen, and an owned job
+// with no sandbox (garbage). Unchanged sandboxes are not queued, so a
+// reconnection costs one list, not a reconcile per sandbox.
 func (s queueSink) Relisted(jobs []*api.JobListStub, _ uint64) {
+	o := s.c.o
+	live := make(map[string]*api.JobListStub, len(jobs))
 	for _, j := range jobs {
 		if key, ok := jobKey(j); ok {
-			s.c.o.Queue.Add(key)
+			live[key] = j
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	recs, _, err := o.Store.List(ctx, store.ListOptions{})
+	if err != nil {
+		// Without the store to compare with, look at everything.
+		o.Logger.Warn("relist: list sandboxes", "err", err)
+		for key := range live {
+			o.Queue.Add(key)
+		}
+		return
+	}
+	declared := make(map[string]bool, len(recs))
+	for _, r := range recs {
+		key := r.Key()
+		declared[key] = true
+		j, ok := live[key]
+		switch {
+		case !ok, r.Deleting(), j.Stop, j.Status == "dead",
+			j.Meta[nomad.MetaSpecHash] != r.Hash,
+			j.JobModifyIndex != r.Status.JobModifyIndex,
+			r.Status.ObservedGeneration != r.Generation:
+			o.Queue.Add(key)
+		}
+	}
+	for key := range live {
+		if !declared[key] {
+			o.Queue.Add(key)
 		}
 	}
 }

@@ -249,3 +249,23 @@ func TestCrashDuringConvergence(t *testing.T) {
 		}
 	}
 }
+
+// TestControllerRelistCatchesWhatTheStreamSkipped purges a job while the
+// controller's event stream is away and pushes Nomad's index past its
+// event buffer: the purge is never streamed, and only the relist that
+// follows the reconnection can reveal the missing job.
+func TestControllerRelistCatchesWhatTheStreamSkipped(t *testing.T) {
+	h := newHarness(t)
+	src, keys := fleet(3)
+	h.apply(src)
+	h.startController(func(o *Options) { o.ResyncPeriod = time.Hour })
+	h.eventually("every sandbox running", h.allPhase(keys, store.PhaseRunning))
+	h.srv.StopListening()
+	h.srv.CutEventStreams()
+	h.srv.StopJob("default", "agentkernel-s001", true)
+	h.srv.JumpIndex(1000)
+	if err := h.srv.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	h.eventually("the purged job recreated", func() bool { return h.job("agentkernel-s001") != nil })
+}

@@ -1,6 +1,7 @@
 package reconcile
 
 import (
+	"context"
 	"errors"
 	"strings"
 	"sync"
@@ -513,3 +514,46 @@ func TestNomadDownIsRetried(t *testing.T) {
 }
 
 func ptrTo[T any](v T) *T { return &v }
+
+// racingNomad lets another writer change the job between the
+// reconciler's read and its register, once.
+type racingNomad struct {
+	*nomad.Client
+	race func()
+}
+
+func (r *racingNomad) Register(ctx context.Context, job *api.Job, index uint64) (nomad.RegisterResult, error) {
+	if r.race != nil {
+		r.race()
+		r.race = nil
+	}
+	return r.Client.Register(ctx, job, index)
+}
+
+func TestCheckAndSetConflictIsRetried(t *testing.T) {
+	h := newHarness(t)
+	h.apply(box)
+	h.reconcile("default/box")
+	h.apply(`sandbox "box" {
+  image     = "alpine:3"
+  memory_mb = 1024
+}`)
+	rn := &racingNomad{Client: h.nc, race: func() {
+		j := h.job("agentkernel-box")
+		j.TaskGroups[0].Tasks[0].Env = map[string]string{"OTHER": "writer"}
+		if _, _, err := h.srv.RunJob(j); err != nil {
+			t.Fatal(err)
+		}
+	}}
+	rec := NewReconciler(h.st, rn, Config{Render: nomad.RenderOptions{Owner: h.st.StoreID()}}, nil, h.now)
+	if _, err := rec.Reconcile(t.Context(), "default/box"); !errors.Is(err, nomad.ErrConflict) {
+		t.Fatalf("err = %v, want a check-and-set conflict returned for a retry", err)
+	}
+	if _, err := rec.Reconcile(t.Context(), "default/box"); err != nil {
+		t.Fatalf("retry: %v", err)
+	}
+	j := h.job("agentkernel-box")
+	if *j.TaskGroups[0].Tasks[0].Resources.MemoryMB != 1024 || len(j.TaskGroups[0].Tasks[0].Env) != 0 {
+		t.Errorf("after the retry the job is not the declared one: memory %d, env %v", *j.TaskGroups[0].Tasks[0].Resources.MemoryMB, j.TaskGroups[0].Tasks[0].Env)
+	}
+}
