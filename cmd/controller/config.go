@@ -124,6 +124,7 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	allowed := fs.String("allowed-drivers", "", "comma-separated task `drivers` sandboxes may use (default docker,exec; raw_exec has no isolation)")
 	fs.Float64Var(&f.Policy.MaxVCPUs, "max-vcpus", 0, "largest vcpus a sandbox may ask for (default: the language's limit)")
 	fs.IntVar(&f.Policy.MaxMemoryMB, "max-memory-mb", 0, "largest memory_mb a sandbox may ask for (default: the language's limit)")
+	fs.StringVar(&f.Policy.DefaultNamespace, "default-namespace", "", "`namespace` for sandboxes applied without one (default NOMAD_NAMESPACE, else default); akctl learns it from the controller")
 	dcs := fs.String("default-datacenters", "", "comma-separated `datacenters` for sandboxes that name none (default *)")
 	fs.BoolVar(&cfg.Dev, "dev", false, "development mode: an in-process Nomad test server, a temporary data dir, every driver allowed")
 	fs.StringVar(&cfg.DevNomadAddr, "dev-nomad-addr", cfg.DevNomadAddr, "`address` of the in-process Nomad test server in -dev mode")
@@ -175,6 +176,9 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	}
 	if set["allowed-drivers"] {
 		cfg.Policy.AllowedDrivers = splitList(*allowed)
+	}
+	if set["default-namespace"] {
+		cfg.Policy.DefaultNamespace = f.Policy.DefaultNamespace
 	}
 	if set["default-datacenters"] {
 		cfg.Policy.DefaultDatacenters = splitList(*dcs)

@@ -165,15 +165,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return true, ""
 	}
 	apiHandler := apiserver.NewServer(apiserver.Options{
-		Store:      st,
-		Policy:     rcfg,
-		Planner:    nomad.Planner{Client: nc, Render: rcfg.Render},
-		Ready:      ready,
-		Token:      token,
-		Logger:     log,
-		Registerer: reg,
-		Gatherer:   reg,
-		Version:    version,
+		Store:            st,
+		Policy:           rcfg,
+		Planner:          nomad.Planner{Client: nc, Render: rcfg.Render},
+		Ready:            ready,
+		Token:            token,
+		Logger:           log,
+		Registerer:       reg,
+		Gatherer:         reg,
+		Version:          version,
+		DefaultNamespace: defaultNS,
 	})
 	srv := &http.Server{Handler: apiHandler, ReadHeaderTimeout: 10 * time.Second}
 	serveErr := make(chan error, 1)

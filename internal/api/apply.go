@@ -110,6 +110,9 @@ func (s *Server) prepare(req *ApplyRequest) ([]store.Object, store.ApplyOptions,
 		o := &req.Objects[i]
 		sb := o.Sandbox
 		sb.Source = o.Source
+		if sb.Namespace == "" {
+			sb.Namespace = s.defaultNamespace()
+		}
 		sb.Canonicalize()
 		var problems []string
 		if err := sb.Validate(); err != nil {

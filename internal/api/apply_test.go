@@ -269,3 +269,26 @@ func TestPrune(t *testing.T) {
 		})
 	}
 }
+
+func TestApplyGivesTheDefaultNamespace(t *testing.T) {
+	tests := []struct {
+		name string
+		opt  envOption
+		want string
+	}{
+		{"built-in default", func(*envConfig) {}, "default"},
+		{"configured default", func(c *envConfig) { c.api.DefaultNamespace = "agents" }, "agents"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t, tt.opt)
+			e.mustApply(t, applyReq(sandbox("web", inNamespace(""))))
+			e.mustDo(t, http.MethodGet, "/v1/sandboxes/"+tt.want+"/web", nil, http.StatusOK, nil)
+			var v api.VersionInfo
+			e.mustDo(t, http.MethodGet, "/v1/version", nil, http.StatusOK, &v)
+			if v.DefaultNamespace != tt.want {
+				t.Errorf("version says default namespace %q, want %q", v.DefaultNamespace, tt.want)
+			}
+		})
+	}
+}

@@ -75,6 +75,16 @@ type Options struct {
 	Gatherer   prometheus.Gatherer
 	// Version is reported by /v1/version.
 	Version string
+	// DefaultNamespace is given to sandboxes that arrive without one
+	// ("default" when empty).
+	DefaultNamespace string
+}
+
+func (s *Server) defaultNamespace() string {
+	if s.opts.DefaultNamespace == "" {
+		return "default"
+	}
+	return s.opts.DefaultNamespace
 }
 
 // Server serves the API. It is an http.Handler.
@@ -304,6 +314,9 @@ type VersionInfo struct {
 	Version  string `json:"version"`
 	StoreID  string `json:"storeID"`
 	Revision uint64 `json:"revision"`
+	// DefaultNamespace is the namespace the controller gives sandboxes
+	// that declare none; akctl loads declarations with it.
+	DefaultNamespace string `json:"defaultNamespace"`
 }
 
 func (s *Server) version(w http.ResponseWriter, r *http.Request) error {
@@ -311,7 +324,7 @@ func (s *Server) version(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, VersionInfo{Version: s.opts.Version, StoreID: s.opts.Store.StoreID(), Revision: rev})
+	writeJSON(w, http.StatusOK, VersionInfo{Version: s.opts.Version, StoreID: s.opts.Store.StoreID(), Revision: rev, DefaultNamespace: s.defaultNamespace()})
 	return nil
 }
 
