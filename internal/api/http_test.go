@@ -141,7 +141,7 @@ func TestVersion(t *testing.T) {
 	env.mustApply(t, applyReq(sandbox("web")))
 	var v api.VersionInfo
 	env.mustDo(t, "GET", "/v1/version", nil, 200, &v)
-	want := api.VersionInfo{Version: "v1.2.3-test", StoreID: env.store.StoreID(), Revision: 1}
+	want := api.VersionInfo{Version: "v1.2.3-test", StoreID: env.store.StoreID(), Revision: 1, DefaultNamespace: "default"}
 	if v != want {
 		t.Errorf("version %+v, want %+v", v, want)
 	}
