@@ -86,6 +86,9 @@ func FieldDiffs(desired, live *api.Job) []string {
 // env var, a Meta entry, a driver option) is drift, not a server default.
 var exactPaths = []string{"Meta", "TaskGroups[].Tasks[].Env", "TaskGroups[].Tasks[].Config"}
 
+// digits strips list indexes from a path, giving its shape.
+var digits = strings.NewReplacer("0", "", "1", "", "2", "", "3", "", "4", "", "5", "", "6", "", "7", "", "8", "", "9", "")
+
 func toGeneric(v any) any {
 	b, err := json.Marshal(v)
 	if err != nil {
@@ -103,7 +106,7 @@ func toGeneric(v any) any {
 // Values are compared after a JSON round trip, so a driver config decoded
 // from Nomad (numbers as float64, lists as []any) equals the rendering.
 func compareSubset(path string, want, got any, diffs *[]string) {
-	shape := strings.NewReplacer("0", "", "1", "", "2", "", "3", "", "4", "", "5", "", "6", "", "7", "", "8", "", "9", "").Replace(path)
+	shape := digits.Replace(path)
 	if slices.Contains(exactPaths, shape) {
 		if !reflect.DeepEqual(emptyAsNil(want), emptyAsNil(got)) {
 			*diffs = append(*diffs, path)
