@@ -2,7 +2,7 @@
 # requirement; `bash .ci/run` installs what a clean machine lacks.
 GO ?= go
 
-.PHONY: all build dev test check validate-examples fuzz bench clean
+.PHONY: all build dev test check validate-examples fuzz bench bench-controller clean
 
 all: check test
 
@@ -40,6 +40,10 @@ fuzz:
 bench:
 	$(GO) test ./internal/spec -run '^$$' -bench . -benchmem -count 5
 	$(GO) test ./internal/store -run '^$$' -bench . -benchtime 5x -count 3
+
+# The controller's own measurements against the Nomad test server (README).
+bench-controller:
+	$(GO) run ./cmd/akbench -n 100,1000 -json bench-controller.json
 
 clean:
 	rm -rf bin
