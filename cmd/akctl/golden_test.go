@@ -38,6 +38,16 @@ type cliCase struct {
 	unchanged bool
 	// check makes further assertions on the result.
 	check func(t *testing.T, r result)
+
+	// ctl, when set, starts a controller for the case (see
+	// startController); "$ADDR" in args and environ is its address, and
+	// "$DEAD" an address nothing listens on. Output is normalised before
+	// it is compared (see testController.normalize).
+	ctl *ctlOptions
+	// before are akctl runs made first, against the same controller;
+	// each must exit 0, or, when its first word is "!" as in a shell,
+	// must fail.
+	before [][]string
 }
 
 type result struct {
@@ -64,14 +74,46 @@ func runGolden(t *testing.T, golden string, c cliCase) result {
 		t.Chdir(dir)
 	}
 
+	var tc *testController
+	if c.ctl != nil {
+		tc = startController(t, *c.ctl)
+	}
+	dead := ""
+	expand := func(args []string) []string {
+		out := make([]string, len(args))
+		for i, a := range args {
+			if strings.Contains(a, "$DEAD") && dead == "" {
+				dead = deadAddr(t)
+			}
+			a = strings.ReplaceAll(a, "$DEAD", dead)
+			if tc != nil {
+				a = strings.ReplaceAll(a, "$ADDR", tc.addr)
+			}
+			out[i] = a
+		}
+		return out
+	}
+	for _, args := range c.before {
+		mustFail := len(args) > 0 && args[0] == "!"
+		if mustFail {
+			args = args[1:]
+		}
+		var stdout, stderr bytes.Buffer
+		code := run(t.Context(), expand(args), &env{stdin: strings.NewReader(""), stdout: &stdout, stderr: &stderr, now: func() time.Time { return akctlNow }})
+		if (code != exitOK) != mustFail {
+			t.Fatalf("akctl %s: exit %d\n%s%s", strings.Join(args, " "), code, stdout.String(), stderr.String())
+		}
+	}
+
 	var stdout, stderr bytes.Buffer
-	code := run(t.Context(), c.args, &env{
+	code := run(t.Context(), expand(c.args), &env{
 		stdin:   strings.NewReader(c.stdin),
 		stdout:  &stdout,
 		stderr:  &stderr,
-		environ: c.environ,
+		environ: expand(c.environ),
+		now:     func() time.Time { return akctlNow },
 	})
-	r := result{code: code, stdout: stdout.String(), stderr: stderr.String()}
+	r := result{code: code, stdout: tc.normalize(t, stdout.String(), dead), stderr: tc.normalize(t, stderr.String(), dead)}
 
 	if c.files != nil {
 		checkFiles(t, c)
@@ -186,12 +228,25 @@ func listFiles(t *testing.T) []string {
 	return got
 }
 
-// archive renders a run in txtar form: the command line as a comment, then
+// archive renders a run in txtar form: the runs made before it and the
+// command line as comments, then
 // standard input if any, the exit code, standard output, standard error
 // and, with showFiles, each file after the run with its mode.
 func archive(t *testing.T, c cliCase, r result) string {
 	t.Helper()
 	var b strings.Builder
+	for _, args := range c.before {
+		b.WriteString("# given")
+		if len(args) > 0 && args[0] == "!" {
+			b.WriteString(" !")
+			args = args[1:]
+		}
+		b.WriteString(" akctl")
+		for _, a := range args {
+			b.WriteString(" " + shellQuote(a))
+		}
+		b.WriteString("\n")
+	}
 	b.WriteString("# akctl")
 	for _, a := range c.args {
 		b.WriteString(" " + shellQuote(a))

@@ -1,5 +1,6 @@
 // Command akctl is the client of agentkernel-controller: it validates and
-// formats sandbox declarations, and (later) applies them to the controller.
+// formats sandbox declarations locally, and applies, shows, diffs, waits
+// for and deletes them through the controller's API.
 package main
 
 import (
@@ -10,14 +11,17 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
+	"time"
 )
 
-// Exit codes, documented in the README and in `akctl help`.
+// Exit codes, documented in `akctl help`.
 const (
-	exitOK      = 0
-	exitFailure = 1 // invalid declarations, files that need formatting
-	exitUsage   = 2 // bad command line
+	exitOK        = 0
+	exitFailure   = 1 // invalid declarations, files that need formatting, a failed request or wait; diff: differences
+	exitUsage     = 2 // bad command line
+	exitDiffError = 3 // diff only: the diff could not be computed
 )
 
 // usageError marks errors in how akctl was called; they exit 2.
@@ -41,6 +45,28 @@ type env struct {
 	stdin          io.Reader
 	stdout, stderr io.Writer
 	environ        []string
+	// now is the clock ages are computed from; nil means time.Now.
+	now func() time.Time
+	// globals are the connection flags given before the command.
+	globals globalFlags
+}
+
+func (e *env) clock() time.Time {
+	if e.now != nil {
+		return e.now()
+	}
+	return time.Now()
+}
+
+// getenv looks name up in e.environ; the last value wins, as in a shell.
+func (e *env) getenv(name string) string {
+	v := ""
+	for _, kv := range e.environ {
+		if val, ok := strings.CutPrefix(kv, name+"="); ok {
+			v = val
+		}
+	}
+	return v
 }
 
 type command struct {
@@ -52,33 +78,67 @@ func commands() []command {
 	return []command{
 		{"validate", "check declarations and report every problem", runValidate},
 		{"fmt", "rewrite declarations in canonical layout", runFmt},
+		{"apply", "send declarations to the controller", runApply},
+		{"diff", "show what apply would change", runDiff},
+		{"get", "list sandboxes and their phase", runGet},
+		{"describe", "show a sandbox's spec, status and events", runDescribe},
+		{"delete", "delete sandboxes", runDelete},
+		{"wait", "wait until sandboxes are ready or deleted", runWait},
+		{"version", "print the client's and the controller's version", runVersion},
+		{"completion", "print a shell completion script", runCompletion},
 	}
 }
 
 const mainUsage = `akctl manages agentkernel sandboxes declared in HCL.
 
 Usage:
-  akctl <command> [flags] [arguments]
+  akctl [global flags] <command> [flags] [arguments]
 
 Commands:
 %s
+Global flags (before or after the command; not used by validate and fmt):
+  --addr URL          the controller's API: http://host:port, https://...,
+                      or unix:///path/controller.sock (env AKCTL_ADDR;
+                      default http://127.0.0.1:7474)
+  --token TOKEN       API token (env AKCTL_TOKEN)
+  --token-file FILE   read the API token from FILE
+  --timeout DURATION  bound on each request (default 30s; watches and
+                      waits have their own bounds)
+  -v                  log every request to standard error
+
 Run "akctl <command> -h" for a command's flags and examples.
 
 Exit codes:
   0  success
-  1  the declarations are invalid, or files need formatting (fmt -check)
+  1  the declarations are invalid, files need formatting (fmt -check),
+     the controller refused or failed a request, or a wait failed;
+     for diff: there are differences
   2  the command line is wrong
+  3  diff only: the diff could not be computed
 `
 
 func printMainUsage(w io.Writer) {
 	var list string
 	for _, c := range commands() {
-		list += fmt.Sprintf("  %-9s %s\n", c.name, c.summary)
+		list += fmt.Sprintf("  %-11s %s\n", c.name, c.summary)
 	}
 	fmt.Fprintf(w, mainUsage, list)
 }
 
 func run(ctx context.Context, args []string, e *env) int {
+	// Global flags may come before the command.
+	gfs := newFlagSet("akctl")
+	e.globals.register(gfs)
+	if err := gfs.Parse(args); err != nil {
+		if err == flag.ErrHelp {
+			printMainUsage(e.stdout)
+			return exitOK
+		}
+		fmt.Fprintf(e.stderr, "akctl: %v\n\n", err)
+		printMainUsage(e.stderr)
+		return exitUsage
+	}
+	args = gfs.Args()
 	if len(args) == 0 {
 		printMainUsage(e.stderr)
 		return exitUsage
@@ -88,14 +148,9 @@ func run(ctx context.Context, args []string, e *env) int {
 		// "akctl help validate" is "akctl validate -h".
 		name, args = args[1], []string{args[1], "-h"}
 	}
-	switch {
-	case name == "help" || name == "-h" || name == "--help" || name == "-help":
+	if name == "help" {
 		printMainUsage(e.stdout)
 		return exitOK
-	case len(name) > 1 && name[0] == '-':
-		fmt.Fprintf(e.stderr, "akctl: %s: flags go after the command, as in \"akctl validate %s ...\"\n\n", name, name)
-		printMainUsage(e.stderr)
-		return exitUsage
 	}
 	for _, c := range commands() {
 		if c.name != name {
@@ -116,6 +171,9 @@ func run(ctx context.Context, args []string, e *env) int {
 			return ee.code
 		default:
 			fmt.Fprintf(e.stderr, "akctl %s: %v\n", name, err)
+			if name == "diff" {
+				return exitDiffError
+			}
 			return exitFailure
 		}
 	}

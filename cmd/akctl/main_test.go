@@ -9,8 +9,8 @@ func TestMainCommand(t *testing.T) {
 		{name: "dash_h_prints_usage_to_stdout", args: []string{"-h"}},
 		{name: "double_dash_help_prints_usage_to_stdout", args: []string{"--help"}},
 		{name: "help_with_a_command_prints_its_usage", args: []string{"help", "validate"}},
-		{name: "unknown_command_exits_2", args: []string{"apply", "examples/"}},
-		{name: "unknown_flag_before_command_exits_2", args: []string{"-v", "validate"}},
+		{name: "unknown_command_exits_2", args: []string{"frobnicate", "examples/"}},
+		{name: "unknown_flag_before_command_exits_2", args: []string{"-x", "validate"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -1,0 +1,126 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/agentkernel/agentkernel-controller/internal/api"
+)
+
+const applyUsage = `Usage: akctl apply -f PATH... [flags]
+
+Loads sandbox declarations as validate does (problems are printed with
+their source and nothing is sent) and applies them to the controller in
+one request: every sandbox or none. One line per sandbox says what
+happened: created, configured, unchanged, or pruned.
+
+--prune marks for deletion the sandboxes that the declarations no longer
+hold, among those of --apply-set NAME and/or matching -l SELECTOR; one of
+the two is required. --wait then waits, showing progress on standard
+error, until every applied sandbox is Ready (or Stopped, when declared
+stopped), and fails as soon as one is Failed or in Conflict.
+
+Examples:
+  akctl apply -f examples/
+  akctl apply -f sandboxes/ --apply-set team-ml --prune --wait
+  akctl apply -f box.hcl --dry-run
+  cat box.hcl | akctl apply -f -
+
+Exit codes: 0 applied (and ready under --wait), 1 invalid declarations, a
+request the controller refused or failed, or a failed or timed-out wait,
+2 usage error.
+`
+
+func runApply(ctx context.Context, e *env, args []string) error {
+	fs := newFlagSet("apply")
+	var decl declFlags
+	decl.register(fs, "namespace")
+	dryRun := fs.Bool("dry-run", false, "ask the controller what would happen; write nothing")
+	prune := fs.Bool("prune", false, "delete the sandboxes of --apply-set or -l that the declarations do not hold")
+	applySet := fs.String("apply-set", "", "record the sandboxes as members of the apply set `name`; scopes --prune")
+	selector := fs.String("l", "", "label `selector` scoping --prune, such as team=ml")
+	var expect uint64
+	fs.Func("expect-revision", "apply only if the store is still at `rev` (diff -o json shows it)", func(s string) error {
+		n, err := strconv.ParseUint(s, 10, 64)
+		if err != nil || n == 0 {
+			return errors.New("want a store revision, a whole number above 0")
+		}
+		expect = n
+		return nil
+	})
+	wait := fs.Bool("wait", false, "wait until every applied sandbox is ready")
+	waitTimeout := fs.Duration("timeout-wait", 5*time.Minute, "give up waiting after `duration`")
+	output := fs.String("o", "text", "output `format`: text or json (the controller's answer)")
+	e.globals.register(fs)
+	paths, err := parseArgs(fs, args, applyUsage, e)
+	if err != nil {
+		return err
+	}
+	switch {
+	case *prune && *applySet == "" && *selector == "":
+		return usagef("--prune needs --apply-set NAME or -l SELECTOR: without either it would delete every sandbox")
+	case *selector != "" && !*prune:
+		return usagef("-l only scopes --prune; add --prune or drop -l")
+	case *wait && *dryRun:
+		return usagef("--wait cannot be used with --dry-run: nothing is applied")
+	case *output != "text" && *output != "json":
+		return usagef("unknown output format %q: use text or json", *output)
+	case *waitTimeout <= 0:
+		return usagef("--timeout-wait must be positive")
+	}
+	sandboxes, err := decl.load(e, paths, exitFailure)
+	if err != nil {
+		return err
+	}
+	c, err := newClient(e)
+	if err != nil {
+		return err
+	}
+	defer c.close()
+
+	req := api.ApplyRequest{
+		Objects:          make([]api.ApplyObject, 0, len(sandboxes)),
+		DryRun:           *dryRun,
+		ApplySet:         *applySet,
+		Prune:            *prune,
+		PruneSelector:    *selector,
+		ExpectedRevision: expect,
+	}
+	for _, s := range sandboxes {
+		req.Objects = append(req.Objects, api.ApplyObject{Sandbox: s, Source: s.Source})
+	}
+	var resp api.ApplyResponse
+	if err := c.do(ctx, http.MethodPost, "/v1/apply", req, &resp); err != nil {
+		return err
+	}
+	if *output == "json" {
+		enc := json.NewEncoder(e.stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(resp); err != nil {
+			return fmt.Errorf("write output: %w", err)
+		}
+	} else {
+		suffix := ""
+		if resp.DryRun {
+			suffix = " (dry run)"
+		}
+		for _, r := range resp.Results {
+			fmt.Fprintf(e.stdout, "sandbox/%s/%s %s%s\n", r.Namespace, r.Name, r.Action, suffix)
+		}
+	}
+	if !*wait {
+		return nil
+	}
+	var keys []sandboxKey
+	for _, r := range resp.Results {
+		if r.Action != "pruned" {
+			keys = append(keys, sandboxKey{r.Namespace, r.Name})
+		}
+	}
+	return waitFor(ctx, e, c, keys, goalReady, *waitTimeout)
+}

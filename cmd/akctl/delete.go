@@ -1,0 +1,96 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"time"
+)
+
+const deleteUsage = `Usage: akctl delete [flags] NAME...
+       akctl delete [flags] -f PATH...
+
+Deletes sandboxes named on the command line (in namespace -n) or declared
+in files (-f, with -var and -var-file as in apply). The controller marks
+each sandbox and removes it once its Nomad job is gone; --wait waits for
+that. A sandbox that does not exist is reported and the others are still
+deleted.
+
+Examples:
+  akctl delete hello
+  akctl delete -n team-a worker-1 worker-2 --wait
+  akctl delete -f sandboxes/
+
+Exit codes: 0 deleted, 1 a sandbox does not exist, a request failed or
+the wait failed, 2 usage error.
+`
+
+func runDelete(ctx context.Context, e *env, args []string) error {
+	fs := newFlagSet("delete")
+	var decl declFlags
+	decl.register(fs, "n")
+	wait := fs.Bool("wait", false, "wait until each sandbox is gone")
+	waitTimeout := fs.Duration("timeout-wait", 5*time.Minute, "give up waiting after `duration`")
+	e.globals.register(fs)
+	names, err := parseArgs(fs, args, deleteUsage, e)
+	if err != nil {
+		return err
+	}
+	var keys []sandboxKey
+	switch {
+	case len(decl.files) > 0 && len(names) > 0:
+		return usagef("name sandboxes or use -f, not both")
+	case len(decl.files) > 0:
+		sandboxes, err := decl.load(e, nil, exitFailure)
+		if err != nil {
+			return err
+		}
+		for _, s := range sandboxes {
+			keys = append(keys, sandboxKey{s.Namespace, s.Name})
+		}
+	case len(names) == 0:
+		return usagef("no sandboxes named: give NAMEs or -f PATH")
+	default:
+		if len(decl.vars.vals) > 0 {
+			return usagef("-var and -var-file only apply with -f")
+		}
+		for _, n := range names {
+			keys = append(keys, sandboxKey{decl.namespace, n})
+		}
+	}
+	if *waitTimeout <= 0 {
+		return usagef("--timeout-wait must be positive")
+	}
+	c, err := newClient(e)
+	if err != nil {
+		return err
+	}
+	defer c.close()
+
+	failed := false
+	var deleted []sandboxKey
+	for _, k := range keys {
+		err := c.do(ctx, http.MethodDelete, sandboxPath(k.namespace, k.name), nil, nil)
+		switch {
+		case err == nil:
+			fmt.Fprintf(e.stdout, "%s deleted\n", k)
+			deleted = append(deleted, k)
+		case isStatus(err, http.StatusNotFound):
+			fmt.Fprintf(e.stderr, "akctl delete: %s not found\n", k)
+			failed = true
+		default:
+			// The controller is unreachable or refuses: the others would
+			// fail the same way.
+			return err
+		}
+	}
+	if *wait {
+		if err := waitFor(ctx, e, c, deleted, goalDeleted, *waitTimeout); err != nil {
+			return err
+		}
+	}
+	if failed {
+		return &exitError{code: exitFailure}
+	}
+	return nil
+}

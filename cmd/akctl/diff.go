@@ -1,0 +1,167 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strings"
+
+	"github.com/agentkernel/agentkernel-controller/internal/api"
+)
+
+const diffUsage = `Usage: akctl diff -f PATH... [flags]
+
+Shows what "akctl apply" with the same flags would change, field by field,
+and what Nomad's planner says it would do with each sandbox's job. Nothing
+is written. Unchanged sandboxes are not listed.
+
+  + create sandbox default/web
+    spec.image: (none) -> "python:3.12-alpine"
+  ~ update sandbox default/worker
+    spec.memoryMB: 512 -> 1024
+    nomad: Edited, 1 destructive update
+  - prune sandbox default/old
+
+With -o json the controller's answer is printed as it is; its revision
+can be passed to apply --expect-revision to apply exactly what was shown.
+
+Examples:
+  akctl diff -f sandboxes/
+  akctl diff -f sandboxes/ --apply-set team-ml --prune
+
+Exit codes, as kubectl diff: 0 no differences, 1 differences, 2 usage
+error, 3 any other error (invalid declarations, a request the controller
+refused or failed).
+`
+
+func runDiff(ctx context.Context, e *env, args []string) error {
+	fs := newFlagSet("diff")
+	var decl declFlags
+	decl.register(fs, "namespace")
+	prune := fs.Bool("prune", false, "show the sandboxes of --apply-set or -l that apply --prune would delete")
+	applySet := fs.String("apply-set", "", "the apply set `name`, as given to apply")
+	selector := fs.String("l", "", "label `selector` scoping --prune, such as team=ml")
+	output := fs.String("o", "text", "output `format`: text or json")
+	e.globals.register(fs)
+	paths, err := parseArgs(fs, args, diffUsage, e)
+	if err != nil {
+		return err
+	}
+	switch {
+	case *prune && *applySet == "" && *selector == "":
+		return usagef("--prune needs --apply-set NAME or -l SELECTOR: without either it would delete every sandbox")
+	case *selector != "" && !*prune:
+		return usagef("-l only scopes --prune; add --prune or drop -l")
+	case *output != "text" && *output != "json":
+		return usagef("unknown output format %q: use text or json", *output)
+	}
+	sandboxes, err := decl.load(e, paths, exitDiffError)
+	if err != nil {
+		return err
+	}
+	c, err := newClient(e)
+	if err != nil {
+		return err
+	}
+	defer c.close()
+	req := api.ApplyRequest{ApplySet: *applySet, Prune: *prune, PruneSelector: *selector, DryRun: true,
+		Objects: make([]api.ApplyObject, 0, len(sandboxes))}
+	for _, s := range sandboxes {
+		req.Objects = append(req.Objects, api.ApplyObject{Sandbox: s, Source: s.Source})
+	}
+	var resp api.DiffResponse
+	if err := c.do(ctx, http.MethodPost, "/v1/diff", req, &resp); err != nil {
+		return err
+	}
+	if *output == "json" {
+		if err := writeJSON(e.stdout, resp); err != nil {
+			return err
+		}
+	} else {
+		writeDiff(e.stdout, &resp)
+	}
+	if resp.Changed {
+		return &exitError{code: exitFailure}
+	}
+	return nil
+}
+
+var diffSigns = map[string]string{"create": "+", "update": "~", "prune": "-"}
+
+func writeDiff(w io.Writer, d *api.DiffResponse) {
+	for _, o := range d.Objects {
+		sign, ok := diffSigns[o.Action]
+		if !ok {
+			continue // unchanged
+		}
+		fmt.Fprintf(w, "%s %s sandbox %s/%s\n", sign, o.Action, o.Namespace, o.Name)
+		for _, ch := range o.Changes {
+			fmt.Fprintf(w, "    %s: %s -> %s\n", ch.Path, diffValue(ch.Old, ch.Op == "add"), diffValue(ch.New, ch.Op == "remove"))
+		}
+		if o.Action == "prune" {
+			continue
+		}
+		switch {
+		case o.Plan != nil:
+			fmt.Fprintf(w, "    nomad: %s\n", planLine(o.Plan))
+		case o.PlanError != "":
+			fmt.Fprintf(w, "    nomad: plan unavailable: %s\n", o.PlanError)
+		case !d.Planned:
+			fmt.Fprintf(w, "    nomad: plan unavailable: %s\n", d.PlanNote)
+		}
+	}
+}
+
+func diffValue(v any, none bool) string {
+	if none || v == nil {
+		return "(none)"
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Sprint(v)
+	}
+	return string(b)
+}
+
+// planLine sums Nomad's per-group updates as nomad job plan words them.
+func planLine(p *api.PlanSummary) string {
+	var u api.DesiredUpdates
+	for _, g := range p.DesiredTGUpdates {
+		u.Place += g.Place
+		u.Stop += g.Stop
+		u.Migrate += g.Migrate
+		u.InPlaceUpdate += g.InPlaceUpdate
+		u.DestructiveUpdate += g.DestructiveUpdate
+		u.Canary += g.Canary
+		u.Ignore += g.Ignore
+	}
+	parts := []string{dash(p.DiffType)}
+	add := func(n uint64, one, many string) {
+		switch {
+		case n == 1:
+			parts = append(parts, "1 "+one)
+		case n > 1:
+			parts = append(parts, fmt.Sprintf("%d %s", n, many))
+		}
+	}
+	add(u.Place, "create", "create")
+	add(u.DestructiveUpdate, "destructive update", "destructive updates")
+	add(u.InPlaceUpdate, "in-place update", "in-place updates")
+	add(u.Migrate, "migrate", "migrate")
+	add(u.Canary, "canary", "canaries")
+	add(u.Stop, "stop", "stop")
+	add(u.Ignore, "ignore", "ignore")
+	line := strings.Join(parts, ", ")
+	if len(p.FailedTGAllocs) > 0 {
+		groups := slices.Clone(p.FailedTGAllocs)
+		slices.Sort(groups)
+		line += "; cannot place group " + strings.Join(groups, ", ")
+	}
+	if w := strings.TrimSpace(p.Warnings); w != "" {
+		line += "; warnings: " + strings.ReplaceAll(w, "\n", " ")
+	}
+	return line
+}

@@ -1,0 +1,271 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/agentkernel/agentkernel-controller/internal/api"
+)
+
+const getUsage = `Usage: akctl get [flags] [NAME]
+
+Lists the sandboxes of a namespace (-A: of every namespace), or shows one
+by NAME, with their phase, readiness and age. -o wide adds the Nomad job,
+allocation, node and generation; -o json prints {"items": [...]} (or the
+one item) exactly as the controller's API returns them.
+
+--watch keeps going after the list: a row (with -o json, an item on one
+line) for every change, until interrupted.
+
+Examples:
+  akctl get
+  akctl get -A -l team=ml -o wide
+  akctl get hello -o json | jq .status
+  akctl get --watch
+
+Exit codes: 0 success, 1 the sandbox does not exist or the request failed,
+2 usage error.
+`
+
+func runGet(ctx context.Context, e *env, args []string) error {
+	fs := newFlagSet("get")
+	namespace := fs.String("n", "default", "`namespace` of the sandboxes")
+	allNS := fs.Bool("A", false, "list the sandboxes of every namespace")
+	selector := fs.String("l", "", "only sandboxes whose labels match `selector`, such as team=ml,tier!=dev")
+	output := fs.String("o", "table", "output `format`: table, wide or json")
+	watch := fs.Bool("watch", false, "after the list, print every change until interrupted")
+	e.globals.register(fs)
+	names, err := parseArgs(fs, args, getUsage, e)
+	if err != nil {
+		return err
+	}
+	switch {
+	case *output != "table" && *output != "wide" && *output != "json":
+		return usagef("unknown output format %q: use table, wide or json", *output)
+	case len(names) > 1:
+		return usagef("name at most one sandbox (got %d)", len(names))
+	case len(names) == 1 && (*allNS || *selector != ""):
+		return usagef("-A and -l list sandboxes; they cannot be used with a NAME")
+	}
+	c, err := newClient(e)
+	if err != nil {
+		return err
+	}
+	defer c.close()
+	ns := *namespace
+	if *allNS {
+		ns = ""
+	}
+
+	if *output == "json" && !*watch {
+		// Pass the controller's JSON through untouched: fields this akctl
+		// does not know yet survive.
+		path := "/v1/sandboxes"
+		if len(names) == 1 {
+			path = sandboxPath(ns, names[0])
+		} else if q := listQuery(ns, *selector); len(q) > 0 {
+			path += "?" + q.Encode()
+		}
+		var raw json.RawMessage
+		if err := c.do(ctx, http.MethodGet, path, nil, &raw); err != nil {
+			if len(names) == 1 {
+				return notFound(err, sandboxKey{ns, names[0]})
+			}
+			return err
+		}
+		var b bytes.Buffer
+		if err := json.Indent(&b, raw, "", "  "); err != nil {
+			return fmt.Errorf("read the controller's answer: %w", err)
+		}
+		b.WriteByte('\n')
+		_, err := e.stdout.Write(b.Bytes())
+		return err
+	}
+
+	var items []api.Item
+	var rev uint64
+	if len(names) == 1 {
+		it, err := c.get(ctx, ns, names[0])
+		if err != nil {
+			return notFound(err, sandboxKey{ns, names[0]})
+		}
+		items = []api.Item{it}
+	} else {
+		l, err := c.list(ctx, ns, *selector)
+		if err != nil {
+			return err
+		}
+		items, rev = l.Items, l.Revision
+	}
+
+	now := e.clock()
+	if *output == "json" {
+		for _, it := range items {
+			if err := writeJSONLine(e.stdout, it); err != nil {
+				return err
+			}
+		}
+	} else if len(items) == 0 && !*watch {
+		if ns == "" {
+			fmt.Fprintln(e.stderr, "No sandboxes found.")
+		} else {
+			fmt.Fprintf(e.stderr, "No sandboxes found in namespace %s.\n", ns)
+		}
+		return nil
+	} else {
+		tw := newTable(e.stdout)
+		writeHeader(tw, *output == "wide")
+		for i := range items {
+			writeRow(tw, &items[i], *output == "wide", now)
+		}
+		tw.Flush()
+	}
+	if !*watch {
+		return nil
+	}
+	return watchItems(ctx, e, c, ns, *selector, names, rev, *output)
+}
+
+// watchItems prints every change after rev until ctx ends. Rows are not
+// aligned with the earlier ones: each is written as it comes.
+func watchItems(ctx context.Context, e *env, c *client, ns, selector string, names []string, rev uint64, output string) error {
+	q := url.Values{}
+	if rev > 0 {
+		q.Set("since", strconv.FormatUint(rev, 10))
+	}
+	if ns != "" {
+		q.Set("namespace", ns)
+	}
+	if selector != "" {
+		q.Set("selector", selector)
+	}
+	last := map[string]api.Item{}
+	err := c.watch(ctx, q, func(line api.WatchLine) bool {
+		if len(names) == 1 && line.Key != ns+"/"+names[0] {
+			return true
+		}
+		var it api.Item
+		switch {
+		case line.Item != nil:
+			it = *line.Item
+			last[line.Key] = it
+		case line.Type == "finalized":
+			prev, ok := last[line.Key]
+			if !ok {
+				n, name, _ := strings.Cut(line.Key, "/")
+				prev = api.Item{Namespace: n, Name: name}
+			}
+			it = prev
+			it.Status.Phase = "Deleted"
+			delete(last, line.Key)
+		default:
+			return true
+		}
+		if output == "json" {
+			return writeJSONLine(e.stdout, it) == nil
+		}
+		tw := newTable(e.stdout)
+		writeRow(tw, &it, output == "wide", e.clock())
+		return tw.Flush() == nil
+	})
+	if ctx.Err() != nil {
+		return nil // interrupted: the normal end of a watch
+	}
+	return err
+}
+
+func notFound(err error, k sandboxKey) error {
+	if isStatus(err, 404) {
+		return fmt.Errorf("%s not found", k)
+	}
+	return err
+}
+
+func newTable(w io.Writer) *tabwriter.Writer { return tabwriter.NewWriter(w, 0, 4, 3, ' ', 0) }
+
+func writeHeader(tw io.Writer, wide bool) {
+	fmt.Fprint(tw, "NAMESPACE\tNAME\tPHASE\tREADY\tAGE")
+	if wide {
+		fmt.Fprint(tw, "\tJOB\tALLOC\tNODE\tGENERATION")
+	}
+	fmt.Fprintln(tw)
+}
+
+func writeRow(tw io.Writer, it *api.Item, wide bool, now time.Time) {
+	ready := "False"
+	if isReady(it) {
+		ready = "True"
+	} else if c, ok := condition(it, "Ready"); !ok || c.Status == "Unknown" {
+		ready = "Unknown"
+	}
+	fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s", it.Namespace, it.Name, it.Status.Phase, ready, age(it.CreatedAt, now))
+	if wide {
+		gen := strconv.FormatUint(it.Generation, 10)
+		if it.Status.ObservedGeneration != it.Generation {
+			gen += fmt.Sprintf(" (observed %d)", it.Status.ObservedGeneration)
+		}
+		fmt.Fprintf(tw, "\t%s\t%s\t%s\t%s", dash(it.Status.JobID), dash(shortID(it.Status.AllocID)), dash(it.Status.Node), gen)
+	}
+	fmt.Fprintln(tw)
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func shortID(id string) string {
+	if len(id) > 8 {
+		return id[:8]
+	}
+	return id
+}
+
+// age is a duration as kubectl shows it: 45s, 12m, 5h, 3d.
+func age(t, now time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	d := now.Sub(t)
+	switch {
+	case d < 0:
+		return "0s"
+	case d < 2*time.Minute:
+		return fmt.Sprintf("%ds", int(d.Seconds()))
+	case d < 2*time.Hour:
+		return fmt.Sprintf("%dm", int(d.Minutes()))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh", int(d.Hours()))
+	}
+	return fmt.Sprintf("%dd", int(d.Hours()/24))
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return fmt.Errorf("write output: %w", err)
+	}
+	return nil
+}
+
+func writeJSONLine(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return fmt.Errorf("write output: %w", err)
+	}
+	return nil
+}

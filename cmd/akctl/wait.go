@@ -1,0 +1,354 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/agentkernel/agentkernel-controller/internal/api"
+)
+
+const waitUsage = `Usage: akctl wait --for=ready|deleted [flags] NAME... | --all
+
+Waits until the named sandboxes (or, with --all, every sandbox of the
+namespace) are ready or gone. A sandbox is ready when its Ready condition
+is True for its current generation; one declared with state = "stopped"
+counts once it is Stopped. Waiting for ready fails at once when a sandbox
+is Failed or in Conflict, or is deleted. --timeout, here, bounds the whole
+wait (default 5m); on timeout the sandboxes still waited for are listed
+with their phase and reason.
+
+The controller's watch stream is followed; if it fails, akctl polls every
+second instead.
+
+Examples:
+  akctl wait --for=ready hello worker
+  akctl wait --for=deleted -n team-a hello --timeout 2m
+  akctl wait --for=ready --all -n team-a
+
+Exit codes: 0 done, 1 failure or timeout, 2 usage error.
+`
+
+type sandboxKey struct{ namespace, name string }
+
+func (k sandboxKey) String() string { return "sandbox/" + k.namespace + "/" + k.name }
+
+type waitGoal int
+
+const (
+	goalReady waitGoal = iota
+	goalDeleted
+)
+
+func runWait(ctx context.Context, e *env, args []string) error {
+	fs := newFlagSet("wait")
+	forFlag := fs.String("for", "", "`condition` to wait for: ready or deleted")
+	namespace := fs.String("n", "default", "`namespace` of the sandboxes")
+	all := fs.Bool("all", false, "wait for every sandbox of the namespace")
+	allNS := fs.Bool("A", false, "with --all: every namespace")
+	e.globals.register(fs)
+	names, err := parseArgs(fs, args, waitUsage, e)
+	if err != nil {
+		return err
+	}
+	var goal waitGoal
+	switch *forFlag {
+	case "ready":
+		goal = goalReady
+	case "deleted", "delete":
+		goal = goalDeleted
+	case "":
+		return usagef("--for is required: ready or deleted")
+	default:
+		return usagef("unknown --for %q: use ready or deleted", *forFlag)
+	}
+	switch {
+	case *all && len(names) > 0:
+		return usagef("name sandboxes or use --all, not both")
+	case !*all && len(names) == 0:
+		return usagef("no sandboxes named: give NAMEs or --all")
+	case *allNS && !*all:
+		return usagef("-A only applies to --all")
+	}
+	timeout := 5 * time.Minute
+	if e.globals.timeoutSet {
+		timeout = e.globals.timeout
+	}
+	c, err := newClient(e)
+	if err != nil {
+		return err
+	}
+	c.timeout = min(c.timeout, defaultTimeout)
+	defer c.close()
+
+	var keys []sandboxKey
+	if *all {
+		ns := *namespace
+		if *allNS {
+			ns = ""
+		}
+		l, err := c.list(ctx, ns, "")
+		if err != nil {
+			return err
+		}
+		for _, it := range l.Items {
+			keys = append(keys, sandboxKey{it.Namespace, it.Name})
+		}
+	} else {
+		for _, n := range names {
+			keys = append(keys, sandboxKey{*namespace, n})
+		}
+	}
+	return waitFor(ctx, e, c, keys, goal, timeout)
+}
+
+// waiter follows a set of sandboxes until each reaches the goal.
+type waiter struct {
+	e      *env
+	goal   waitGoal
+	keys   []sandboxKey
+	items  map[sandboxKey]*api.Item // nil: gone
+	done   map[sandboxKey]bool
+	failed error
+}
+
+// waitFor waits until every key reaches goal, printing progress on
+// standard error: the current state first, then every sandbox as it gets
+// there. It follows /v1/watch and falls back to polling.
+func waitFor(ctx context.Context, e *env, c *client, keys []sandboxKey, goal waitGoal, timeout time.Duration) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	w := &waiter{e: e, goal: goal, keys: keys, items: map[sandboxKey]*api.Item{}, done: map[sandboxKey]bool{}}
+	what := "ready"
+	if goal == goalDeleted {
+		what = "deleted"
+	}
+	fmt.Fprintf(e.stderr, "waiting for %s to be %s (timeout %s)\n", countSandboxes(len(keys)), what, timeout)
+
+	wctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	err := w.run(wctx, c)
+	switch {
+	case err == nil:
+		return nil
+	case w.failed != nil:
+		return w.failed
+	case errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil:
+		return w.timedOut(timeout)
+	}
+	return err
+}
+
+func (w *waiter) run(ctx context.Context, c *client) error {
+	namespaces := map[string]bool{}
+	for _, k := range w.keys {
+		namespaces[k.namespace] = true
+	}
+	ns := ""
+	if len(namespaces) == 1 {
+		ns = w.keys[0].namespace
+	}
+	l, err := c.list(ctx, ns, "")
+	if err != nil {
+		return err
+	}
+	present := map[sandboxKey]*api.Item{}
+	for i := range l.Items {
+		it := &l.Items[i]
+		present[sandboxKey{it.Namespace, it.Name}] = it
+	}
+	for _, k := range w.keys {
+		if w.goal == goalReady && present[k] == nil {
+			w.failed = fmt.Errorf("%s not found", k)
+			return w.failed
+		}
+		if w.observe(k, present[k]) {
+			return nil
+		}
+		if w.failed != nil {
+			return w.failed
+		}
+	}
+
+	q := url.Values{"since": {strconv.FormatUint(l.Revision, 10)}}
+	if ns != "" {
+		q.Set("namespace", ns)
+	}
+	finished := false
+	err = c.watch(ctx, q, func(line api.WatchLine) bool {
+		ns, name, _ := strings.Cut(line.Key, "/")
+		k := sandboxKey{ns, name}
+		if _, ok := w.items[k]; !ok {
+			return true
+		}
+		it := line.Item
+		if line.Type == "finalized" {
+			it = nil
+		} else if it == nil {
+			return true // finalized since; its own line follows
+		}
+		finished = w.observe(k, it)
+		return !finished && w.failed == nil
+	})
+	if finished || w.failed != nil || ctx.Err() != nil {
+		if w.failed != nil {
+			return w.failed
+		}
+		if finished {
+			return nil
+		}
+		return ctx.Err()
+	}
+	if c.log != nil {
+		fmt.Fprintf(c.log, "akctl: watch failed (%v); polling every second\n", err)
+	}
+	return w.poll(ctx, c)
+}
+
+// poll reads every sandbox not yet done once a second.
+func (w *waiter) poll(ctx context.Context, c *client) error {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		for _, k := range w.keys {
+			if w.done[k] {
+				continue
+			}
+			it, err := c.get(ctx, k.namespace, k.name)
+			var item *api.Item
+			switch {
+			case err == nil:
+				item = &it
+			case isStatus(err, http.StatusNotFound):
+			default:
+				return err
+			}
+			if w.observe(k, item) {
+				return nil
+			}
+			if w.failed != nil {
+				return w.failed
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+// observe records a sandbox's state and reports whether every sandbox
+// has reached the goal. A sandbox that cannot get there sets w.failed.
+func (w *waiter) observe(k sandboxKey, it *api.Item) bool {
+	w.items[k] = it
+	if !w.done[k] {
+		switch w.goal {
+		case goalDeleted:
+			if it == nil {
+				w.done[k] = true
+				fmt.Fprintf(w.e.stderr, "%s gone\n", k)
+			}
+		case goalReady:
+			switch {
+			case it == nil:
+				w.failed = fmt.Errorf("%s was deleted while waiting for it to be ready", k)
+			case it.DeletionRequestedAt != nil:
+				w.failed = fmt.Errorf("%s is being deleted; it will not become ready", k)
+			case isReady(it):
+				w.done[k] = true
+				fmt.Fprintf(w.e.stderr, "%s ready (%s)\n", k, it.Status.Phase)
+			case it.Status.ObservedGeneration == it.Generation &&
+				(it.Status.Phase == "Failed" || it.Status.Phase == "Conflict"):
+				w.failed = fmt.Errorf("%s is %s%s", k, it.Status.Phase, why(it))
+			}
+		}
+	}
+	for _, k := range w.keys {
+		if !w.done[k] {
+			return false
+		}
+	}
+	return true
+}
+
+func (w *waiter) timedOut(timeout time.Duration) error {
+	var b strings.Builder
+	what := "ready"
+	if w.goal == goalDeleted {
+		what = "deleted"
+	}
+	var pending []string
+	for _, k := range w.keys {
+		if w.done[k] {
+			continue
+		}
+		line := k.String()
+		if it := w.items[k]; it != nil {
+			line += ": " + it.Status.Phase + why(it)
+		}
+		pending = append(pending, line)
+	}
+	slices.Sort(pending)
+	fmt.Fprintf(&b, "timed out after %s; %d of %d not %s:", timeout, len(pending), len(w.keys), what)
+	for _, p := range pending {
+		b.WriteString("\n  " + p)
+	}
+	return errors.New(b.String())
+}
+
+// isReady: the Ready condition is True for the current generation, or the
+// sandbox is declared stopped and is.
+func isReady(it *api.Item) bool {
+	if it.Status.ObservedGeneration != it.Generation {
+		return false
+	}
+	if it.Spec.State == "stopped" {
+		return it.Status.Phase == "Stopped"
+	}
+	c, ok := condition(it, "Ready")
+	return ok && c.Status == "True"
+}
+
+func condition(it *api.Item, typ string) (api.Condition, bool) {
+	for _, c := range it.Status.Conditions {
+		if c.Type == typ {
+			return c, true
+		}
+	}
+	return api.Condition{}, false
+}
+
+// why explains a phase: the Ready condition's reason and message, or the
+// last error.
+func why(it *api.Item) string {
+	var parts []string
+	if c, ok := condition(it, "Ready"); ok && c.Status != "True" {
+		if c.Reason != "" {
+			parts = append(parts, c.Reason)
+		}
+		if c.Message != "" {
+			parts = append(parts, c.Message)
+		}
+	}
+	if it.Status.LastError != "" && !slices.Contains(parts, it.Status.LastError) {
+		parts = append(parts, it.Status.LastError)
+	}
+	if it.Status.ObservedGeneration != it.Generation {
+		parts = append(parts, fmt.Sprintf("generation %d not yet observed", it.Generation))
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	for i := range parts[:len(parts)-1] {
+		parts[i] = strings.TrimSuffix(parts[i], ".")
+	}
+	return " (" + strings.Join(parts, ": ") + ")"
+}
