@@ -128,7 +128,10 @@ func (s *Server) diff(w http.ResponseWriter, r *http.Request) error {
 			}
 			d.Changes = changesBetween(&rec, sb, opts.ApplySet)
 		}
-		if s.opts.Planner != nil {
+		// Unchanged sandboxes are not planned: one plan per sandbox of a
+		// large folder would load the Nomad servers for nothing, and drift
+		// in Nomad is the reconciler's to repair, not a change to review.
+		if s.opts.Planner != nil && o.Action != store.ActionUnchanged {
 			resp, err := s.opts.Planner.Plan(r.Context(), sb)
 			switch {
 			case err != nil:

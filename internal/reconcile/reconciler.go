@@ -53,18 +53,19 @@ const (
 
 // Condition reasons.
 const (
-	ReasonJobMatches   = "JobMatches"
-	ReasonStoppedState = "Stopped"
-	ReasonForeignJob   = "ForeignJob"
-	ReasonOtherOwner   = "OwnedByAnotherController"
-	ReasonPolicy       = "PolicyRefused"
-	ReasonNomadError   = "NomadError"
-	ReasonAllocRunning = "AllocationRunning"
-	ReasonAllocPending = "AllocationPending"
-	ReasonAllocFailed  = "AllocationFailed"
-	ReasonNoAlloc      = "NoAllocation"
-	ReasonExpired      = "Expired"
-	ReasonDeleting     = "Deleting"
+	ReasonJobMatches    = "JobMatches"
+	ReasonStoppedState  = "Stopped"
+	ReasonForeignJob    = "ForeignJob"
+	ReasonOtherOwner    = "OwnedByAnotherController"
+	ReasonPolicy        = "PolicyRefused"
+	ReasonNomadError    = "NomadError"
+	ReasonNomadRejected = "NomadRejected"
+	ReasonAllocRunning  = "AllocationRunning"
+	ReasonAllocPending  = "AllocationPending"
+	ReasonAllocFailed   = "AllocationFailed"
+	ReasonNoAlloc       = "NoAllocation"
+	ReasonExpired       = "Expired"
+	ReasonDeleting      = "Deleting"
 )
 
 // Config is the controller policy rendering and reconciling follow.
@@ -81,6 +82,8 @@ type Config struct {
 	PendingRecheck time.Duration
 	// PurgeRecheck is how soon a purge is checked for completion (1 s).
 	PurgeRecheck time.Duration
+	// RejectedRecheck is how soon a job Nomad refused is tried again (5 min).
+	RejectedRecheck time.Duration
 	// Metrics, optional, receives phases and drift repairs.
 	Metrics *Metrics
 	// WriteLimiter, optional, is waited on before every Nomad write: a
@@ -116,6 +119,9 @@ func NewReconciler(st Store, nc Nomad, cfg Config, log *slog.Logger, now func() 
 	}
 	if cfg.PurgeRecheck == 0 {
 		cfg.PurgeRecheck = time.Second
+	}
+	if cfg.RejectedRecheck == 0 {
+		cfg.RejectedRecheck = 5 * time.Minute
 	}
 	return &Reconciler{store: st, nomad: nc, cfg: cfg, log: log, now: now}
 }
@@ -318,7 +324,11 @@ func (r *Reconciler) sync(ctx context.Context, rec store.Record, jobID string) (
 		}
 		if _, err := r.nomad.Register(ctx, desired, index); err != nil {
 			if errors.Is(err, nomad.ErrInvalid) || errors.Is(err, nomad.ErrPermissionDenied) {
-				return r.terminal(ctx, rec, st, err)
+				// Nomad refused the job itself (a namespace that does not
+				// exist, a token without the capability): retrying at once
+				// cannot help, but an operator may fix it, so look again
+				// later rather than never.
+				return r.rejected(ctx, rec, st, err)
 			}
 			// A conflict means someone wrote the job since we read it:
 			// the retry re-reads it.
@@ -417,19 +427,32 @@ func (cfg Config) CheckPolicy(sb *spec.Sandbox) error {
 		found = found || d == sb.Spec.Driver
 	}
 	if !found {
-		return fmt.Errorf("%w: %w: driver %q is not allowed by this controller (allowed: %s)", ErrPolicy, nomad.ErrDriverNotAllowed, sb.Spec.Driver, strings.Join(allowed, ", "))
+		return &policyError{
+			msg:   fmt.Sprintf("driver %q is not allowed by this controller (allowed: %s)", sb.Spec.Driver, strings.Join(allowed, ", ")),
+			kinds: []error{ErrPolicy, nomad.ErrDriverNotAllowed},
+		}
 	}
 	if cfg.MaxVCPUs > 0 && sb.Spec.VCPUs > cfg.MaxVCPUs {
-		return fmt.Errorf("%w: vcpus %g is above this controller's ceiling of %g", ErrPolicy, sb.Spec.VCPUs, cfg.MaxVCPUs)
+		return &policyError{msg: fmt.Sprintf("vcpus %g is above this controller's ceiling of %g", sb.Spec.VCPUs, cfg.MaxVCPUs), kinds: []error{ErrPolicy}}
 	}
 	if cfg.MaxMemoryMB > 0 && sb.Spec.MemoryMB > cfg.MaxMemoryMB {
-		return fmt.Errorf("%w: memory_mb %d is above this controller's ceiling of %d", ErrPolicy, sb.Spec.MemoryMB, cfg.MaxMemoryMB)
+		return &policyError{msg: fmt.Sprintf("memory_mb %d is above this controller's ceiling of %d", sb.Spec.MemoryMB, cfg.MaxMemoryMB), kinds: []error{ErrPolicy}}
 	}
 	return nil
 }
 
 // ErrPolicy is a refusal by the controller's configuration.
 var ErrPolicy = errors.New("refused by policy")
+
+// policyError says what rule refused a sandbox in one sentence, while
+// errors.Is still finds its kinds (ErrPolicy, nomad.ErrDriverNotAllowed).
+type policyError struct {
+	msg   string
+	kinds []error
+}
+
+func (e *policyError) Error() string   { return e.msg }
+func (e *policyError) Unwrap() []error { return e.kinds }
 
 // terminal records a failure that retrying cannot fix and does not retry.
 func (r *Reconciler) terminal(ctx context.Context, rec store.Record, st store.Status, err error) (Result, error) {
@@ -441,6 +464,19 @@ func (r *Reconciler) terminal(ctx context.Context, rec store.Record, st store.St
 	}
 	r.writeStatus(ctx, rec.Key(), st, store.Event{Type: store.EventWarning, Reason: store.ReasonFailed, Message: err.Error()})
 	return Result{}, nil
+}
+
+// rejected records that Nomad refused the job and looks again after
+// RejectedRecheck.
+func (r *Reconciler) rejected(ctx context.Context, rec store.Record, st store.Status, err error) (Result, error) {
+	st.Phase = store.PhaseFailed
+	st.LastError = err.Error()
+	st.Conditions = []store.Condition{
+		{Type: CondSynced, Status: store.ConditionFalse, Reason: ReasonNomadRejected, Message: err.Error()},
+		{Type: CondReady, Status: store.ConditionFalse, Reason: ReasonNomadRejected, Message: "Nomad refused the sandbox's job."},
+	}
+	r.writeStatus(ctx, rec.Key(), st, store.Event{Type: store.EventWarning, Reason: store.ReasonFailed, Message: err.Error()})
+	return Result{RequeueAfter: r.cfg.RejectedRecheck}, nil
 }
 
 func (r *Reconciler) conflict(ctx context.Context, key string, st store.Status, reason, msg string) (Result, error) {

@@ -557,3 +557,38 @@ func TestCheckAndSetConflictIsRetried(t *testing.T) {
 		t.Errorf("after the retry the job is not the declared one: memory %d, env %v", *j.TaskGroups[0].Tasks[0].Resources.MemoryMB, j.TaskGroups[0].Tasks[0].Env)
 	}
 }
+
+func TestNomadRejectionIsRecordedAndRetriedLater(t *testing.T) {
+	h := newHarness(t)
+	h.apply(`sandbox "box" {
+  namespace = "not-created-yet"
+  image     = "alpine:3"
+}`)
+	res, err := h.rec.Reconcile(t.Context(), "not-created-yet/box")
+	if err != nil || res.RequeueAfter != 5*time.Minute {
+		t.Fatalf("%+v, %v; want no error and a look again in 5 minutes", res, err)
+	}
+	st := h.record("not-created-yet/box").Status
+	if c, _ := st.Condition(CondSynced); st.Phase != store.PhaseFailed || c.Reason != ReasonNomadRejected || !strings.Contains(st.LastError, "nonexistent namespace") {
+		t.Errorf("status %+v", st)
+	}
+	if _, err := h.nc.API().Namespaces().Register(&api.Namespace{Name: "not-created-yet"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	h.reconcile("not-created-yet/box")
+	if st := h.record("not-created-yet/box").Status; st.Phase != store.PhaseRunning {
+		t.Errorf("after the namespace was created: phase %s", st.Phase)
+	}
+}
+
+func TestPolicyErrorReadsAsOneSentence(t *testing.T) {
+	cfg := Config{MaxMemoryMB: 256}
+	sb := spec.Sandbox{Spec: spec.Spec{Driver: "raw_exec", MemoryMB: 128}}
+	err := cfg.CheckPolicy(&sb)
+	if !errors.Is(err, ErrPolicy) || !errors.Is(err, nomad.ErrDriverNotAllowed) {
+		t.Fatalf("err %v does not match its kinds", err)
+	}
+	if want := `driver "raw_exec" is not allowed by this controller (allowed: docker, exec)`; err.Error() != want {
+		t.Errorf("message %q, want %q", err, want)
+	}
+}
