@@ -82,6 +82,9 @@ func runApply(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer c.close()
+	if sandboxes, err = decl.withControllerDefault(ctx, e, c, sandboxes, paths, exitFailure); err != nil {
+		return err
+	}
 
 	req := api.ApplyRequest{
 		Objects:          make([]api.ApplyObject, 0, len(sandboxes)),

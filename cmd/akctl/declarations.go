@@ -1,9 +1,12 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
+	"net/http"
 
+	"github.com/agentkernel/agentkernel-controller/internal/api"
 	"github.com/agentkernel/agentkernel-controller/internal/spec"
 )
 
@@ -13,6 +16,9 @@ type declFlags struct {
 	files     []string
 	vars      varFlags
 	namespace string
+	// nsSet is true when the namespace flag was given; otherwise the
+	// controller's default namespace applies (see withControllerDefault).
+	nsSet bool
 }
 
 func (d *declFlags) register(fs *flag.FlagSet, namespaceFlag string) {
@@ -21,7 +27,11 @@ func (d *declFlags) register(fs *flag.FlagSet, namespaceFlag string) {
 		return nil
 	})
 	d.vars.register(fs)
-	fs.StringVar(&d.namespace, namespaceFlag, spec.DefaultNamespace, "`name` of the namespace for sandboxes that do not set one")
+	d.namespace = spec.DefaultNamespace
+	fs.Func(namespaceFlag, "`name` of the namespace for sandboxes that do not set one (default: the controller's default namespace)", func(s string) error {
+		d.namespace, d.nsSet = s, true
+		return nil
+	})
 }
 
 // load reads the declarations at -f and the positional paths. Problems
@@ -48,4 +58,27 @@ func (d *declFlags) load(e *env, positional []string, onInvalid int) ([]spec.San
 		return nil, &exitError{code: onInvalid}
 	}
 	return res.Sandboxes, nil
+}
+
+// withControllerDefault reloads the declarations with the controller's
+// default namespace when the user named none and it is not "default", so
+// that akctl and the controller agree on where undeclared namespaces go.
+// Declarations were loaded first without asking, so that invalid files
+// are reported even when no controller is reachable.
+func (d *declFlags) withControllerDefault(ctx context.Context, e *env, c *client, sandboxes []spec.Sandbox, positional []string, onInvalid int) ([]spec.Sandbox, error) {
+	if d.nsSet {
+		return sandboxes, nil
+	}
+	var vi api.VersionInfo
+	if err := c.do(ctx, http.MethodGet, "/v1/version", nil, &vi); err != nil {
+		// The request that follows reports an unreachable controller
+		// with the right words; an older one without the route keeps
+		// "default".
+		return sandboxes, nil
+	}
+	if vi.DefaultNamespace == "" || vi.DefaultNamespace == d.namespace {
+		return sandboxes, nil
+	}
+	d.namespace = vi.DefaultNamespace
+	return d.load(e, positional, onInvalid)
 }

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/http"
 	"time"
+
+	"github.com/agentkernel/agentkernel-controller/internal/spec"
 )
 
 const deleteUsage = `Usage: akctl delete [flags] NAME...
@@ -37,16 +39,13 @@ func runDelete(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	var keys []sandboxKey
+	var sandboxes []spec.Sandbox
 	switch {
 	case len(decl.files) > 0 && len(names) > 0:
 		return usagef("name sandboxes or use -f, not both")
 	case len(decl.files) > 0:
-		sandboxes, err := decl.load(e, nil, exitFailure)
-		if err != nil {
+		if sandboxes, err = decl.load(e, nil, exitFailure); err != nil {
 			return err
-		}
-		for _, s := range sandboxes {
-			keys = append(keys, sandboxKey{s.Namespace, s.Name})
 		}
 	case len(names) == 0:
 		return usagef("no sandboxes named: give NAMEs or -f PATH")
@@ -66,6 +65,14 @@ func runDelete(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer c.close()
+	if len(decl.files) > 0 {
+		if sandboxes, err = decl.withControllerDefault(ctx, e, c, sandboxes, nil, exitFailure); err != nil {
+			return err
+		}
+		for _, s := range sandboxes {
+			keys = append(keys, sandboxKey{s.Namespace, s.Name})
+		}
+	}
 
 	failed := false
 	var deleted []sandboxKey

@@ -67,6 +67,9 @@ func runDiff(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer c.close()
+	if sandboxes, err = decl.withControllerDefault(ctx, e, c, sandboxes, paths, exitDiffError); err != nil {
+		return err
+	}
 	req := api.ApplyRequest{ApplySet: *applySet, Prune: *prune, PruneSelector: *selector, DryRun: true,
 		Objects: make([]api.ApplyObject, 0, len(sandboxes))}
 	for _, s := range sandboxes {
