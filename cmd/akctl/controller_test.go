@@ -179,6 +179,9 @@ var (
 	// JSON keeps its validity: the placeholder is a string.
 	jsonModifyIndexRE = regexp.MustCompile(`("jobModifyIndex": ?)[0-9]+`)
 	modifyIndexRE     = regexp.MustCompile(`(modify index )[0-9]+`)
+	// The store revision a conflict reports moves with the reconciler's
+	// status writes, which race with the test's own steps.
+	foundRevisionRE = regexp.MustCompile(`(expected store revision [0-9]+, found )[0-9]+`)
 )
 
 var uuidRE = regexp.MustCompile(`[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}`)
@@ -218,6 +221,7 @@ func (tc *testController) normalize(t *testing.T, s string, dead string) string 
 	}
 	s = jsonModifyIndexRE.ReplaceAllString(s, `${1}"<index>"`)
 	s = modifyIndexRE.ReplaceAllString(s, "${1}<index>")
+	s = foundRevisionRE.ReplaceAllString(s, "${1}<revision>")
 	return uuidRE.ReplaceAllString(s, "<uuid>")
 }
 
