@@ -338,8 +338,9 @@ func printDevBanner(w io.Writer, cfg config, api string) {
 
 Next, in another terminal:
   export AKCTL_ADDR=%s NOMAD_ADDR=%s
-  go run ./cmd/akctl apply -f examples/ --wait
-  go run ./cmd/akctl get
+  go run ./cmd/akctl apply -f examples/ --wait    # if not started with -dev-apply
+  go run ./cmd/akctl get -o wide
+  go run ./cmd/akctl describe hello
 `, api, cfg.Nomad.Address, cfg.DataDir, api, cfg.Nomad.Address)
 }
 
