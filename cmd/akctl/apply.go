@@ -61,11 +61,10 @@ func runApply(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	if err := checkPruneFlags(*prune, *applySet, *selector); err != nil {
+		return err
+	}
 	switch {
-	case *prune && *applySet == "" && *selector == "":
-		return usagef("--prune needs --apply-set NAME or -l SELECTOR: without either it would delete every sandbox")
-	case *selector != "" && !*prune:
-		return usagef("-l only scopes --prune; add --prune or drop -l")
 	case *wait && *dryRun:
 		return usagef("--wait cannot be used with --dry-run: nothing is applied")
 	case *output != "text" && *output != "json":

@@ -82,3 +82,15 @@ func (d *declFlags) withControllerDefault(ctx context.Context, e *env, c *client
 	d.namespace = vi.DefaultNamespace
 	return d.load(e, positional, onInvalid)
 }
+
+// checkPruneFlags refuses a prune that would delete every sandbox, and a
+// selector that would do nothing.
+func checkPruneFlags(prune bool, applySet, selector string) error {
+	switch {
+	case prune && applySet == "" && selector == "":
+		return usagef("--prune needs --apply-set NAME or -l SELECTOR: without either it would delete every sandbox")
+	case selector != "" && !prune:
+		return usagef("-l only scopes --prune; add --prune or drop -l")
+	}
+	return nil
+}

@@ -50,11 +50,10 @@ func runDiff(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	if err := checkPruneFlags(*prune, *applySet, *selector); err != nil {
+		return err
+	}
 	switch {
-	case *prune && *applySet == "" && *selector == "":
-		return usagef("--prune needs --apply-set NAME or -l SELECTOR: without either it would delete every sandbox")
-	case *selector != "" && !*prune:
-		return usagef("-l only scopes --prune; add --prune or drop -l")
 	case *output != "text" && *output != "json":
 		return usagef("unknown output format %q: use text or json", *output)
 	}

@@ -17,39 +17,39 @@ import (
 )
 
 // config is the controller's configuration: defaults, then the -config
-// file, then flags, each overriding the one before. Nomad's connection
+// file (decoded as fileConfig), then flags, each overriding the one before. Nomad's connection
 // also honours the nomad CLI's NOMAD_* environment, which the file and
 // flags override.
 type config struct {
-	DataDir   string `hcl:"data_dir,optional"`
-	Listen    string `hcl:"listen,optional"`
-	TokenFile string `hcl:"token_file,optional"`
-	Workers   int    `hcl:"workers,optional"`
-	Resync    string `hcl:"resync,optional"`
+	DataDir   string
+	Listen    string
+	TokenFile string
+	Workers   int
+	Resync    string
 
-	LogLevel  string `hcl:"log_level,optional"`
-	LogFormat string `hcl:"log_format,optional"`
+	LogLevel  string
+	LogFormat string
 
 	Nomad  nomadConfig
 	Policy policyConfig
 
-	Dev          bool   `hcl:"-"`
-	DevNomadAddr string `hcl:"-"`
+	Dev          bool
+	DevNomadAddr string
 	// DevApply is a path of declarations applied at start in -dev mode.
-	DevApply string `hcl:"-"`
+	DevApply string
 }
 
 type nomadConfig struct {
-	Address    string `hcl:"address,optional"`
-	Namespace  string `hcl:"namespace,optional"`
-	Region     string `hcl:"region,optional"`
-	TokenFile  string `hcl:"token_file,optional"`
-	CACert     string `hcl:"ca_cert,optional"`
-	ClientCert string `hcl:"client_cert,optional"`
-	ClientKey  string `hcl:"client_key,optional"`
+	Address    string
+	Namespace  string
+	Region     string
+	TokenFile  string
+	CACert     string
+	ClientCert string
+	ClientKey  string
 	// WriteRate bounds Nomad writes per second (0 = unlimited).
-	WriteRate  float64 `hcl:"write_rate,optional"`
-	WriteBurst int     `hcl:"write_burst,optional"`
+	WriteRate  float64
+	WriteBurst int
 }
 
 type policyConfig struct {
