@@ -3,6 +3,7 @@ package nomad
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"regexp"
 	"strconv"
 	"time"
@@ -28,6 +29,9 @@ type Config struct {
 	// NOMAD_SKIP_VERIFY.
 	TLSServerName string
 	Insecure      bool
+	// HTTPClient, when set, carries the requests instead of the client
+	// nomad/api would build (tests run against an in-memory network).
+	HTTPClient *http.Client
 	// OnRequest, when set, is told of every HTTP request made to Nomad:
 	// the endpoint with IDs replaced by placeholders, the status code (0
 	// when no response came) and the duration. Metrics and readiness
@@ -74,6 +78,9 @@ func NewClient(cfg Config) (*Client, error) {
 	}
 	if cfg.Insecure {
 		c.TLSConfig.Insecure = true
+	}
+	if cfg.HTTPClient != nil {
+		c.HttpClient = cfg.HTTPClient
 	}
 	if cfg.OnRequest != nil {
 		if err := instrument(c, cfg.OnRequest); err != nil {

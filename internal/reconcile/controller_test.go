@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/agentkernel/agentkernel-controller/internal/nomad"
@@ -99,7 +100,11 @@ func fleet(n int) (src string, keys []string) {
 }
 
 func TestControllerConvergesRepairsAndDeletes(t *testing.T) {
-	h := newHarness(t)
+	synctest.Test(t, testControllerConvergesRepairsAndDeletes)
+}
+
+func testControllerConvergesRepairsAndDeletes(t *testing.T) {
+	h := newMemHarness(t)
 	src, keys := fleet(5)
 	h.apply(src)
 	r := h.startController()
@@ -139,17 +144,20 @@ func TestControllerConvergesRepairsAndDeletes(t *testing.T) {
 }
 
 func TestControllerStartsWhileNomadIsDown(t *testing.T) {
-	h := newHarness(t)
+	synctest.Test(t, testControllerStartsWhileNomadIsDown)
+}
+
+func testControllerStartsWhileNomadIsDown(t *testing.T) {
+	h := newMemHarness(t)
 	src, keys := fleet(2)
 	h.apply(src)
-	h.srv.StopListening()
+	h.mem.SetDown(true)
 	r := h.startController()
+	time.Sleep(10 * time.Second) // on the bubble's clock: retries back off meanwhile
 	if r.c.InitialListDone() {
 		t.Fatal("initial list done while Nomad is down")
 	}
-	if err := h.srv.Resume(); err != nil {
-		t.Fatal(err)
-	}
+	h.mem.SetDown(false)
 	h.eventually("convergence after Nomad came back", h.allPhase(keys, store.PhaseRunning))
 	if !r.c.InitialListDone() {
 		t.Error("initial list not done after convergence")
@@ -157,7 +165,11 @@ func TestControllerStartsWhileNomadIsDown(t *testing.T) {
 }
 
 func TestControllerCollectsGarbageAfterInitialList(t *testing.T) {
-	h := newHarness(t)
+	synctest.Test(t, testControllerCollectsGarbageAfterInitialList)
+}
+
+func testControllerCollectsGarbageAfterInitialList(t *testing.T) {
+	h := newMemHarness(t)
 	orphan := renderFor(t, "orphan", h.st.StoreID())
 	if _, _, err := h.srv.RunJob(orphan); err != nil {
 		t.Fatal(err)
@@ -175,7 +187,11 @@ func TestControllerCollectsGarbageAfterInitialList(t *testing.T) {
 }
 
 func TestControllerSurvivesFaults(t *testing.T) {
-	h := newHarness(t)
+	synctest.Test(t, testControllerSurvivesFaults)
+}
+
+func testControllerSurvivesFaults(t *testing.T) {
+	h := newMemHarness(t)
 	src, keys := fleet(6)
 	h.apply(src)
 	h.srv.FailRequests(nomadtest.ErrorFault{Status: 500, Body: "rpc error: EOF", Count: 20})
@@ -193,10 +209,14 @@ func TestControllerSurvivesFaults(t *testing.T) {
 // dir with a fresh controller: exactly one job per sandbox, nothing lost,
 // nothing foreign touched.
 func TestCrashDuringConvergence(t *testing.T) {
+	synctest.Test(t, testCrashDuringConvergence)
+}
+
+func testCrashDuringConvergence(t *testing.T) {
 	seed := rand.Uint64()
 	rng := rand.New(rand.NewPCG(seed, 0))
 	t.Logf("seed %d", seed)
-	h := newHarness(t)
+	h := newMemHarness(t)
 	dataDir := filepath.Dir(h.st.Path())
 	storeID := h.st.StoreID()
 	foreign := renderFor(t, "s007", "")
@@ -255,17 +275,25 @@ func TestCrashDuringConvergence(t *testing.T) {
 // event buffer: the purge is never streamed, and only the relist that
 // follows the reconnection can reveal the missing job.
 func TestControllerRelistCatchesWhatTheStreamSkipped(t *testing.T) {
-	h := newHarness(t)
+	synctest.Test(t, testControllerRelistCatchesWhatTheStreamSkipped)
+}
+
+func testControllerRelistCatchesWhatTheStreamSkipped(t *testing.T) {
+	h := newMemHarness(t)
 	src, keys := fleet(3)
 	h.apply(src)
 	h.startController(func(o *Options) { o.ResyncPeriod = time.Hour })
 	h.eventually("every sandbox running", h.allPhase(keys, store.PhaseRunning))
-	h.srv.StopListening()
-	h.srv.CutEventStreams()
+	// Let the rechecks left from convergence (PendingRecheck) fire first,
+	// so that only the relist can bring the purged job back in time.
+	time.Sleep(2 * DefaultPendingRecheck)
+	h.mem.SetDown(true) // cuts the event stream too
 	h.srv.StopJob("default", "agentkernel-s001", true)
 	h.srv.JumpIndex(1000)
-	if err := h.srv.Resume(); err != nil {
-		t.Fatal(err)
+	time.Sleep(time.Second)
+	h.mem.SetDown(false)
+	time.Sleep(DefaultPendingRecheck / 3) // reconnect, relist and reconcile: well within
+	if h.job("agentkernel-s001") == nil {
+		t.Fatal("the purged job was not recreated after the relist")
 	}
-	h.eventually("the purged job recreated", func() bool { return h.job("agentkernel-s001") != nil })
 }

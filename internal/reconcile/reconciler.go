@@ -92,6 +92,10 @@ type Config struct {
 	WriteLimiter *WriteLimiter
 }
 
+// DefaultPendingRecheck is how soon a sandbox whose allocation is not yet
+// running is looked at again, in case an event is missed.
+const DefaultPendingRecheck = 30 * time.Second
+
 // Reconciler makes one sandbox's Nomad job match its declaration.
 type Reconciler struct {
 	store Store
@@ -115,7 +119,7 @@ func NewReconciler(st Store, nc Nomad, cfg Config, log *slog.Logger, now func() 
 		log = slog.New(slog.DiscardHandler)
 	}
 	if cfg.PendingRecheck == 0 {
-		cfg.PendingRecheck = 30 * time.Second
+		cfg.PendingRecheck = DefaultPendingRecheck
 	}
 	if cfg.PurgeRecheck == 0 {
 		cfg.PurgeRecheck = time.Second

@@ -3,6 +3,7 @@ package reconcile
 import (
 	"context"
 	"errors"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -21,6 +22,7 @@ import (
 type harness struct {
 	t     *testing.T
 	srv   *nomadtest.Server
+	mem   *nomadtest.MemNet // set by newMemHarness
 	nc    *nomad.Client
 	st    *store.Store
 	rec   *Reconciler
@@ -28,16 +30,42 @@ type harness struct {
 	clock time.Time
 }
 
+// newHarness serves the test server on loopback.
 func newHarness(t *testing.T, mut ...func(*Config)) *harness {
 	t.Helper()
-	h := &harness{t: t, clock: time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)}
+	h := &harness{t: t}
 	h.srv = nomadtest.New(nomadtest.Options{SchedulingDelay: -1, Drivers: []string{"docker", "exec", "raw_exec"}})
 	if err := h.srv.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = h.srv.Close() })
+	return h.finish(nomad.Config{Address: h.srv.URL()}, mut)
+}
+
+// newMemHarness serves the test server on an in-memory network, so that
+// the whole controller runs inside a testing/synctest bubble and every
+// timer (resync, backoff, watcher timeouts, the scheduling delay) runs on
+// the bubble's fake clock. Call it inside synctest.Test.
+func newMemHarness(t *testing.T, mut ...func(*Config)) *harness {
+	t.Helper()
+	h := &harness{t: t, mem: nomadtest.NewMemNet()}
+	h.srv = nomadtest.New(nomadtest.Options{SchedulingDelay: 200 * time.Millisecond, Drivers: []string{"docker", "exec", "raw_exec"}})
+	hs := &http.Server{Handler: h.srv}
+	go func() { _ = hs.Serve(h.mem.Listener()) }()
+	t.Cleanup(func() {
+		_ = h.srv.Close()
+		h.mem.Close()
+		_ = hs.Close()
+	})
+	return h.finish(nomad.Config{Address: h.mem.URL(), HTTPClient: h.mem.HTTPClient()}, mut)
+}
+
+func (h *harness) finish(nc nomad.Config, mut []func(*Config)) *harness {
+	t := h.t
+	t.Helper()
+	h.clock = time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
 	var err error
-	if h.nc, err = nomad.NewClient(nomad.Config{Address: h.srv.URL()}); err != nil {
+	if h.nc, err = nomad.NewClient(nc); err != nil {
 		t.Fatal(err)
 	}
 	if h.st, err = store.Open(t.TempDir(), store.Options{NoSync: true, Now: h.now}); err != nil {
