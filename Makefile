@@ -35,10 +35,16 @@ check:
 validate-examples:
 	$(GO) run ./cmd/akctl validate examples/
 
-# Bounded fuzzing of every fuzz target; FUZZTIME per target.
+# Bounded fuzzing of every fuzz target, FUZZTIME each: HCL loading, the
+# API's request decoding, the Nomad event-stream reader. Inputs that once
+# failed or widened coverage are kept under each package's testdata/fuzz
+# and run by the ordinary tests. One worker each: on two cores, parallel
+# workers starve each other.
 FUZZTIME ?= 60s
 fuzz:
 	$(GO) test ./internal/spec -run '^$$' -fuzz '^FuzzLoad$$' -fuzztime $(FUZZTIME) -parallel 1
+	$(GO) test ./internal/api -run '^$$' -fuzz '^FuzzRequestDecoding$$' -fuzztime $(FUZZTIME) -parallel 1
+	$(GO) test ./internal/nomad -run '^$$' -fuzz '^FuzzEventStream$$' -fuzztime $(FUZZTIME) -parallel 1
 
 # Benchmarks with the baselines they are reported against (README).
 bench:
