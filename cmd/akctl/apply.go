@@ -72,18 +72,11 @@ func runApply(ctx context.Context, e *env, args []string) error {
 	case *waitTimeout <= 0:
 		return usagef("--timeout-wait must be positive")
 	}
-	sandboxes, err := decl.load(e, paths, exitFailure)
-	if err != nil {
-		return err
-	}
-	c, err := newClient(e)
+	sandboxes, c, err := decl.loadAndConnect(ctx, e, paths, exitFailure)
 	if err != nil {
 		return err
 	}
 	defer c.close()
-	if sandboxes, err = decl.withControllerDefault(ctx, e, c, sandboxes, paths, exitFailure); err != nil {
-		return err
-	}
 
 	req := api.ApplyRequest{
 		Objects:          make([]api.ApplyObject, 0, len(sandboxes)),

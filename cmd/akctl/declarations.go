@@ -94,3 +94,22 @@ func checkPruneFlags(prune bool, applySet, selector string) error {
 	}
 	return nil
 }
+
+// loadAndConnect loads declarations, connects to the controller and
+// applies its default namespace: what apply and diff start with. The
+// caller closes the client.
+func (d *declFlags) loadAndConnect(ctx context.Context, e *env, paths []string, onInvalid int) ([]spec.Sandbox, *client, error) {
+	sandboxes, err := d.load(e, paths, onInvalid)
+	if err != nil {
+		return nil, nil, err
+	}
+	c, err := newClient(e)
+	if err != nil {
+		return nil, nil, err
+	}
+	if sandboxes, err = d.withControllerDefault(ctx, e, c, sandboxes, paths, onInvalid); err != nil {
+		c.close()
+		return nil, nil, err
+	}
+	return sandboxes, c, nil
+}

@@ -57,18 +57,11 @@ func runDiff(ctx context.Context, e *env, args []string) error {
 	case *output != "text" && *output != "json":
 		return usagef("unknown output format %q: use text or json", *output)
 	}
-	sandboxes, err := decl.load(e, paths, exitDiffError)
-	if err != nil {
-		return err
-	}
-	c, err := newClient(e)
+	sandboxes, c, err := decl.loadAndConnect(ctx, e, paths, exitDiffError)
 	if err != nil {
 		return err
 	}
 	defer c.close()
-	if sandboxes, err = decl.withControllerDefault(ctx, e, c, sandboxes, paths, exitDiffError); err != nil {
-		return err
-	}
 	req := api.ApplyRequest{ApplySet: *applySet, Prune: *prune, PruneSelector: *selector, DryRun: true,
 		Objects: make([]api.ApplyObject, 0, len(sandboxes))}
 	for _, s := range sandboxes {
