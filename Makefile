@@ -2,7 +2,7 @@
 # requirement; `bash .ci/run` installs what a clean machine lacks.
 GO ?= go
 
-.PHONY: all build dev test check validate-examples fuzz bench bench-controller clean
+.PHONY: all build dev test check validate-examples fuzz bench bench-controller reliability clean
 
 all: check test
 
@@ -50,6 +50,11 @@ fuzz:
 bench:
 	$(GO) test ./internal/spec -run '^$$' -bench . -benchmem -count 5
 	$(GO) test ./internal/store -run '^$$' -bench . -benchtime 5x -count 3
+
+# The long, process-level tests, kept out of the default run: the
+# controller SIGKILLed 20 times while 500 sandboxes converge and change.
+reliability:
+	$(GO) test -tags reliability -count=1 -v ./test/reliability/
 
 # The controller's own measurements against the Nomad test server (README).
 bench-controller:

@@ -17,7 +17,7 @@ import (
 const waitUsage = `Usage: akctl wait --for=ready|deleted [flags] NAME... | --all
 
 Waits until the named sandboxes (or, with --all, every sandbox of the
-namespace) are ready or gone. A sandbox is ready when its Ready condition
+namespace; for ready, those not being deleted) are ready or gone. A sandbox is ready when its Ready condition
 is True for its current generation; one declared with state = "stopped"
 counts once it is Stopped. Waiting for ready fails at once when a sandbox
 is Failed or in Conflict, or is deleted. --timeout, here, bounds the whole
@@ -98,6 +98,11 @@ func runWait(ctx context.Context, e *env, args []string) error {
 			return err
 		}
 		for _, it := range l.Items {
+			// A sandbox on its way out will never be ready; --all means
+			// the ones that are declared.
+			if goal == goalReady && it.DeletionRequestedAt != nil {
+				continue
+			}
 			keys = append(keys, sandboxKey{it.Namespace, it.Name})
 		}
 	} else {
