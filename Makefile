@@ -52,7 +52,8 @@ bench:
 	$(GO) test ./internal/store -run '^$$' -bench . -benchtime 5x -count 3
 
 # The long, process-level tests, kept out of the default run: the
-# controller SIGKILLed 20 times while 500 sandboxes converge and change.
+# controller SIGKILLed 20 times while 500 sandboxes converge and change,
+# and a controller put through Nomad outages, errors, latency and gaps.
 reliability:
 	$(GO) test -tags reliability -count=1 -v ./test/reliability/
 

@@ -209,12 +209,25 @@ func TestCrashLoop(t *testing.T) {
 	c := startController(t, bins["controller"], dataDir, nomadAddr)
 	defer func() { _ = c.cmd.Process.Signal(syscall.SIGTERM); _ = c.cmd.Wait() }()
 	akctl(t, bins["akctl"], "--addr", c.addr, "apply", "-f", declDir, "--prune", "--apply-set", "fleet")
-	akctl(t, bins["akctl"], "--addr", c.addr, "wait", "--for=ready", "--all", "--timeout", "5m")
+	converged(t, bins["akctl"], c.addr, nomadAddr, want)
+	after, err := nc.Job(t.Context(), "default", spec.JobIDPrefix+foreign)
+	if err != nil || *after.JobModifyIndex != *foreignBefore.JobModifyIndex || after.Meta[nomad.MetaOwner] != "" {
+		t.Errorf("the foreign job was touched: %v", err)
+	}
+	t.Logf("%d kills survived; %d sandboxes declared, each with exactly one job", kills, len(want))
+}
+
+// converged waits until the controller at addr has every declared
+// sandbox Ready and nothing else, and Nomad holds exactly one owned job
+// per declared sandbox and none for any other.
+func converged(t *testing.T, akctlBin, addr, nomadAddr string, want map[string]bool) {
+	t.Helper()
+	akctl(t, akctlBin, "--addr", addr, "wait", "--for=ready", "--all", "--timeout", "5m")
 	// Deletions finish after readiness: wait for the pruned ones to go.
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
 		var items struct{ Items []json.RawMessage }
-		if err := json.Unmarshal([]byte(akctl(t, bins["akctl"], "--addr", c.addr, "get", "-A", "-o", "json")), &items); err != nil {
+		if err := json.Unmarshal([]byte(akctl(t, akctlBin, "--addr", addr, "get", "-A", "-o", "json")), &items); err != nil {
 			t.Fatal(err)
 		}
 		if len(items.Items) == len(want) {
@@ -247,13 +260,8 @@ func TestCrashLoop(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("after %d kills: jobs of undeclared sandboxes %v, declared sandboxes without a job %v", kills, extra, missing)
+			t.Fatalf("jobs of undeclared sandboxes %v, declared sandboxes without a job %v", extra, missing)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	after, err := nc.Job(t.Context(), "default", spec.JobIDPrefix+foreign)
-	if err != nil || *after.JobModifyIndex != *foreignBefore.JobModifyIndex || after.Meta[nomad.MetaOwner] != "" {
-		t.Errorf("the foreign job was touched: %v", err)
-	}
-	t.Logf("%d kills survived; %d sandboxes declared, each with exactly one job", kills, len(want))
 }
