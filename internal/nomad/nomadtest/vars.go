@@ -216,7 +216,7 @@ func (s *Server) putVar(w http.ResponseWriter, r *http.Request, p string) {
 	cur := s.vars[k]
 	// A failed check-and-set still takes a raft index (more/ 1.2).
 	idx := s.nextIndex()
-	if hasCAS && (cur == nil && cas != 0 || cur != nil && cur.ModifyIndex != cas) {
+	if casMismatch(hasCAS, cas, cur) {
 		casConflict(w, ns, p, cur)
 		return
 	}
@@ -229,6 +229,12 @@ func (s *Server) putVar(w http.ResponseWriter, r *http.Request, p string) {
 	s.varChanged(idx, v, false)
 	setWriteIndex(w, idx)
 	writeJSON(w, http.StatusOK, v)
+}
+
+// casMismatch is a failed check-and-set: cas 0 wants no variable, any
+// other value the variable's current ModifyIndex.
+func casMismatch(hasCAS bool, cas uint64, cur *variable) bool {
+	return hasCAS && (cur == nil && cas != 0 || cur != nil && cur.ModifyIndex != cas)
 }
 
 // deleteVar answers 204 even for a missing variable, and 409 on a failed
@@ -245,7 +251,7 @@ func (s *Server) deleteVar(w http.ResponseWriter, r *http.Request, p string) {
 	k := nsKey{ns, p}
 	cur := s.vars[k]
 	idx := s.nextIndex()
-	if hasCAS && (cur == nil && cas != 0 || cur != nil && cur.ModifyIndex != cas) {
+	if casMismatch(hasCAS, cas, cur) {
 		casConflict(w, ns, p, cur)
 		return
 	}
