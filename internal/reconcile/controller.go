@@ -110,9 +110,22 @@ func (c *Controller) Run(ctx context.Context) error {
 			o.Queue.Add(key)
 		}
 	}
+	declared, _, err := o.Store.List(ctx, store.ListOptions{})
+	if err != nil {
+		return fmt.Errorf("list sandboxes: %w", err)
+	}
 	c.initialList.Store(true)
-	o.Reconciler.AllowGC()
-	o.Logger.Info("initial list done", "owned_jobs", len(initial))
+	if len(declared) == 0 && len(initial) > 0 {
+		// An empty store beside jobs we own is a lost or wrong data dir,
+		// not a user who deleted everything (deletes purge before they
+		// finalize): collecting garbage would purge every sandbox.
+		o.Logger.Error("the store declares no sandbox but Nomad runs jobs this controller owns; not purging any of them this run. Restore the data dir from a backup, or stop the jobs yourself if they are really unwanted",
+			"owned_jobs", len(initial), "owner", o.Owner)
+		o.Metrics.gcRefused()
+	} else {
+		o.Reconciler.AllowGC()
+	}
+	o.Logger.Info("initial list done", "owned_jobs", len(initial), "declared", len(declared))
 
 	// Workers get a context of their own, so that a stop lets in-flight
 	// reconciles finish (bounded by ShutdownTimeout) instead of cutting
@@ -121,6 +134,10 @@ func (c *Controller) Run(ctx context.Context) error {
 	defer cancelWork()
 	stopWork := context.AfterFunc(ctx, func() {
 		o.Queue.ShutDown()
+		if abortNow(ctx) {
+			cancelWork()
+			return
+		}
 		time.AfterFunc(o.ShutdownTimeout, cancelWork)
 	})
 	defer stopWork()
@@ -140,6 +157,14 @@ func (c *Controller) Run(ctx context.Context) error {
 		return feedErr
 	}
 	return nil
+}
+
+// abortNow reports whether ctx ended with a cause other than a plain
+// cancel or deadline, lost leadership for instance: in-flight reconciles
+// must then stop at once rather than finish.
+func abortNow(ctx context.Context) bool {
+	cause := context.Cause(ctx)
+	return cause != nil && !errors.Is(cause, context.Canceled) && !errors.Is(cause, context.DeadlineExceeded)
 }
 
 // work takes keys until the queue shuts down.

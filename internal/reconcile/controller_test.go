@@ -297,3 +297,73 @@ func testControllerRelistCatchesWhatTheStreamSkipped(t *testing.T) {
 		t.Fatal("the purged job was not recreated after the relist")
 	}
 }
+
+func TestControllerWithEmptyStoreNeverPurges(t *testing.T) {
+	synctest.Test(t, testControllerWithEmptyStoreNeverPurges)
+}
+
+// An empty store beside owned jobs is a lost data dir: the controller
+// reports it and purges nothing.
+func testControllerWithEmptyStoreNeverPurges(t *testing.T) {
+	h := newMemHarness(t)
+	for _, name := range []string{"a", "b"} {
+		if _, _, err := h.srv.RunJob(renderFor(t, name, h.st.StoreID())); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A reconciler as the controller builds it: garbage collection is
+	// the controller's to allow.
+	h.rec = NewReconciler(h.st, h.nc, Config{Render: nomad.RenderOptions{Owner: h.st.StoreID()}}, nil, h.now)
+	r := h.startController(func(o *Options) { o.Reconciler = h.rec })
+	h.eventually("the initial list", r.c.InitialListDone)
+	time.Sleep(time.Minute) // fake time: let every queued key be reconciled
+	synctest.Wait()
+	for _, id := range []string{"agentkernel-a", "agentkernel-b"} {
+		if h.job(id) == nil {
+			t.Errorf("%s purged by a controller whose store was empty", id)
+		}
+	}
+	if w := h.writes(); w != 0 {
+		t.Errorf("%d Nomad writes, want none", w)
+	}
+}
+
+func TestControllerStopsAtOnceOnAbortCause(t *testing.T) {
+	synctest.Test(t, testControllerStopsAtOnceOnAbortCause)
+}
+
+// A context cancelled with a cause other than a plain cancel (lost
+// leadership) stops in-flight reconciles at once, without the grace a
+// shutdown gets, and no Nomad write follows.
+func testControllerStopsAtOnceOnAbortCause(t *testing.T) {
+	h := newMemHarness(t)
+	ctx, cancel := context.WithCancelCause(t.Context())
+	c := New(Options{
+		Reconciler:      h.rec,
+		Queue:           NewQueue(QueueOptions{BaseDelay: time.Millisecond, MaxDelay: 50 * time.Millisecond}),
+		Store:           h.st,
+		Watcher:         nomad.NewWatcher(h.nc, nomad.WatchOptions{Owner: h.st.StoreID()}),
+		Nomad:           h.nc,
+		Owner:           h.st.StoreID(),
+		Backoff:         nomad.Backoff{Base: time.Millisecond, Max: 20 * time.Millisecond},
+		ShutdownTimeout: time.Hour,
+	})
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	h.eventually("the initial list", c.InitialListDone)
+	h.srv.SetLatency(time.Hour) // every Nomad request from now on hangs
+	src, _ := fleet(3)
+	h.apply(src)
+	time.Sleep(time.Second) // workers are now waiting on Nomad
+	synctest.Wait()
+	start := time.Now()
+	cancel(fmt.Errorf("lost the lock"))
+	<-done
+	if waited := time.Since(start); waited > time.Second {
+		t.Errorf("Run returned %s after an abort cause; want at once (shutdown grace is an hour)", waited)
+	}
+	h.srv.SetLatency(0)
+	if w := h.writes(); w != 0 {
+		t.Errorf("%d Nomad writes after the abort, want none", w)
+	}
+}

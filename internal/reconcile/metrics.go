@@ -29,6 +29,7 @@ type Metrics struct {
 	nomadRequests   *prometheus.CounterVec
 	nomadDuration   *prometheus.HistogramVec
 	driftRepairs    *prometheus.CounterVec
+	gcRefusals      prometheus.Counter
 
 	mu     sync.Mutex
 	phases map[string]store.Phase // sandbox key -> last phase written
@@ -74,6 +75,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		driftRepairs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "agentkernel_drift_repairs_total", Help: "Nomad jobs registered again because they drifted, by reason.",
 		}, []string{"reason"}),
+		gcRefusals: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "agentkernel_gc_refused_total", Help: "Starts at which garbage collection stayed off because the store declared nothing while Nomad ran owned jobs.",
+		}),
 		phases: map[string]store.Phase{},
 	}
 	// Series that exist from the start read 0 rather than missing, so
@@ -89,7 +93,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		m.driftRepairs.WithLabelValues(r)
 	}
 	reg.MustRegister(m.reconcileTotal, m.reconcileErrors, m.reconcileTime, m.depth, m.adds, m.retries,
-		m.queueDuration, m.workDuration, m.nomadRequests, m.nomadDuration, m.driftRepairs, phaseCollector{m})
+		m.queueDuration, m.workDuration, m.nomadRequests, m.nomadDuration, m.driftRepairs, m.gcRefusals, phaseCollector{m})
 	return m
 }
 
@@ -130,6 +134,13 @@ func (m *Metrics) NomadRequest(method, endpoint string, code int, d time.Duratio
 	}
 	m.nomadRequests.WithLabelValues(method, endpoint, strconv.Itoa(code)).Inc()
 	m.nomadDuration.WithLabelValues(method, endpoint).Observe(d.Seconds())
+}
+
+func (m *Metrics) gcRefused() {
+	if m == nil {
+		return
+	}
+	m.gcRefusals.Inc()
 }
 
 func (m *Metrics) driftRepaired(reasons []string) {

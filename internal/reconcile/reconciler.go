@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -86,6 +87,10 @@ type Config struct {
 	RejectedRecheck time.Duration
 	// Metrics, optional, receives phases and drift repairs.
 	Metrics *Metrics
+	// AdoptOwners lists the owner IDs of other controllers whose jobs
+	// this one takes over when it declares a sandbox of the same name.
+	// Jobs of any other owner are reported and left alone.
+	AdoptOwners []string
 	// WriteLimiter, optional, is waited on before every Nomad write: a
 	// global bound on the controller's write rate. Reads are not limited,
 	// so a resync of unchanged sandboxes is never slowed down.
@@ -139,13 +144,30 @@ func (r *Reconciler) Writes() int64 { return r.writes.Load() }
 
 // beforeWrite counts a Nomad write and waits for the write limiter.
 func (r *Reconciler) beforeWrite(ctx context.Context) error {
+	// A cancelled reconcile (a stop, lost leadership) writes nothing more.
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("not writing to Nomad: %w", context.Cause(ctx))
+	}
 	if r.cfg.WriteLimiter != nil {
 		if err := r.cfg.WriteLimiter.Wait(ctx); err != nil {
 			return fmt.Errorf("wait for the Nomad write limit: %w", err)
 		}
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("not writing to Nomad: %w", context.Cause(ctx))
+		}
 	}
 	r.writes.Add(1)
 	return nil
+}
+
+// ownership classifies a live job, counting the jobs of owners listed in
+// AdoptOwners as this controller's own.
+func (r *Reconciler) ownership(live *api.Job) nomad.Ownership {
+	own := nomad.OwnerOf(live, r.cfg.Render.Owner)
+	if own == nomad.OtherOwner && slices.Contains(r.cfg.AdoptOwners, live.Meta[nomad.MetaOwner]) {
+		return nomad.Owned
+	}
+	return own
 }
 
 // ErrTerminal marks a failure that retrying cannot fix (an invalid spec,
@@ -217,7 +239,7 @@ func (r *Reconciler) delete(ctx context.Context, rec store.Record, jobID string)
 	case err != nil:
 		return Result{}, err
 	}
-	if own := nomad.OwnerOf(live, r.cfg.Render.Owner); own != nomad.Owned {
+	if own := r.ownership(live); own != nomad.Owned {
 		// Never purge what is not ours: forget the sandbox, keep the job.
 		r.log.Warn("sandbox deleted; its job is not ours and is left alone", "sandbox", key, "job_id", jobID)
 		if err := r.store.Finalize(ctx, key, rec.ResourceVersion); err != nil && !errors.Is(err, store.ErrConflict) {
@@ -280,7 +302,7 @@ func (r *Reconciler) sync(ctx context.Context, rec store.Record, jobID string) (
 		live = nil
 	}
 	if live != nil {
-		switch nomad.OwnerOf(live, r.cfg.Render.Owner) {
+		switch r.ownership(live) {
 		case nomad.Foreign:
 			return r.conflict(ctx, key, st, ReasonForeignJob, fmt.Sprintf("Nomad job %s exists but was not created by this controller (no %s in its Meta); it is left untouched. Remove or rename it, or rename the sandbox.", jobID, nomad.MetaOwner))
 		case nomad.OtherOwner:

@@ -620,3 +620,38 @@ func TestPolicyErrorReadsAsOneSentence(t *testing.T) {
 		t.Errorf("message %q, want %q", err, want)
 	}
 }
+
+func TestAdoptOwnersTakesOverListedOwnersOnly(t *testing.T) {
+	tests := []struct {
+		name      string
+		owner     string
+		wantAdopt bool
+	}{
+		{"listed owner is adopted", "old-controller", true},
+		{"unlisted owner is left alone", "someone-else", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, func(c *Config) { c.AdoptOwners = []string{"old-controller"} })
+			job := renderFor(t, "box", tt.owner)
+			if _, _, err := h.srv.RunJob(job); err != nil {
+				t.Fatal(err)
+			}
+			h.srv.ResetRequests()
+			h.apply(box)
+			h.reconcile("default/box")
+			live := h.job("agentkernel-box")
+			gotOwner := live.Meta[nomad.MetaOwner]
+			if tt.wantAdopt {
+				if gotOwner != h.st.StoreID() || h.writes() != 1 {
+					t.Errorf("owner %q after %d writes, want the job re-stamped with %q in one write", gotOwner, h.writes(), h.st.StoreID())
+				}
+				return
+			}
+			if gotOwner != tt.owner || h.writes() != 0 {
+				t.Errorf("owner %q after %d writes, want %q untouched", gotOwner, h.writes(), tt.owner)
+			}
+			h.expectStatus("default/box", store.PhaseConflict, store.ConditionFalse)
+		})
+	}
+}
