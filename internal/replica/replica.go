@@ -1,0 +1,641 @@
+// Package replica owns the copy of the desired state that outlives a node:
+// every declared sandbox as one Nomad Variable, written by the leader with
+// check-and-set, read back by the other instances and by the next leader.
+//
+// Layout under the configured prefix P (default "agentkernel"):
+//
+//	P/meta                   owner ID of the jobs, format, and state:
+//	                         "seeding" while a first leader copies its
+//	                         store up, "ready" once the copy is whole
+//	P/sandboxes/<ns>/<name>  item "declaration": the store.Declaration as JSON
+//	P/leader                 the leader lock (package leader)
+//
+// The bbolt store stays each instance's working copy. A leader makes its
+// store match the copy before it reconciles (CatchUp), then pushes every
+// committed change; a follower pulls the copy into its store as it
+// changes, so that it can take over quickly and serve stale reads.
+package replica
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"log/slog"
+	"maps"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/nomad/api"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/agentkernel/agentkernel-controller/internal/spec"
+	"github.com/agentkernel/agentkernel-controller/internal/store"
+)
+
+// Limits Nomad puts on a variable (facts more/ 1.3).
+const (
+	// MaxVariableBytes bounds the sum of key and value lengths over a
+	// variable's items.
+	MaxVariableBytes = 65536
+	// MaxPathLength bounds a variable path.
+	MaxPathLength = 128
+)
+
+// ItemDeclaration holds a sandbox's declaration.
+const ItemDeclaration = "declaration"
+
+// Meta states.
+const (
+	StateSeeding = "seeding"
+	StateReady   = "ready"
+)
+
+var pathRE = regexp.MustCompile(`^[a-zA-Z0-9-_~/]{1,128}$`)
+
+// Store is what the replica reads and writes of the local store.
+type Store interface {
+	List(ctx context.Context, opts store.ListOptions) ([]store.Record, uint64, error)
+	Get(ctx context.Context, key string) (store.Record, error)
+	Import(ctx context.Context, decls []store.Declaration, opts store.ImportOptions) (store.ImportResult, error)
+	Watch(ctx context.Context, since uint64) (*store.Watcher, error)
+}
+
+// Config configures a Replica.
+type Config struct {
+	Client    *api.Client
+	Namespace string
+	// Prefix is the variables' path prefix, without a trailing slash.
+	Prefix string
+	Store  Store
+	// Parallel bounds concurrent variable requests (default 16).
+	Parallel int
+	Logger   *slog.Logger
+}
+
+// Replica reads and writes the replicated copy.
+type Replica struct {
+	cfg Config
+	log *slog.Logger
+
+	locks [64]sync.Mutex
+	seed  maphash.Seed
+
+	mu sync.Mutex
+	// known is what the copy held at the given ModifyIndex, as this
+	// instance last wrote or read it.
+	known    map[string]knownVar
+	syncedAt time.Time
+	index    uint64
+}
+
+type knownVar struct {
+	index uint64
+	decl  store.Declaration
+}
+
+// Meta is the copy's P/meta variable.
+type Meta struct {
+	Owner string
+	State string
+	index uint64
+}
+
+// New checks cfg and makes a Replica.
+func New(cfg Config) (*Replica, error) {
+	cfg.Prefix = strings.Trim(cfg.Prefix, "/")
+	switch {
+	case cfg.Client == nil:
+		return nil, errors.New("replica: no Nomad client")
+	case cfg.Store == nil:
+		return nil, errors.New("replica: no store")
+	case cfg.Prefix == "" || !pathRE.MatchString(cfg.Prefix) || strings.Contains(cfg.Prefix, "//"):
+		return nil, fmt.Errorf("replica: variable prefix %q must be letters, digits, '-', '_', '~' and '/' (Nomad's variable path rule)", cfg.Prefix)
+	case cfg.Prefix == "nomad" || strings.HasPrefix(cfg.Prefix, "nomad/"):
+		return nil, fmt.Errorf("replica: variable prefix %q is under Nomad's reserved \"nomad/\"", cfg.Prefix)
+	case len(cfg.Prefix)+len("/sandboxes/")+3 > MaxPathLength:
+		return nil, fmt.Errorf("replica: variable prefix %q leaves no room for sandbox names in a %d-character path", cfg.Prefix, MaxPathLength)
+	}
+	if cfg.Parallel <= 0 {
+		cfg.Parallel = 16
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Replica{cfg: cfg, log: log, seed: maphash.MakeSeed(), known: map[string]knownVar{}}, nil
+}
+
+// LockPath is where the leader lock lives.
+func (r *Replica) LockPath() string { return r.cfg.Prefix + "/leader" }
+
+func (r *Replica) metaPath() string      { return r.cfg.Prefix + "/meta" }
+func (r *Replica) sandboxPrefix() string { return r.cfg.Prefix + "/sandboxes/" }
+
+// Path is the variable path of a sandbox key ("namespace/name").
+func (r *Replica) Path(key string) string { return r.sandboxPrefix() + key }
+
+func (r *Replica) keyOf(path string) (string, bool) {
+	key, ok := strings.CutPrefix(path, r.sandboxPrefix())
+	if !ok || strings.Count(key, "/") != 1 {
+		return "", false
+	}
+	return key, true
+}
+
+// Freshness is when this instance's store last matched the copy, and the
+// copy's index then.
+func (r *Replica) Freshness() (time.Time, uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.syncedAt, r.index
+}
+
+func (r *Replica) synced(index uint64) {
+	r.mu.Lock()
+	r.syncedAt = time.Now()
+	r.index = max(r.index, index)
+	r.mu.Unlock()
+}
+
+// CheckPolicy refuses, at apply time, a sandbox the copy cannot hold: a
+// path longer than Nomad allows, or a declaration over a variable's size
+// limit. Splitting a declaration over several variables would make its
+// writes non-atomic, so it is refused instead.
+func (r *Replica) CheckPolicy(sb *spec.Sandbox) error {
+	path := r.Path(sb.Key())
+	if len(path) > MaxPathLength || !pathRE.MatchString(path) {
+		return fmt.Errorf("sandbox %s cannot be replicated: its Nomad Variable path %q has %d characters, and Nomad allows at most %d of letters, digits, '-', '_', '~' and '/'; shorten the namespace or name",
+			sb.Key(), path, len(path), MaxPathLength)
+	}
+	now := time.Now()
+	d := store.Declaration{
+		Sandbox: *sb, Source: sb.Source, Hash: sb.Spec.Hash(), ApplySet: strings.Repeat("x", 253),
+		Generation: 1 << 62, CreatedAt: now, UpdatedAt: now, DeletionRequestedAt: &now,
+	}
+	d.Sandbox.Source = spec.Source{}
+	b, err := json.Marshal(d)
+	if err != nil {
+		return fmt.Errorf("sandbox %s: encode for replication: %w", sb.Key(), err)
+	}
+	if n := len(ItemDeclaration) + len(b); n > MaxVariableBytes {
+		return fmt.Errorf("sandbox %s is too large to replicate: its declaration takes %d bytes, and a Nomad Variable holds at most %d; move large file contents out of the spec (for example into a Nomad Variable the sandbox reads)",
+			sb.Key(), n, MaxVariableBytes)
+	}
+	return nil
+}
+
+func encode(d store.Declaration) (api.VariableItems, error) {
+	b, err := json.Marshal(d)
+	if err != nil {
+		return nil, fmt.Errorf("encode %s: %w", d.Key(), err)
+	}
+	if n := len(ItemDeclaration) + len(b); n > MaxVariableBytes {
+		return nil, fmt.Errorf("sandbox %s: declaration of %d bytes is over the %d a Nomad Variable holds", d.Key(), n, MaxVariableBytes)
+	}
+	return api.VariableItems{ItemDeclaration: string(b)}, nil
+}
+
+func (r *Replica) decode(v *api.Variable) (store.Declaration, error) {
+	var d store.Declaration
+	raw, ok := v.Items[ItemDeclaration]
+	if !ok {
+		return d, fmt.Errorf("variable %s has no %q item", v.Path, ItemDeclaration)
+	}
+	if err := json.Unmarshal([]byte(raw), &d); err != nil {
+		return d, fmt.Errorf("variable %s: decode declaration: %w", v.Path, err)
+	}
+	if key, _ := r.keyOf(v.Path); d.Key() != key {
+		return d, fmt.Errorf("variable %s holds sandbox %q, not %q", v.Path, d.Key(), key)
+	}
+	return d, nil
+}
+
+func (r *Replica) wo(ctx context.Context) *api.WriteOptions {
+	return (&api.WriteOptions{Namespace: r.cfg.Namespace}).WithContext(ctx)
+}
+
+func (r *Replica) qo(ctx context.Context) *api.QueryOptions {
+	return (&api.QueryOptions{Namespace: r.cfg.Namespace}).WithContext(ctx)
+}
+
+func (r *Replica) keyLock(key string) *sync.Mutex {
+	return &r.locks[maphash.String(r.seed, key)%uint64(len(r.locks))]
+}
+
+// ReadMeta reads P/meta; found is false when there is none.
+func (r *Replica) ReadMeta(ctx context.Context) (m Meta, found bool, err error) {
+	v, _, err := r.cfg.Client.Variables().Read(r.metaPath(), r.qo(ctx))
+	if errors.Is(err, api.ErrVariablePathNotFound) {
+		return Meta{}, false, nil
+	}
+	if err != nil {
+		return Meta{}, false, fmt.Errorf("read %s: %w", r.metaPath(), err)
+	}
+	return Meta{Owner: v.Items["owner"], State: v.Items["state"], index: v.ModifyIndex}, true, nil
+}
+
+// writeMeta writes P/meta with check-and-set on the index m was read at
+// (zero: create only).
+func (r *Replica) writeMeta(ctx context.Context, m Meta) (Meta, error) {
+	v := &api.Variable{
+		Namespace: r.cfg.Namespace, Path: r.metaPath(),
+		Items:       api.VariableItems{"owner": m.Owner, "state": m.State, "format": "1"},
+		ModifyIndex: m.index,
+	}
+	out, _, err := r.cfg.Client.Variables().CheckedUpdate(v, r.wo(ctx))
+	if err != nil {
+		return Meta{}, fmt.Errorf("write %s: %w", r.metaPath(), err)
+	}
+	m.index = out.ModifyIndex
+	return m, nil
+}
+
+// list returns the ModifyIndex of every sandbox variable, and the index of
+// the list. With waitIndex it is a blocking query.
+func (r *Replica) list(ctx context.Context, waitIndex uint64, wait time.Duration) (map[string]uint64, uint64, error) {
+	out := map[string]uint64{}
+	q := r.qo(ctx)
+	q.WaitIndex, q.WaitTime = waitIndex, wait
+	var last uint64
+	for {
+		metas, qm, err := r.cfg.Client.Variables().PrefixList(r.sandboxPrefix(), q)
+		if err != nil {
+			return nil, 0, fmt.Errorf("list %s: %w", r.sandboxPrefix(), err)
+		}
+		for _, m := range metas {
+			if key, ok := r.keyOf(m.Path); ok {
+				out[key] = m.ModifyIndex
+			} else {
+				r.log.Warn("ignoring a variable that is not a sandbox", "path", m.Path)
+			}
+		}
+		last = max(last, qm.LastIndex)
+		if qm.NextToken == "" {
+			return out, last, nil
+		}
+		q = r.qo(ctx)
+		q.NextToken = qm.NextToken
+	}
+}
+
+// fetch brings the known declarations up to date with listed: it reads
+// the variables whose index changed and forgets the ones gone.
+func (r *Replica) fetch(ctx context.Context, listed map[string]uint64) error {
+	r.mu.Lock()
+	var stale []string
+	for key, idx := range listed {
+		if k, ok := r.known[key]; !ok || k.index != idx {
+			stale = append(stale, key)
+		}
+	}
+	for key := range r.known {
+		if _, ok := listed[key]; !ok {
+			delete(r.known, key)
+		}
+	}
+	r.mu.Unlock()
+	slices.Sort(stale)
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(r.cfg.Parallel)
+	for _, key := range stale {
+		g.Go(func() error {
+			v, _, err := r.cfg.Client.Variables().Read(r.Path(key), r.qo(gctx))
+			if errors.Is(err, api.ErrVariablePathNotFound) {
+				// Deleted since the list; the next list says so.
+				return nil
+			}
+			if err != nil {
+				return fmt.Errorf("read %s: %w", r.Path(key), err)
+			}
+			d, err := r.decode(v)
+			if err != nil {
+				return err
+			}
+			r.mu.Lock()
+			r.known[key] = knownVar{index: v.ModifyIndex, decl: d}
+			r.mu.Unlock()
+			return nil
+		})
+	}
+	return g.Wait()
+}
+
+func (r *Replica) knownDecls() []store.Declaration {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]store.Declaration, 0, len(r.known))
+	for _, key := range slices.Sorted(maps.Keys(r.known)) {
+		out = append(out, r.known[key].decl)
+	}
+	return out
+}
+
+// Pull makes the local store hold what the copy holds. With removeMissing
+// it also removes what the copy does not hold; without, it only adds and
+// updates. It returns the copy's index.
+func (r *Replica) Pull(ctx context.Context, removeMissing bool) (uint64, error) {
+	listed, idx, err := r.list(ctx, 0, 0)
+	if err != nil {
+		return 0, err
+	}
+	return idx, r.pullListed(ctx, listed, idx, removeMissing)
+}
+
+func (r *Replica) pullListed(ctx context.Context, listed map[string]uint64, idx uint64, removeMissing bool) error {
+	if err := r.fetch(ctx, listed); err != nil {
+		return err
+	}
+	res, err := r.cfg.Store.Import(ctx, r.knownDecls(), store.ImportOptions{RemoveMissing: removeMissing})
+	if err != nil {
+		return err
+	}
+	if res.Changed() {
+		r.log.Info("store brought up to date from the replicated copy", "created", res.Created, "updated", res.Updated, "removed", res.Removed, "index", idx)
+	}
+	r.synced(idx)
+	return nil
+}
+
+// CatchUp is what a new leader runs before it reconciles. It makes the
+// local store match the copy and returns the owner ID the jobs carry.
+//
+// With no copy yet (no P/meta), it seeds one from the local store, with
+// localOwner as the owner: it marks the copy "seeding", writes every
+// record, then marks it "ready". A copy left "seeding" by a leader that
+// died is merged with the local store (nothing is removed from either)
+// and finished. Only a "ready" copy is authoritative: the local records it
+// does not hold are removed.
+func (r *Replica) CatchUp(ctx context.Context, localOwner string) (string, error) {
+	for {
+		m, found, err := r.ReadMeta(ctx)
+		if err != nil {
+			return "", err
+		}
+		if !found {
+			m, err = r.writeMeta(ctx, Meta{Owner: localOwner, State: StateSeeding})
+			if isCASConflict(err) {
+				continue // someone else started seeding; read again
+			}
+			if err != nil {
+				return "", err
+			}
+			r.log.Info("no replicated copy yet; seeding it from the local store", "owner", m.Owner)
+		}
+		if m.Owner == "" {
+			return "", fmt.Errorf("%s names no owner; it was not written by this controller", r.metaPath())
+		}
+		switch m.State {
+		case StateReady:
+			if _, err := r.Pull(ctx, true); err != nil {
+				return "", fmt.Errorf("catch up from the replicated copy: %w", err)
+			}
+			return m.Owner, nil
+		case StateSeeding:
+			if _, err := r.Pull(ctx, false); err != nil {
+				return "", fmt.Errorf("merge the replicated copy: %w", err)
+			}
+			if err := r.PushAll(ctx); err != nil {
+				return "", fmt.Errorf("seed the replicated copy: %w", err)
+			}
+			m.State = StateReady
+			if _, err := r.writeMeta(ctx, m); err != nil {
+				if isCASConflict(err) {
+					continue
+				}
+				return "", err
+			}
+			r.log.Info("replicated copy seeded", "owner", m.Owner)
+			return m.Owner, nil
+		default:
+			return "", fmt.Errorf("%s has state %q; this controller knows %q and %q", r.metaPath(), m.State, StateSeeding, StateReady)
+		}
+	}
+}
+
+func isCASConflict(err error) bool {
+	var c api.ErrCASConflict
+	return errors.As(err, &c)
+}
+
+// PushAll writes every local record the copy does not hold as it is.
+func (r *Replica) PushAll(ctx context.Context) error {
+	recs, _, err := r.cfg.Store.List(ctx, store.ListOptions{})
+	if err != nil {
+		return err
+	}
+	keys := make([]string, 0, len(recs))
+	for _, rec := range recs {
+		keys = append(keys, rec.Key())
+	}
+	r.mu.Lock()
+	for key := range r.known {
+		if !slices.Contains(keys, key) {
+			keys = append(keys, key)
+		}
+	}
+	r.mu.Unlock()
+	return r.Push(ctx, keys)
+}
+
+// Push writes the current local state of keys to the copy: the
+// declaration of each record, or a delete for records that are gone. It
+// writes with check-and-set against the index it last saw, and never
+// overwrites a change it has not seen: that fences off a leader that has
+// lost its lock without knowing yet.
+func (r *Replica) Push(ctx context.Context, keys []string) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(r.cfg.Parallel)
+	var (
+		mu   sync.Mutex
+		errs []error
+	)
+	for _, key := range keys {
+		g.Go(func() error {
+			if err := r.pushOne(gctx, key); err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+			}
+			return nil
+		})
+	}
+	_ = g.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("replicate to Nomad Variables: %w", err)
+	}
+	return nil
+}
+
+func (r *Replica) pushOne(ctx context.Context, key string) error {
+	l := r.keyLock(key)
+	l.Lock()
+	defer l.Unlock()
+	rec, err := r.cfg.Store.Get(ctx, key)
+	missing := errors.Is(err, store.ErrNotFound)
+	if err != nil && !missing {
+		return err
+	}
+	r.mu.Lock()
+	k, isKnown := r.known[key]
+	r.mu.Unlock()
+	vars := r.cfg.Client.Variables()
+	if missing {
+		if !isKnown {
+			return nil
+		}
+		_, err := vars.CheckedDelete(r.Path(key), k.index, r.wo(ctx))
+		var conflict api.ErrCASConflict
+		if errors.As(err, &conflict) {
+			return r.changedUnderUs(key, k.index, conflict.Conflict)
+		}
+		if err != nil {
+			return fmt.Errorf("delete %s: %w", r.Path(key), err)
+		}
+		r.mu.Lock()
+		delete(r.known, key)
+		r.mu.Unlock()
+		return nil
+	}
+	d := rec.Declaration()
+	if isKnown && k.decl.Same(d) {
+		return nil
+	}
+	items, err := encode(d)
+	if err != nil {
+		return err
+	}
+	v := &api.Variable{Namespace: r.cfg.Namespace, Path: r.Path(key), Items: items, ModifyIndex: k.index}
+	out, _, err := vars.CheckedUpdate(v, r.wo(ctx))
+	var conflict api.ErrCASConflict
+	if errors.As(err, &conflict) {
+		cur := conflict.Conflict
+		cd, derr := r.decode(cur)
+		if cur == nil || derr != nil || !cd.Same(d) {
+			return r.changedUnderUs(key, k.index, cur)
+		}
+		// Already holds what we meant to write (a retry whose first
+		// answer was lost).
+		out, err = cur, nil
+	}
+	if err != nil {
+		return fmt.Errorf("write %s: %w", r.Path(key), err)
+	}
+	r.mu.Lock()
+	r.known[key] = knownVar{index: out.ModifyIndex, decl: d}
+	r.mu.Unlock()
+	return nil
+}
+
+// ErrChangedUnderUs is a check-and-set conflict: the copy changed since
+// this leader last read it, which only another leader does. The leader's
+// write is not forced through.
+var ErrChangedUnderUs = errors.New("the replicated copy was changed by another instance; not overwriting it")
+
+func (r *Replica) changedUnderUs(key string, had uint64, cur *api.Variable) error {
+	var now uint64
+	if cur != nil {
+		now = cur.ModifyIndex
+	}
+	return fmt.Errorf("%s: expected index %d, found %d: %w", r.Path(key), had, now, ErrChangedUnderUs)
+}
+
+// RunPush is the leader's loop: it pushes every declared change the local
+// store commits, from its revision rev on, retrying failures, until ctx
+// ends.
+func (r *Replica) RunPush(ctx context.Context, rev uint64) error {
+	w, err := r.cfg.Store.Watch(ctx, rev)
+	if err != nil {
+		return fmt.Errorf("watch the store: %w", err)
+	}
+	retry := time.NewTicker(5 * time.Second)
+	defer retry.Stop()
+	failed := map[string]bool{}
+	for {
+		pending := map[string]bool{}
+		select {
+		case <-ctx.Done():
+			return nil
+		case ch, ok := <-w.Changes():
+			if !ok {
+				if ctx.Err() != nil {
+					return nil
+				}
+				return fmt.Errorf("store change feed ended: %w", w.Err())
+			}
+			if ch.Kind == store.ChangeStatus || ch.Kind == store.ChangeEvents {
+				continue
+			}
+			pending[ch.Key] = true
+			// Take what else is already queued, to push in parallel.
+		drain:
+			for {
+				select {
+				case ch, ok := <-w.Changes():
+					if !ok {
+						break drain
+					}
+					if ch.Kind != store.ChangeStatus && ch.Kind != store.ChangeEvents {
+						pending[ch.Key] = true
+					}
+				default:
+					break drain
+				}
+			}
+		case <-retry.C:
+			if len(failed) == 0 {
+				continue
+			}
+			pending, failed = failed, map[string]bool{}
+		}
+		keys := slices.Sorted(maps.Keys(pending))
+		for _, key := range keys {
+			if err := r.pushOne(ctx, key); err != nil && ctx.Err() == nil {
+				r.log.Warn("cannot replicate a sandbox yet; retrying", "sandbox", key, "err", err)
+				failed[key] = true
+			}
+		}
+		if len(failed) == 0 {
+			r.synced(0)
+		}
+	}
+}
+
+// RunPull is a follower's loop: it keeps the local store matching the
+// copy, waking on every change of it, until ctx ends.
+func (r *Replica) RunPull(ctx context.Context) error {
+	var index uint64
+	backoff := time.Second
+	for ctx.Err() == nil {
+		m, found, err := r.ReadMeta(ctx)
+		if err == nil {
+			var listed map[string]uint64
+			var idx uint64
+			listed, idx, err = r.list(ctx, index, 5*time.Minute)
+			if err == nil {
+				err = r.pullListed(ctx, listed, idx, found && m.State == StateReady)
+			}
+			if err == nil {
+				index = idx
+				backoff = time.Second
+				continue
+			}
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		r.log.Warn("cannot follow the replicated copy; retrying", "err", err, "in", backoff)
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+		case <-t.C:
+		}
+		t.Stop()
+		backoff = min(2*backoff, 30*time.Second)
+	}
+	return nil
+}

@@ -1,0 +1,297 @@
+package replica_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/hashicorp/nomad/api"
+
+	"github.com/agentkernel/agentkernel-controller/internal/nomad/nomadtest"
+	"github.com/agentkernel/agentkernel-controller/internal/replica"
+	"github.com/agentkernel/agentkernel-controller/internal/spec"
+	"github.com/agentkernel/agentkernel-controller/internal/store"
+)
+
+// env is a Nomad test server on an in-memory network; call it inside a
+// synctest bubble.
+type env struct {
+	t   *testing.T
+	srv *nomadtest.Server
+	mem *nomadtest.MemNet
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	e := &env{t: t, mem: nomadtest.NewMemNet(), srv: nomadtest.New(nomadtest.Options{})}
+	hs := &http.Server{Handler: e.srv}
+	go func() { _ = hs.Serve(e.mem.Listener()) }()
+	t.Cleanup(func() {
+		_ = e.srv.Close()
+		e.mem.Close()
+		_ = hs.Close()
+	})
+	return e
+}
+
+func (e *env) client() *api.Client {
+	e.t.Helper()
+	c, err := api.NewClient(&api.Config{Address: e.mem.URL(), HttpClient: e.mem.HTTPClient()})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return c
+}
+
+// instance is one controller's store and replica.
+type instance struct {
+	st  *store.Store
+	rep *replica.Replica
+}
+
+func (e *env) instance() *instance {
+	e.t.Helper()
+	st, err := store.Open(e.t.TempDir(), store.Options{NoSync: true})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { _ = st.Close() })
+	rep, err := replica.New(replica.Config{Client: e.client(), Namespace: "default", Prefix: "agentkernel", Store: st})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return &instance{st: st, rep: rep}
+}
+
+func sandbox(name, image string) spec.Sandbox {
+	return spec.Sandbox{
+		Namespace: "default", Name: name,
+		Spec: spec.Spec{Driver: "docker", Image: image, Profile: "default", VCPUs: 1, MemoryMB: 256, Network: "bridge", State: "running"},
+	}
+}
+
+func (in *instance) apply(t *testing.T, sbs ...spec.Sandbox) []string {
+	t.Helper()
+	objs := make([]store.Object, len(sbs))
+	for i, sb := range sbs {
+		objs[i] = store.Object{Sandbox: sb}
+	}
+	res, err := in.st.Apply(t.Context(), objs, store.ApplyOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keys []string
+	for _, o := range res.Objects {
+		keys = append(keys, o.Key)
+	}
+	return keys
+}
+
+func (in *instance) declarations(t *testing.T) []store.Declaration {
+	t.Helper()
+	recs, _, err := in.st.List(t.Context(), store.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make([]store.Declaration, len(recs))
+	for i, r := range recs {
+		out[i] = r.Declaration()
+	}
+	return out
+}
+
+func TestSeedThenCatchUp(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := newEnv(t)
+		a := e.instance()
+		a.apply(t, sandbox("one", "img:1"), sandbox("two", "img:1"), sandbox("three", "img:1"))
+		a.apply(t, sandbox("two", "img:2"))
+
+		owner, err := a.rep.CatchUp(t.Context(), "owner-a")
+		if err != nil {
+			t.Fatalf("seeding CatchUp: %v", err)
+		}
+		if owner != "owner-a" {
+			t.Errorf("owner %q, want the seeding store's owner-a", owner)
+		}
+		m, found, err := a.rep.ReadMeta(t.Context())
+		if err != nil || !found || m.State != replica.StateReady {
+			t.Fatalf("meta after seeding = %+v found=%v err=%v; want ready", m, found, err)
+		}
+
+		// A second instance with an empty data dir gets everything, with
+		// the same generations, and the same owner.
+		b := e.instance()
+		owner, err = b.rep.CatchUp(t.Context(), "owner-b")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if owner != "owner-a" {
+			t.Errorf("second instance owner %q, want owner-a from the copy", owner)
+		}
+		if diff := cmp.Diff(a.declarations(t), b.declarations(t)); diff != "" {
+			t.Errorf("empty store not restored from the copy (-leader +new):\n%s", diff)
+		}
+	})
+}
+
+func TestStaleStoreCatchesUp(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := newEnv(t)
+		a := e.instance()
+		a.apply(t, sandbox("one", "img:1"), sandbox("two", "img:1"))
+		if _, err := a.rep.CatchUp(t.Context(), "owner-a"); err != nil {
+			t.Fatal(err)
+		}
+		b := e.instance()
+		if _, err := b.rep.CatchUp(t.Context(), "owner-b"); err != nil {
+			t.Fatal(err)
+		}
+		// b falls behind: a changes one, deletes-and-finalizes nothing but
+		// marks two for deletion, and adds three; b meanwhile holds a
+		// sandbox the copy never had.
+		keys := a.apply(t, sandbox("one", "img:2"), sandbox("three", "img:1"))
+		if _, err := a.st.Delete(t.Context(), "default/two"); err != nil {
+			t.Fatal(err)
+		}
+		if err := a.rep.Push(t.Context(), append(keys, "default/two")); err != nil {
+			t.Fatal(err)
+		}
+		b.apply(t, sandbox("never-replicated", "img:1"))
+
+		if _, err := b.rep.CatchUp(t.Context(), "owner-b"); err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(a.declarations(t), b.declarations(t)); diff != "" {
+			t.Errorf("stale store not caught up (-leader +stale):\n%s", diff)
+		}
+		rec, err := b.st.Get(t.Context(), "default/two")
+		if err != nil || !rec.Deleting() {
+			t.Errorf("default/two = %+v, %v; want it marked for deletion", rec, err)
+		}
+	})
+}
+
+func TestPushDeletesFinalizedAndRefusesToOverwriteAnotherLeader(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := newEnv(t)
+		a := e.instance()
+		a.apply(t, sandbox("one", "img:1"), sandbox("two", "img:1"))
+		if _, err := a.rep.CatchUp(t.Context(), "owner-a"); err != nil {
+			t.Fatal(err)
+		}
+		// b takes over and changes one; a, which has not noticed, tries
+		// to write its own change of one.
+		b := e.instance()
+		if _, err := b.rep.CatchUp(t.Context(), "owner-a"); err != nil {
+			t.Fatal(err)
+		}
+		keys := b.apply(t, sandbox("one", "img:from-b"))
+		if err := b.rep.Push(t.Context(), keys); err != nil {
+			t.Fatal(err)
+		}
+		keys = a.apply(t, sandbox("one", "img:from-a"))
+		err := a.rep.Push(t.Context(), keys)
+		if !errors.Is(err, replica.ErrChangedUnderUs) {
+			t.Fatalf("old leader's push = %v, want ErrChangedUnderUs", err)
+		}
+		v, _, err := e.client().Variables().Read(a.rep.Path("default/one"), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(v.Items[replica.ItemDeclaration], "img:from-b") {
+			t.Errorf("the new leader's write was overwritten: %s", v.Items[replica.ItemDeclaration])
+		}
+
+		// Finalizing on the leader removes the variable.
+		rec, err := b.st.Delete(t.Context(), "default/two")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := b.st.Finalize(t.Context(), "default/two", rec.ResourceVersion); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.rep.Push(t.Context(), []string{"default/two"}); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := e.client().Variables().Read(b.rep.Path("default/two"), nil); !errors.Is(err, api.ErrVariablePathNotFound) {
+			t.Errorf("variable of a finalized sandbox: %v, want it deleted", err)
+		}
+	})
+}
+
+func TestFollowerPullsChanges(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := newEnv(t)
+		a := e.instance()
+		a.apply(t, sandbox("one", "img:1"))
+		if _, err := a.rep.CatchUp(t.Context(), "owner-a"); err != nil {
+			t.Fatal(err)
+		}
+		rev, err := a.st.Revision(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		go func() { _ = a.rep.RunPush(ctx, rev) }()
+
+		b := e.instance()
+		go func() { _ = b.rep.RunPull(ctx) }()
+		synctest.Wait()
+		if at, _ := b.rep.Freshness(); at.IsZero() {
+			t.Fatal("follower never synced")
+		}
+		a.apply(t, sandbox("one", "img:2"), sandbox("two", "img:1"))
+		time.Sleep(time.Second)
+		synctest.Wait()
+		if diff := cmp.Diff(a.declarations(t), b.declarations(t)); diff != "" {
+			t.Errorf("follower did not follow the leader's pushes (-leader +follower):\n%s", diff)
+		}
+		rec, err := a.st.Delete(t.Context(), "default/one")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := a.st.Finalize(t.Context(), "default/one", rec.ResourceVersion); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Second)
+		synctest.Wait()
+		if _, err := b.st.Get(t.Context(), "default/one"); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("finalized sandbox still on the follower: %v", err)
+		}
+	})
+}
+
+func TestCheckPolicyRefusesWhatAVariableCannotHold(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		in := newEnv(t).instance()
+		big := sandbox("big", "img:1")
+		big.Spec.Env = map[string]string{"BLOB": strings.Repeat("x", replica.MaxVariableBytes)}
+		long := sandbox("ok", "img:1")
+		long.Namespace = strings.Repeat("n", 120)
+		tests := []struct {
+			name string
+			sb   spec.Sandbox
+			want string
+		}{
+			{"fits", sandbox("fits", "img:1"), ""},
+			{"too large", big, "too large to replicate"},
+			{"path too long", long, "Nomad Variable path"},
+		}
+		for _, tt := range tests {
+			err := in.rep.CheckPolicy(&tt.sb)
+			switch {
+			case tt.want == "" && err != nil:
+				t.Errorf("%s: refused: %v", tt.name, err)
+			case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+				t.Errorf("%s: error %v, want one saying %q", tt.name, err, tt.want)
+			}
+		}
+	})
+}
