@@ -13,9 +13,10 @@ import (
 const validateUsage = `Usage: akctl validate [flags] PATH...
 
 Loads sandbox declarations from files, directories (every *.hcl file in
-them, not in subdirectories) and "-" (standard input), and reports every
-problem with its file, line and column. file("...") paths are relative to
-the declaring file. Nothing is sent to the controller.
+them, not in subdirectories, except Nomad jobspecs *.nomad.hcl and ACL
+policies *-policy.hcl or *.policy.hcl) and "-" (standard input), and
+reports every problem with its file, line and column. file("...") paths
+are relative to the declaring file. Nothing is sent to the controller.
 
 Variables are set, from lowest to highest precedence, by their defaults,
 AKCTL_VAR_<name> environment variables, and -var / -var-file flags in the

@@ -74,8 +74,9 @@ type SourceFile struct {
 }
 
 // Load reads declarations from files, directories (every *.hcl file in
-// them, sorted by name) and "-" (Options.Stdin). It reports every problem
-// found, not only the first; on any error the sandboxes are not usable.
+// them, sorted by name, except Nomad's own files: see NomadFileKind) and
+// "-" (Options.Stdin). It reports every problem found, not only the first;
+// on any error the sandboxes are not usable.
 func Load(paths []string, opts Options) (*Result, hcl.Diagnostics) {
 	o := opts.withDefaults()
 	srcs, diags := readSources(paths, &o)
@@ -99,6 +100,7 @@ func LoadSources(srcs []SourceFile, opts Options) (*Result, hcl.Diagnostics) {
 	l := &loader{opts: &o, pf: pf}
 	sandboxes, ldiags := l.load(files)
 	diags = append(diags, ldiags...)
+	diags = append(diags, nomadFileHints(srcs, diags)...)
 	SortDiagnostics(diags)
 	return &Result{Sandboxes: sandboxes, Files: pf.parser.Files()}, diags
 }
@@ -186,8 +188,18 @@ func readSources(paths []string, o *Options) ([]SourceFile, hcl.Diagnostics) {
 			diags = append(diags, errorDiag(nil, "No declarations in directory", fmt.Sprintf("The directory %s holds no *.hcl files.", p)))
 		}
 		sort.Strings(matches)
+		var skipped []string
 		for _, m := range matches {
+			if NomadFileKind(m) != "" {
+				skipped = append(skipped, filepath.Base(m))
+				continue
+			}
 			add(m)
+		}
+		if len(matches) > 0 && len(skipped) == len(matches) {
+			diags = append(diags, errorDiag(nil, "No declarations in directory", fmt.Sprintf(
+				"The directory %s holds only Nomad files (%s), which a directory load skips; name a file on its own to load it anyway.",
+				p, strings.Join(skipped, ", "))))
 		}
 	}
 	return out, diags
