@@ -33,6 +33,8 @@ type globalFlags struct {
 	timeout                time.Duration
 	timeoutSet             bool
 	verbose                bool
+	// stale lets any instance answer reads from its own copy.
+	stale bool
 }
 
 func (g *globalFlags) register(fs *flag.FlagSet) {
@@ -48,6 +50,7 @@ func (g *globalFlags) register(fs *flag.FlagSet) {
 		return nil
 	})
 	fs.BoolVar(&g.verbose, "v", g.verbose, "log every request to standard error")
+	fs.BoolVar(&g.stale, "stale", g.stale, "let any controller instance answer reads from its own copy, which may lag the leader's")
 }
 
 // client talks to the controller's API.
@@ -59,6 +62,20 @@ type client struct {
 	token   string
 	timeout time.Duration
 	log     io.Writer // nil unless -v
+	// stale adds stale=true to reads (--stale).
+	stale bool
+	// staleFrom is the first answer that came from a follower's own copy,
+	// for the note get and describe print.
+	staleFrom *servedBy
+}
+
+// servedBy is what an answer says of the controller instance that
+// produced it.
+type servedBy struct {
+	instance string
+	// lastSync is when that instance's copy last matched the leader's:
+	// RFC 3339, "never", or empty when it did not say.
+	lastSync string
 }
 
 func newClient(e *env) (*client, error) {
@@ -84,7 +101,7 @@ func newClient(e *env) (*client, error) {
 	if token == "" {
 		token = e.getenv("AKCTL_TOKEN")
 	}
-	c := &client{addr: addr, token: token, timeout: g.timeout}
+	c := &client{addr: addr, token: token, timeout: g.timeout, stale: g.stale}
 	if c.timeout == 0 {
 		c.timeout = defaultTimeout
 	}
@@ -219,6 +236,9 @@ func (c *client) newRequest(ctx context.Context, method, path string, body any) 
 		}
 		rd = bytes.NewReader(b)
 	}
+	if c.stale && method == http.MethodGet && isRead(path) {
+		path = withStale(path)
+	}
 	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
 	if err != nil {
 		return nil, err
@@ -255,6 +275,9 @@ func (c *client) send(req *http.Request) (*http.Response, error) {
 		fmt.Fprintf(c.log, "akctl: %s %s -> %d\n", req.Method, req.URL.RequestURI(), resp.StatusCode)
 	}
 	if resp.StatusCode/100 == 2 {
+		if resp.Header.Get(api.HeaderStale) == "true" && c.staleFrom == nil {
+			c.staleFrom = &servedBy{instance: resp.Header.Get(api.HeaderServedBy), lastSync: resp.Header.Get(api.HeaderLastSync)}
+		}
 		return resp, nil
 	}
 	defer resp.Body.Close()
@@ -332,6 +355,44 @@ func (c *client) watch(ctx context.Context, q url.Values, fn func(api.WatchLine)
 		return ctx.Err()
 	}
 	return errors.New("the controller ended the watch")
+}
+
+// isRead tells the requests that read sandboxes, which a follower
+// forwards to the leader unless they say stale=true. Diff is left out on
+// purpose: it previews what apply, which only the leader takes, would do.
+func isRead(path string) bool {
+	return strings.HasPrefix(path, "/v1/sandboxes") || strings.HasPrefix(path, "/v1/watch")
+}
+
+func withStale(path string) string {
+	switch {
+	case strings.HasSuffix(path, "?"):
+		return path + "stale=true"
+	case strings.Contains(path, "?"):
+		return path + "&stale=true"
+	}
+	return path + "?stale=true"
+}
+
+// noteStale says on standard error, once, that an answer came from a
+// follower's own copy rather than from the leader.
+func (c *client) noteStale(e *env) {
+	sf := c.staleFrom
+	if sf == nil {
+		return
+	}
+	c.staleFrom = nil
+	who := "a follower"
+	if sf.instance != "" {
+		who = "follower " + sf.instance
+	}
+	synced := ""
+	if sf.lastSync == "never" {
+		synced = " (never synced)"
+	} else if t, err := time.Parse(time.RFC3339Nano, sf.lastSync); err == nil {
+		synced = " (last synced " + age(t, e.clock()) + " ago)"
+	}
+	fmt.Fprintf(e.stderr, "note: served by %s%s; status may lag the leader's\n", who, synced)
 }
 
 func sandboxPath(namespace, name string) string {

@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -51,7 +52,31 @@ type ctlOptions struct {
 	// canned, when set, replaces the controller with a server that
 	// answers every request with this status and body.
 	canned *cannedAnswer
+	// follower makes $ADDR instance "b", a follower of leader "a", whose
+	// address is $LEADER. The leader is a second API server over the same
+	// store, as replication would make it: answers differ only in who
+	// gives them. The follower last synced three seconds before akctl's
+	// clock, at index 42.
+	follower bool
 }
+
+// testCluster is what the election tells an instance.
+type testCluster struct {
+	self   string
+	mu     sync.Mutex
+	leader api.Leader
+	fresh  api.Freshness
+}
+
+func (c *testCluster) Self() string { return c.self }
+
+func (c *testCluster) Leader() api.Leader {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.leader
+}
+
+func (c *testCluster) Freshness() api.Freshness { return c.fresh }
 
 type cannedAnswer struct {
 	status int
@@ -65,6 +90,8 @@ type cannedAnswer struct {
 type testController struct {
 	addr  string
 	store *store.Store
+	// leaderAddr is the leader's address when the controller is a follower.
+	leaderAddr string
 }
 
 func startController(t *testing.T, o ctlOptions) *testController {
@@ -125,13 +152,32 @@ func startController(t *testing.T, o ctlOptions) *testController {
 		defer close(done)
 		_ = ctrl.Run(ctx)
 	}()
-	h := api.NewServer(api.Options{
+	apiOpts := api.Options{
 		Store:   st,
 		Policy:  rcfg,
 		Planner: nomad.Planner{Client: nc, Render: rcfg.Render},
 		Token:   o.token,
 		Version: "test",
-	})
+	}
+	leaderAddr := ""
+	if o.follower {
+		lc := &testCluster{self: "a"}
+		lo := apiOpts
+		lo.Cluster = lc
+		leader := api.NewServer(lo)
+		ls := httptest.NewServer(leader)
+		leaderAddr = ls.URL
+		lc.mu.Lock()
+		lc.leader = api.Leader{ID: "a", Address: ls.URL, Self: true}
+		lc.mu.Unlock()
+		t.Cleanup(func() {
+			leader.Close()
+			ls.Close()
+		})
+		apiOpts.Cluster = &testCluster{self: "b", leader: api.Leader{ID: "a", Address: ls.URL},
+			fresh: api.Freshness{SyncedAt: akctlNow.Add(-3 * time.Second), Index: 42}}
+	}
+	h := api.NewServer(apiOpts)
 	var handler http.Handler = h
 	if o.noWatch {
 		handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -172,7 +218,7 @@ func startController(t *testing.T, o ctlOptions) *testController {
 		cancel()
 		<-done
 	})
-	return &testController{addr: addr, store: st}
+	return &testController{addr: addr, store: st, leaderAddr: leaderAddr}
 }
 
 var (
@@ -187,7 +233,7 @@ var (
 var uuidRE = regexp.MustCompile(`[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}`)
 
 // normalize makes a run's output stable: the controller's address becomes
-// $ADDR, a dead address $DEAD, the store ID <store-id>, allocation IDs
+// $ADDR, its leader's $LEADER, a dead address $DEAD, the store ID <store-id>, allocation IDs
 // (whole or cut to 8) <alloc>, allocated host ports <port>, and any
 // other UUID <uuid>, and Nomad's job modify indexes <index> ("<index>"
 // in JSON; they depend
@@ -201,7 +247,16 @@ func (tc *testController) normalize(t *testing.T, s string, dead string) string 
 	if tc == nil {
 		return s
 	}
-	s = strings.ReplaceAll(s, tc.addr, "$ADDR")
+	addrs := []string{tc.addr, "$ADDR"}
+	if tc.leaderAddr != "" {
+		// The longer first: one address may start with the other.
+		if len(tc.leaderAddr) > len(tc.addr) {
+			addrs = []string{tc.leaderAddr, "$LEADER", tc.addr, "$ADDR"}
+		} else {
+			addrs = append(addrs, tc.leaderAddr, "$LEADER")
+		}
+	}
+	s = strings.NewReplacer(addrs...).Replace(s)
 	if tc.store == nil {
 		return s
 	}

@@ -22,6 +22,9 @@ contents and secret values are never shown: files by path and size,
 secrets by the Nomad variable they come from), its status with the
 conditions, and its last 20 events, oldest first.
 
+--stale lets any controller instance answer from its own copy; a note on
+standard error says when the answer came from a follower's copy.
+
 Examples:
   akctl describe hello
   akctl describe -n team-a worker
@@ -58,6 +61,7 @@ func runDescribe(ctx context.Context, e *env, args []string) error {
 	if err := c.do(ctx, http.MethodGet, sandboxPath(k.namespace, k.name)+"/events", nil, &evs); err != nil {
 		return notFound(err, k)
 	}
+	c.noteStale(e)
 	describe(e.stdout, &it, evs.Items, e.clock())
 	return nil
 }

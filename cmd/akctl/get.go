@@ -26,6 +26,11 @@ one item) exactly as the controller's API returns them.
 --watch keeps going after the list: a row (with -o json, an item on one
 line) for every change, until interrupted.
 
+When the controller runs as several instances, the leader answers (the
+others pass the request on); --stale lets the instance at --addr answer
+from its own copy. A note on standard error says when an answer came
+from a follower's copy, which may lag the leader's.
+
 Examples:
   akctl get
   akctl get -A -l team=ml -o wide
@@ -82,6 +87,7 @@ func runGet(ctx context.Context, e *env, args []string) error {
 			}
 			return err
 		}
+		c.noteStale(e)
 		var b bytes.Buffer
 		if err := json.Indent(&b, raw, "", "  "); err != nil {
 			return fmt.Errorf("read the controller's answer: %w", err)
@@ -106,6 +112,7 @@ func runGet(ctx context.Context, e *env, args []string) error {
 		}
 		items, rev = l.Items, l.Revision
 	}
+	c.noteStale(e)
 
 	now := e.clock()
 	if *output == "json" {

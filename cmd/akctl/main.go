@@ -105,6 +105,9 @@ Global flags (before or after the command; not used by validate and fmt):
   --timeout DURATION  bound on each request (default 30s; watches and
                       waits have their own bounds)
   -v                  log every request to standard error
+  --stale             let any controller instance answer reads (get,
+                      describe, wait) from its own copy, which may lag
+                      the leader's; by default followers pass them on
 
 Run "akctl <command> -h" for a command's flags and examples.
 

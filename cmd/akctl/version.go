@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"time"
 
 	"github.com/agentkernel/agentkernel-controller/internal/api"
 )
@@ -15,7 +16,9 @@ var version = "dev"
 const versionUsage = `Usage: akctl version [flags]
 
 Prints akctl's version and, when the controller can be reached, the
-controller's: its version, store ID, store revision and default namespace.
+controller's: its version, store ID, store revision and default namespace
+and, when it runs as several instances, which instance answered, its role,
+the leader and, on a follower, when its copy last matched the leader's.
 
 Examples:
   akctl version
@@ -76,7 +79,38 @@ func runVersion(ctx context.Context, e *env, args []string) error {
 		fmt.Fprintf(tw, "Store ID:\t%s\n", vi.StoreID)
 		fmt.Fprintf(tw, "Store revision:\t%d\n", vi.Revision)
 		fmt.Fprintf(tw, "Default namespace:\t%s\n", vi.DefaultNamespace)
+		// A controller that runs alone, or predates clusters, says
+		// nothing of instances.
+		if vi.Role == api.RoleLeader || vi.Role == api.RoleFollower {
+			fmt.Fprintf(tw, "Instance:\t%s (%s)\n", vi.InstanceID, vi.Role)
+			fmt.Fprintf(tw, "Leader:\t%s\n", leaderLine(&vi))
+			if vi.Role == api.RoleFollower {
+				fmt.Fprintf(tw, "Last synced:\t%s\n", syncLine(&vi, e.clock()))
+			}
+		}
 		tw.Flush()
 	}
 	return nil
+}
+
+func leaderLine(vi *api.VersionInfo) string {
+	l := vi.Leader
+	if l == nil || l.ID == "" {
+		return "none elected yet"
+	}
+	s := l.ID
+	if l.Address != "" {
+		s += " at " + l.Address
+	}
+	if l.ID == vi.InstanceID {
+		s += " (this instance)"
+	}
+	return s
+}
+
+func syncLine(vi *api.VersionInfo, now time.Time) string {
+	if vi.LastSync == nil {
+		return "never"
+	}
+	return fmt.Sprintf("%s (%s ago, index %d)", vi.LastSync.UTC().Format(time.RFC3339), age(*vi.LastSync, now), vi.SyncIndex)
 }

@@ -21,6 +21,7 @@ const (
 	CodeTooLarge         = "too_large"          // 413
 	CodeRefused          = "refused"            // 422
 	CodeInternal         = "internal"           // 500
+	CodeBadGateway       = "bad_gateway"        // 502: the leader could not be reached
 	CodeNotReady         = "not_ready"          // 503
 )
 
@@ -56,6 +57,8 @@ type apiError struct {
 	details []any
 	// cause is logged for internal errors, never sent.
 	cause error
+	// retryAfter, when positive, is sent as Retry-After in seconds.
+	retryAfter int
 }
 
 func (e *apiError) Error() string {
@@ -74,6 +77,13 @@ func (e *apiError) with(details ...any) *apiError {
 	return e
 }
 
+// retry marks a passing refusal: the client should retry in a second,
+// when another instance may lead or this one may know the leader.
+func (e *apiError) retry() *apiError {
+	e.retryAfter = 1
+	return e
+}
+
 // storeError maps a store failure to its answer.
 func storeError(err error) *apiError {
 	switch {
@@ -87,8 +97,16 @@ func storeError(err error) *apiError {
 		return errorf(http.StatusGone, CodeCompacted,
 			"The change feed no longer holds that revision: list the sandboxes again and watch from the list's revision.").
 			with(err.Error())
+	case errors.Is(err, ErrNotLeader):
+		e := errorf(http.StatusServiceUnavailable, CodeNotReady,
+			"This instance stopped being the leader during the request; retry, and the request will go to the new leader.")
+		e.cause = err
+		return e.retry()
 	case errors.Is(err, store.ErrClosed):
 		return errorf(http.StatusServiceUnavailable, CodeNotReady, "The controller is shutting down.")
+	case errors.Is(err, ErrUnavailable):
+		e := errorf(http.StatusServiceUnavailable, CodeNotReady, "%s", err.Error())
+		return e.retry()
 	}
 	return &apiError{status: http.StatusInternalServerError, code: CodeInternal,
 		message: "The controller failed to complete the request.", cause: err}

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/agentkernel/agentkernel-controller/internal/api"
 	"github.com/agentkernel/agentkernel-controller/internal/spec"
 	"github.com/agentkernel/agentkernel-controller/internal/store"
@@ -105,10 +107,10 @@ func TestHealthzReadyz(t *testing.T) {
 		want  int
 		body  api.Readiness
 	}{
-		{"no readiness check", nil, 200, api.Readiness{Ready: true}},
-		{"ready", func() (bool, string) { return true, "" }, 200, api.Readiness{Ready: true}},
+		{"no readiness check", nil, 200, api.Readiness{Ready: true, Role: api.RoleSingle}},
+		{"ready", func() (bool, string) { return true, "" }, 200, api.Readiness{Ready: true, Role: api.RoleSingle}},
 		{"nomad down", func() (bool, string) { return false, "nomad unreachable" }, 503,
-			api.Readiness{Ready: false, Reason: "nomad unreachable"}},
+			api.Readiness{Ready: false, Reason: "nomad unreachable", Role: api.RoleSingle}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -141,9 +143,9 @@ func TestVersion(t *testing.T) {
 	env.mustApply(t, applyReq(sandbox("web")))
 	var v api.VersionInfo
 	env.mustDo(t, "GET", "/v1/version", nil, 200, &v)
-	want := api.VersionInfo{Version: "v1.2.3-test", StoreID: env.store.StoreID(), Revision: 1, DefaultNamespace: "default"}
-	if v != want {
-		t.Errorf("version %+v, want %+v", v, want)
+	want := api.VersionInfo{Version: "v1.2.3-test", StoreID: env.store.StoreID(), Revision: 1, DefaultNamespace: "default", Role: api.RoleSingle}
+	if d := cmp.Diff(want, v); d != "" {
+		t.Errorf("version (-want +got):\n%s", d)
 	}
 }
 

@@ -78,6 +78,15 @@ type Options struct {
 	// DefaultNamespace is given to sandboxes that arrive without one
 	// ("default" when empty).
 	DefaultNamespace string
+	// Cluster, when set, makes this server one of several instances of
+	// which one leads: writes are forwarded to the leader, and reads too
+	// unless they say ?stale=true. Nil is a controller that runs alone.
+	Cluster Cluster
+	// ForwardClient carries forwarded requests to the leader; nil means
+	// DefaultForwardClient(). The server uses a copy that never follows
+	// redirects. A Timeout on it bounds whole exchanges, watch streams
+	// included, so leave it zero.
+	ForwardClient *http.Client
 }
 
 func (s *Server) defaultNamespace() string {
@@ -94,10 +103,27 @@ type Server struct {
 	mux     *http.ServeMux
 	metrics *metrics
 
+	// forwardClient carries requests to the leader, through
+	// forwardTransport.
+	forwardClient    *http.Client
+	forwardTransport http.RoundTripper
+
 	stopOnce sync.Once
 	// stopping is closed by Close, ending every open watch stream.
 	stopping chan struct{}
 }
+
+// The routes that read and write sandboxes; clusterRoutes says where
+// each is served when the controller runs as several instances.
+const (
+	routeApply  = "POST /v1/apply"
+	routeDiff   = "POST /v1/diff"
+	routeList   = "GET /v1/sandboxes"
+	routeGet    = "GET /v1/sandboxes/{namespace}/{name}"
+	routeDelete = "DELETE /v1/sandboxes/{namespace}/{name}"
+	routeEvents = "GET /v1/sandboxes/{namespace}/{name}/events"
+	routeWatch  = "GET /v1/watch"
+)
 
 // Open routes need no token: orchestrators and scrapers probe them.
 const (
@@ -137,20 +163,28 @@ func NewServer(opts Options) *Server {
 			gath = prometheus.Gatherers{}
 		}
 	}
-	s := &Server{
-		opts:     opts,
-		log:      log,
-		mux:      http.NewServeMux(),
-		metrics:  newMetrics(reg),
-		stopping: make(chan struct{}),
+	fc := opts.ForwardClient
+	if fc == nil {
+		fc = DefaultForwardClient()
 	}
-	s.mux.HandleFunc("POST /v1/apply", s.handle(s.apply))
-	s.mux.HandleFunc("POST /v1/diff", s.handle(s.diff))
-	s.mux.HandleFunc("GET /v1/sandboxes", s.handle(s.list))
-	s.mux.HandleFunc("GET /v1/sandboxes/{namespace}/{name}", s.handle(s.get))
-	s.mux.HandleFunc("DELETE /v1/sandboxes/{namespace}/{name}", s.handle(s.delete))
-	s.mux.HandleFunc("GET /v1/sandboxes/{namespace}/{name}/events", s.handle(s.events))
-	s.mux.HandleFunc("GET /v1/watch", s.handle(s.watch))
+	forwardClient := *fc
+	forwardClient.CheckRedirect = noRedirects
+	s := &Server{
+		opts:             opts,
+		log:              log,
+		mux:              http.NewServeMux(),
+		metrics:          newMetrics(reg),
+		stopping:         make(chan struct{}),
+		forwardClient:    &forwardClient,
+		forwardTransport: clientTransport{client: &forwardClient},
+	}
+	s.mux.HandleFunc(routeApply, s.handle(s.apply))
+	s.mux.HandleFunc(routeDiff, s.handle(s.diff))
+	s.mux.HandleFunc(routeList, s.handle(s.list))
+	s.mux.HandleFunc(routeGet, s.handle(s.get))
+	s.mux.HandleFunc(routeDelete, s.handle(s.delete))
+	s.mux.HandleFunc(routeEvents, s.handle(s.events))
+	s.mux.HandleFunc(routeWatch, s.handle(s.watch))
 	s.mux.HandleFunc("GET /v1/version", s.handle(s.version))
 	s.mux.HandleFunc(routeHealthz, s.healthz)
 	s.mux.HandleFunc(routeReadyz, s.readyz)
@@ -165,7 +199,10 @@ func (s *Server) Handler() http.Handler { return s }
 // Shutdown waits for handlers without cancelling them, so register it with
 // RegisterOnShutdown. It is safe to call more than once.
 func (s *Server) Close() {
-	s.stopOnce.Do(func() { close(s.stopping) })
+	s.stopOnce.Do(func() {
+		close(s.stopping)
+		s.forwardClient.CloseIdleConnections()
+	})
 }
 
 // ServeHTTP authenticates, routes, and records the request's metrics.
@@ -195,6 +232,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if pattern == "" {
 		s.unmatched(sw, r)
+		return
+	}
+	if kind, ok := clusterRoutes[pattern]; ok && s.opts.Cluster != nil {
+		s.serveClustered(sw, r, pattern, kind)
 		return
 	}
 	s.mux.ServeHTTP(sw, r)
@@ -246,12 +287,19 @@ func (s *Server) handle(h func(http.ResponseWriter, *http.Request) error) http.H
 
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, e *apiError) {
 	if e.status >= 500 {
-		if r.Context().Err() != nil {
+		switch {
+		case r.Context().Err() != nil:
 			// The client left; nobody reads the answer.
 			s.log.Debug("request abandoned", "route", r.Pattern, "err", e)
-		} else {
+		case e.retryAfter > 0:
+			// Passing, as while a leader is elected: the client retries.
+			s.log.Warn("request refused for now", "route", r.Pattern, "code", e.status, "err", e)
+		default:
 			s.log.Error("request failed", "route", r.Pattern, "code", e.status, "err", e)
 		}
+	}
+	if e.retryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(e.retryAfter))
 	}
 	writeJSON(w, e.status, ErrorBody{Error: ErrorDetail{Code: e.code, Message: e.message, Details: e.details}})
 }
@@ -295,10 +343,17 @@ func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
 type Readiness struct {
 	Ready  bool   `json:"ready"`
 	Reason string `json:"reason"`
+	// Role is leader, follower or single. A follower is ready when
+	// Options.Ready says so, whoever leads.
+	Role string `json:"role"`
+	// Leader is the leader as this instance knows it; null for a
+	// controller that runs alone.
+	Leader *LeaderInfo `json:"leader"`
 }
 
 func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 	rd := Readiness{Ready: true}
+	_, rd.Role, rd.Leader = s.clusterInfo()
 	if s.opts.Ready != nil {
 		rd.Ready, rd.Reason = s.opts.Ready()
 	}
@@ -317,14 +372,40 @@ type VersionInfo struct {
 	// DefaultNamespace is the namespace the controller gives sandboxes
 	// that declare none; akctl loads declarations with it.
 	DefaultNamespace string `json:"defaultNamespace"`
+	// InstanceID is the ID of the instance that answered; empty for a
+	// controller that runs alone.
+	InstanceID string `json:"instanceID"`
+	// Role is leader, follower or single (a controller that runs alone).
+	Role string `json:"role"`
+	// Leader is the leader as this instance knows it (id empty while none
+	// is known); null for a controller that runs alone.
+	Leader *LeaderInfo `json:"leader"`
+	// LastSync is when this instance's store last matched the replicated
+	// copy, and SyncIndex the copy's index it reflects; null and 0 when it
+	// never did or the controller runs alone. Revision is this instance's
+	// own store revision.
+	LastSync  *time.Time `json:"lastSync"`
+	SyncIndex uint64     `json:"syncIndex"`
 }
 
+// version always answers from this instance: it is how a client learns
+// which instance it reached.
 func (s *Server) version(w http.ResponseWriter, r *http.Request) error {
 	rev, err := s.opts.Store.Revision(r.Context())
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, VersionInfo{Version: s.opts.Version, StoreID: s.opts.Store.StoreID(), Revision: rev, DefaultNamespace: s.defaultNamespace()})
+	vi := VersionInfo{Version: s.opts.Version, StoreID: s.opts.Store.StoreID(), Revision: rev, DefaultNamespace: s.defaultNamespace()}
+	vi.InstanceID, vi.Role, vi.Leader = s.clusterInfo()
+	if s.opts.Cluster != nil {
+		f := s.opts.Cluster.Freshness()
+		if !f.SyncedAt.IsZero() {
+			t := f.SyncedAt.UTC()
+			vi.LastSync = &t
+		}
+		vi.SyncIndex = f.Index
+	}
+	writeJSON(w, http.StatusOK, vi)
 	return nil
 }
 
@@ -335,7 +416,8 @@ type statusWriter struct {
 }
 
 func (w *statusWriter) WriteHeader(code int) {
-	if w.status == 0 {
+	// A proxied 1xx is not the answer's status.
+	if w.status == 0 && code >= 200 {
 		w.status = code
 	}
 	w.ResponseWriter.WriteHeader(code)
@@ -373,8 +455,9 @@ func (w *captureWriter) Write(b []byte) (int, error) {
 }
 
 type metrics struct {
-	requests *prometheus.CounterVec
-	duration *prometheus.HistogramVec
+	requests  *prometheus.CounterVec
+	duration  *prometheus.HistogramVec
+	forwarded *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -388,9 +471,16 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help:    "Time to answer API requests, by route pattern; watch streams count until they end.",
 			Buckets: prometheus.DefBuckets,
 		}, []string{"route"}),
+		forwarded: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "agentkernel_api_forwarded_requests_total",
+			Help: "Requests a follower meant to forward to the leader, by route pattern and outcome: forwarded (the leader answered), " +
+				"unreachable, no_leader, loop (forwarded once already) or canceled (the client left). Reads not forwarded are served " +
+				"from the follower's store; writes are refused.",
+		}, []string{"route", "outcome"}),
 	}
 	m.requests = register(reg, m.requests)
 	m.duration = register(reg, m.duration)
+	m.forwarded = register(reg, m.forwarded)
 	return m
 }
 
@@ -407,6 +497,10 @@ func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
 		panic("api: register metrics: " + err.Error())
 	}
 	return c
+}
+
+func (m *metrics) forward(route, outcome string) {
+	m.forwarded.WithLabelValues(route, outcome).Inc()
 }
 
 func (m *metrics) observe(route string, code int, d time.Duration) {

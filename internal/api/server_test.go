@@ -116,6 +116,8 @@ type envConfig struct {
 	api   api.Options
 	store store.Options
 	wrap  func(*store.Store) api.Store
+	// handler, when set, wraps the server's handler in the test server.
+	handler func(http.Handler) http.Handler
 }
 
 type envOption func(*envConfig)
@@ -129,6 +131,14 @@ func withRetain(n uint64) envOption { return func(c *envConfig) { c.store.Retain
 func withoutPlanner() envOption { return func(c *envConfig) { c.api.Planner = nil } }
 
 func withReady(f func() (bool, string)) envOption { return func(c *envConfig) { c.api.Ready = f } }
+
+func withCluster(cl api.Cluster) envOption { return func(c *envConfig) { c.api.Cluster = cl } }
+
+// withHandler puts wrap's handler, built around the server, behind the
+// test server.
+func withHandler(wrap func(http.Handler) http.Handler) envOption {
+	return func(c *envConfig) { c.handler = wrap }
+}
 
 // withStore puts wrap's store, built around the real one, behind the API.
 func withStore(wrap func(*store.Store) api.Store) envOption {
@@ -175,7 +185,11 @@ func newEnv(t *testing.T, opts ...envOption) *testEnv {
 	ao := cfg.api
 	env.token = ao.Token
 	env.server = api.NewServer(ao)
-	env.http = httptest.NewServer(env.server)
+	var h http.Handler = env.server
+	if cfg.handler != nil {
+		h = cfg.handler(env.server)
+	}
+	env.http = httptest.NewServer(h)
 	t.Cleanup(env.http.Close)
 	t.Cleanup(env.server.Close)
 	return env

@@ -23,6 +23,7 @@ import (
 type watchStream struct {
 	t       *testing.T
 	scanner *bufio.Scanner
+	header  http.Header
 }
 
 func (e *testEnv) openWatch(t *testing.T, query string) *watchStream {
@@ -44,7 +45,7 @@ func (e *testEnv) openWatch(t *testing.T, query string) *watchStream {
 	if ct := resp.Header.Get("Content-Type"); ct != "application/x-ndjson" {
 		t.Errorf("Content-Type %q, want application/x-ndjson", ct)
 	}
-	return &watchStream{t: t, scanner: bufio.NewScanner(resp.Body)}
+	return &watchStream{t: t, scanner: bufio.NewScanner(resp.Body), header: resp.Header}
 }
 
 // next returns the next line, skipping heartbeats.
