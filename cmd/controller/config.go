@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -32,6 +33,7 @@ type config struct {
 
 	Nomad  nomadConfig
 	Policy policyConfig
+	HA     haConfig
 
 	Dev          bool
 	DevNomadAddr string
@@ -50,6 +52,23 @@ type nomadConfig struct {
 	// WriteRate bounds Nomad writes per second (0 = unlimited).
 	WriteRate  float64
 	WriteBurst int
+}
+
+// haConfig runs the controller as one of several instances (see the
+// README's "Running on Nomad").
+type haConfig struct {
+	Enabled bool
+	// InstanceID names this instance (default NOMAD_ALLOC_ID, else the
+	// hostname).
+	InstanceID string
+	// AdvertiseAddr is the base URL other instances forward writes to.
+	AdvertiseAddr string
+	// VariablePrefix is where the lock and the replicated sandboxes live.
+	VariablePrefix string
+	LockTTL        string
+	LockDelay      string
+	// AdoptOwners lists owner IDs whose jobs this controller may take over.
+	AdoptOwners []string
 }
 
 type policyConfig struct {
@@ -71,6 +90,7 @@ func defaultConfig() config {
 			AllowedDrivers: []string{"docker", "exec"},
 		},
 		DevNomadAddr: "127.0.0.1:4646",
+		HA:           haConfig{VariablePrefix: "agentkernel", LockTTL: "15s", LockDelay: "15s"},
 	}
 }
 
@@ -126,6 +146,13 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&f.Policy.MaxMemoryMB, "max-memory-mb", 0, "largest memory_mb a sandbox may ask for (default: the language's limit)")
 	fs.StringVar(&f.Policy.DefaultNamespace, "default-namespace", "", "`namespace` for sandboxes applied without one (default NOMAD_NAMESPACE, else default); akctl learns it from the controller")
 	dcs := fs.String("default-datacenters", "", "comma-separated `datacenters` for sandboxes that name none (default *)")
+	fs.BoolVar(&f.HA.Enabled, "ha", false, "run as one of several instances: leader election and replicated desired state in Nomad Variables")
+	fs.StringVar(&f.HA.InstanceID, "instance-id", "", "this instance's `ID` with -ha (default NOMAD_ALLOC_ID, else the hostname)")
+	fs.StringVar(&f.HA.AdvertiseAddr, "advertise-addr", "", "with -ha, the base `URL` other instances forward writes to, such as http://10.0.0.5:7474 (default: the TCP listen address)")
+	fs.StringVar(&f.HA.VariablePrefix, "ha-variable-prefix", "", "with -ha, the Nomad Variable path `prefix` of the lock and the replicated sandboxes (default agentkernel)")
+	fs.StringVar(&f.HA.LockTTL, "ha-lock-ttl", "", "with -ha, the leader lock's TTL, a Go `duration` from 10s to 24h (default 15s)")
+	fs.StringVar(&f.HA.LockDelay, "ha-lock-delay", "", "with -ha, the leader lock's delay, a Go `duration` (default 15s)")
+	adopt := fs.String("adopt-owners", "", "comma-separated owner `IDs` of other controllers whose jobs this one may take over")
 	fs.BoolVar(&cfg.Dev, "dev", false, "development mode: an in-process Nomad test server, a temporary data dir, every driver allowed")
 	fs.StringVar(&cfg.DevNomadAddr, "dev-nomad-addr", cfg.DevNomadAddr, "`address` of the in-process Nomad test server in -dev mode")
 	fs.StringVar(&cfg.DevApply, "dev-apply", "", "in -dev mode, `path` of declarations (file or directory) to apply at start")
@@ -162,6 +189,17 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	str("nomad-ca-cert", &cfg.Nomad.CACert, f.Nomad.CACert)
 	str("nomad-client-cert", &cfg.Nomad.ClientCert, f.Nomad.ClientCert)
 	str("nomad-client-key", &cfg.Nomad.ClientKey, f.Nomad.ClientKey)
+	if set["ha"] {
+		cfg.HA.Enabled = f.HA.Enabled
+	}
+	str("instance-id", &cfg.HA.InstanceID, f.HA.InstanceID)
+	str("advertise-addr", &cfg.HA.AdvertiseAddr, f.HA.AdvertiseAddr)
+	str("ha-variable-prefix", &cfg.HA.VariablePrefix, f.HA.VariablePrefix)
+	str("ha-lock-ttl", &cfg.HA.LockTTL, f.HA.LockTTL)
+	str("ha-lock-delay", &cfg.HA.LockDelay, f.HA.LockDelay)
+	if set["adopt-owners"] {
+		cfg.HA.AdoptOwners = splitList(*adopt)
+	}
 	if set["workers"] {
 		cfg.Workers = f.Workers
 	}
@@ -224,6 +262,22 @@ func (c *config) validate() error {
 			errs = append(errs, fmt.Errorf("allowed driver %q must be docker, exec or raw_exec", d))
 		}
 	}
+	if c.HA.Enabled {
+		if ttl, err := time.ParseDuration(c.HA.LockTTL); err != nil || ttl < 10*time.Second || ttl > 24*time.Hour {
+			errs = append(errs, fmt.Errorf("ha lock_ttl %q must be a Go duration from 10s to 24h, as Nomad requires", c.HA.LockTTL))
+		}
+		if d, err := time.ParseDuration(c.HA.LockDelay); err != nil || d < 0 {
+			errs = append(errs, fmt.Errorf("ha lock_delay %q must be a Go duration of 0s or more", c.HA.LockDelay))
+		}
+		if c.HA.AdvertiseAddr != "" {
+			if u, err := url.Parse(c.HA.AdvertiseAddr); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				errs = append(errs, fmt.Errorf("ha advertise_addr %q must be a base URL such as http://10.0.0.5:7474", c.HA.AdvertiseAddr))
+			}
+		}
+		if c.Dev {
+			errs = append(errs, errors.New("-ha and -dev do not go together: -dev runs a single instance with a private test server"))
+		}
+	}
 	if c.Nomad.WriteRate < 0 {
 		errs = append(errs, fmt.Errorf("nomad write rate %g must be 0 (no limit) or more", c.Nomad.WriteRate))
 	}
@@ -256,6 +310,17 @@ type fileConfig struct {
 	LogFormat string        `hcl:"log_format,optional"`
 	Nomad     *nomadFile    `hcl:"nomad,block"`
 	Policy    *policyConfig `hcl:"policy,block"`
+	HA        *haFile       `hcl:"ha,block"`
+}
+
+type haFile struct {
+	Enabled        *bool    `hcl:"enabled,optional"`
+	InstanceID     string   `hcl:"instance_id,optional"`
+	AdvertiseAddr  string   `hcl:"advertise_addr,optional"`
+	VariablePrefix string   `hcl:"variable_prefix,optional"`
+	LockTTL        string   `hcl:"lock_ttl,optional"`
+	LockDelay      string   `hcl:"lock_delay,optional"`
+	AdoptOwners    []string `hcl:"adopt_owners,optional"`
 }
 
 type nomadFile struct {
@@ -312,6 +377,19 @@ func loadConfigFile(path string, cfg *config) error {
 		}
 		if n.WriteBurst != 0 {
 			cfg.Nomad.WriteBurst = n.WriteBurst
+		}
+	}
+	if h := fc.HA; h != nil {
+		if h.Enabled != nil {
+			cfg.HA.Enabled = *h.Enabled
+		}
+		over(&cfg.HA.InstanceID, h.InstanceID)
+		over(&cfg.HA.AdvertiseAddr, h.AdvertiseAddr)
+		over(&cfg.HA.VariablePrefix, h.VariablePrefix)
+		over(&cfg.HA.LockTTL, h.LockTTL)
+		over(&cfg.HA.LockDelay, h.LockDelay)
+		if h.AdoptOwners != nil {
+			cfg.HA.AdoptOwners = h.AdoptOwners
 		}
 	}
 	if pc := fc.Policy; pc != nil {

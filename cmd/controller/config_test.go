@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -26,6 +27,13 @@ policy {
   allowed_drivers = ["docker"]
   max_memory_mb   = 2048
 }
+ha {
+  enabled         = true
+  advertise_addr  = "http://10.0.0.5:7474"
+  variable_prefix = "team/agentkernel"
+  lock_ttl        = "20s"
+  adopt_owners    = ["old-store"]
+}
 `), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -39,11 +47,20 @@ policy {
 			c.DataDir, c.Workers, c.Resync = "/from/file", 8, "5m"
 			c.Nomad.Address, c.Nomad.WriteRate = "http://file:4646", 0
 			c.Policy.AllowedDrivers, c.Policy.MaxMemoryMB = []string{"docker"}, 2048
+			c.HA = haConfig{Enabled: true, AdvertiseAddr: "http://10.0.0.5:7474", VariablePrefix: "team/agentkernel",
+				LockTTL: "20s", LockDelay: "15s", AdoptOwners: []string{"old-store"}}
 		}},
-		{"flags over file", []string{"-config", file, "-workers", "2", "-nomad-addr", "http://flag:4646", "-allowed-drivers", "docker,exec,raw_exec"}, func(c *config) {
+		{"flags over file", []string{"-config", file, "-workers", "2", "-nomad-addr", "http://flag:4646", "-allowed-drivers", "docker,exec,raw_exec",
+			"-ha-lock-delay", "5s", "-instance-id", "c1", "-adopt-owners", ""}, func(c *config) {
 			c.DataDir, c.Workers, c.Resync = "/from/file", 2, "5m"
 			c.Nomad.Address, c.Nomad.WriteRate = "http://flag:4646", 0
 			c.Policy.AllowedDrivers, c.Policy.MaxMemoryMB = []string{"docker", "exec", "raw_exec"}, 2048
+			c.HA = haConfig{Enabled: true, InstanceID: "c1", AdvertiseAddr: "http://10.0.0.5:7474", VariablePrefix: "team/agentkernel",
+				LockTTL: "20s", LockDelay: "5s"}
+		}},
+		{"ha from flags", []string{"-data-dir", "/d", "-ha", "-advertise-addr", "https://c1.example:7474", "-ha-variable-prefix", "ak", "-ha-lock-ttl", "10s"}, func(c *config) {
+			c.DataDir = "/d"
+			c.HA = haConfig{Enabled: true, AdvertiseAddr: "https://c1.example:7474", VariablePrefix: "ak", LockTTL: "10s", LockDelay: "15s"}
 		}},
 		{"dev allows every driver and listens on 7474", []string{"-dev"}, func(c *config) {
 			c.Dev = true
@@ -83,6 +100,10 @@ func TestConfigErrors(t *testing.T) {
 		{[]string{"-data-dir", "/d", "-allowed-drivers", "docker,podman"}, []string{`allowed driver "podman"`}},
 		{[]string{"-config", bad}, []string{"bad.hcl line 1", "bad.hcl line 3", `Did you mean "address"?`}},
 		{[]string{"-data-dir", "/d", "extra"}, []string{`unexpected argument "extra"`}},
+		{[]string{"-data-dir", "/d", "-ha", "-ha-lock-ttl", "5s"}, []string{`lock_ttl "5s" must be a Go duration from 10s to 24h`}},
+		{[]string{"-data-dir", "/d", "-ha", "-ha-lock-delay", "-1s"}, []string{`lock_delay "-1s"`}},
+		{[]string{"-data-dir", "/d", "-ha", "-advertise-addr", "10.0.0.5:7474"}, []string{`advertise_addr "10.0.0.5:7474" must be a base URL`}},
+		{[]string{"-dev", "-ha"}, []string{"-ha and -dev do not go together"}},
 	}
 	for _, tt := range tests {
 		_, err := parseConfig(tt.args, io.Discard)
@@ -171,5 +192,49 @@ func TestTokenFileMustBePrivate(t *testing.T) {
 	}
 	if tok, err := readSecretFile(p); err != nil || tok != "s3cret" {
 		t.Errorf("token %q, %v", tok, err)
+	}
+}
+
+// The config the example Nomad job renders must be one this controller
+// accepts: render its template with plausible values and parse it.
+func TestExampleJobConfigIsAccepted(t *testing.T) {
+	job, err := os.ReadFile("../../examples/controller.nomad.hcl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The heredoc just before the destination local/controller.hcl.
+	text := string(job)
+	dest := strings.Index(text, `destination = "local/controller.hcl"`)
+	start := strings.LastIndex(text[:max(dest, 0)], "<<-EOT\n")
+	if dest < 0 || start < 0 {
+		t.Fatal("no template rendering local/controller.hcl in examples/controller.nomad.hcl")
+	}
+	body := text[start+len("<<-EOT\n") : dest]
+	body = body[:strings.LastIndex(body, "EOT")]
+	m := [][]byte{nil, []byte(body)}
+	env := map[string]string{
+		"NOMAD_ALLOC_DIR": "/alloc", "NOMAD_SECRETS_DIR": "/secrets", "NOMAD_NAMESPACE": "default", "NOMAD_ADDR_api": "10.0.0.5:27474",
+	}
+	rendered := regexp.MustCompile(`\{\{ env "([A-Za-z_]+)" \}\}`).ReplaceAllStringFunc(string(m[1]), func(s string) string {
+		name := regexp.MustCompile(`"([A-Za-z_]+)"`).FindStringSubmatch(s)[1]
+		v, ok := env[name]
+		if !ok {
+			t.Errorf("template uses %s, which this test does not render", name)
+		}
+		return v
+	})
+	file := filepath.Join(t.TempDir(), "controller.hcl")
+	if err := os.WriteFile(file, []byte(rendered), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := parseConfig([]string{"-config", file}, io.Discard)
+	if err != nil {
+		t.Fatalf("the example job's config is refused: %v\n%s", err, rendered)
+	}
+	if !cfg.HA.Enabled || cfg.HA.AdvertiseAddr != "http://10.0.0.5:27474" || cfg.DataDir != "/alloc/data" || cfg.TokenFile != "/secrets/api-token" {
+		t.Errorf("parsed %+v: want ha on, advertising the api port, data under the alloc dir, the token from secrets", cfg)
+	}
+	if _, err := instance(cfg, "http://0.0.0.0:7474"); err != nil {
+		t.Errorf("instance identity from the example config: %v", err)
 	}
 }

@@ -126,24 +126,33 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		AllowedDrivers: cfg.Policy.AllowedDrivers,
 		MaxVCPUs:       cfg.Policy.MaxVCPUs,
 		MaxMemoryMB:    cfg.Policy.MaxMemoryMB,
+		AdoptOwners:    cfg.HA.AdoptOwners,
 		Metrics:        metrics,
 		WriteLimiter:   limiter,
 	}
-	rec := reconcile.NewReconciler(st, nc, rcfg, log, nil)
-	watcher := nomad.NewWatcher(nc, nomad.WatchOptions{Owner: st.StoreID(), Logger: log})
-	registerWatchMetrics(reg, watcher)
-	ctrl := reconcile.New(reconcile.Options{
-		Reconciler:   rec,
-		Queue:        reconcile.NewQueue(reconcile.QueueOptions{Metrics: metrics.Queue()}),
-		Store:        st,
-		Watcher:      watcher,
-		Nomad:        nc,
-		Owner:        st.StoreID(),
-		Workers:      cfg.Workers,
-		ResyncPeriod: cfg.resyncPeriod(),
-		Logger:       log,
-		Metrics:      metrics,
-	})
+	var watcherNow atomic.Pointer[nomad.Watcher]
+	registerWatchMetrics(reg, &watcherNow)
+	// newController builds the reconcile loop for the owner ID the jobs
+	// carry: the store's alone, the replicated copy's with -ha.
+	newController := func(owner string) *reconcile.Controller {
+		c := rcfg
+		c.Render.Owner = owner
+		rec := reconcile.NewReconciler(st, nc, c, log, nil)
+		watcher := nomad.NewWatcher(nc, nomad.WatchOptions{Owner: owner, Logger: log})
+		watcherNow.Store(watcher)
+		return reconcile.New(reconcile.Options{
+			Reconciler:   rec,
+			Queue:        reconcile.NewQueue(reconcile.QueueOptions{Metrics: metrics.Queue()}),
+			Store:        st,
+			Watcher:      watcher,
+			Nomad:        nc,
+			Owner:        owner,
+			Workers:      cfg.Workers,
+			ResyncPeriod: cfg.resyncPeriod(),
+			Logger:       log,
+			Metrics:      metrics,
+		})
+	}
 
 	token := ""
 	if cfg.TokenFile != "" {
@@ -155,27 +164,49 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	ready := func() (bool, string) {
-		switch {
-		case !ctrl.InitialListDone():
-			return false, "waiting for the initial list of owned Nomad jobs"
-		case !reachable.Load():
-			return false, "Nomad is unreachable"
-		}
-		return true, ""
-	}
-	apiHandler := apiserver.NewServer(apiserver.Options{
+	opts := apiserver.Options{
 		Store:            st,
 		Policy:           rcfg,
 		Planner:          nomad.Planner{Client: nc, Render: rcfg.Render},
-		Ready:            ready,
 		Token:            token,
 		Logger:           log,
 		Registerer:       reg,
 		Gatherer:         reg,
 		Version:          version,
 		DefaultNamespace: defaultNS,
-	})
+	}
+	var runLoop func(ctx context.Context) error
+	if cfg.HA.Enabled {
+		node, err := newNode(cfg, log, nc, nomadToken, st, where, newController)
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		opts.Store = node.Store(st)
+		opts.Cluster = node
+		opts.Policy = policies{rcfg, node.replica}
+		opts.Planner = ownerPlanner{nc: nc, render: rcfg.Render, owner: node.Owner}
+		opts.Ready = func() (bool, string) {
+			if !reachable.Load() {
+				return false, "Nomad is unreachable"
+			}
+			return node.Ready()
+		}
+		runLoop = node.Run
+	} else {
+		ctrl := newController(st.StoreID())
+		opts.Ready = func() (bool, string) {
+			switch {
+			case !ctrl.InitialListDone():
+				return false, "waiting for the initial list of owned Nomad jobs"
+			case !reachable.Load():
+				return false, "Nomad is unreachable"
+			}
+			return true, ""
+		}
+		runLoop = ctrl.Run
+	}
+	apiHandler := apiserver.NewServer(opts)
 	srv := &http.Server{Handler: apiHandler, ReadHeaderTimeout: 10 * time.Second}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
@@ -185,7 +216,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 
 	ctrlErr := make(chan error, 1)
-	go func() { ctrlErr <- ctrl.Run(ctx) }()
+	go func() { ctrlErr <- runLoop(ctx) }()
 
 	if cfg.Dev && cfg.DevApply != "" {
 		go devApply(ctx, log, stdout, st, cfg.DevApply, defaultNS)
@@ -286,7 +317,10 @@ func removeStaleSocket(path string) error {
 	return os.Remove(path)
 }
 
-func registerWatchMetrics(reg prometheus.Registerer, w *nomad.Watcher) {
+// registerWatchMetrics reports the current watcher's counters: a leader
+// builds a new one each term.
+func registerWatchMetrics(reg prometheus.Registerer, cur *atomic.Pointer[nomad.Watcher]) {
+	w := watchStats{cur}
 	reg.MustRegister(
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "agentkernel_event_stream_reconnects_total", Help: "Reconnections of the Nomad event stream."},
 			func() float64 { return float64(w.Stats().Reconnects) }),
@@ -302,6 +336,15 @@ func registerWatchMetrics(reg prometheus.Registerer, w *nomad.Watcher) {
 				return 0
 			}),
 	)
+}
+
+type watchStats struct{ cur *atomic.Pointer[nomad.Watcher] }
+
+func (w watchStats) Stats() nomad.WatchStats {
+	if cur := w.cur.Load(); cur != nil {
+		return cur.Stats()
+	}
+	return nomad.WatchStats{}
 }
 
 // startDev runs the Nomad test server in-process, like `nomad agent -dev`,

@@ -1,0 +1,309 @@
+// Package cluster owns running several controller instances as one: the
+// instance that holds the leader lock catches its store up from the
+// replicated copy, then reconciles and replicates; the others follow the
+// copy and forward writes to the leader.
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/agentkernel/agentkernel-controller/internal/api"
+	"github.com/agentkernel/agentkernel-controller/internal/leader"
+	"github.com/agentkernel/agentkernel-controller/internal/store"
+)
+
+// Controller is one leadership term's reconcile loop (reconcile.Controller).
+type Controller interface {
+	Run(ctx context.Context) error
+	InitialListDone() bool
+}
+
+// Elector decides who leads (leader.Elector).
+type Elector interface {
+	Run(ctx context.Context, lead func(ctx context.Context) error) error
+	State() leader.State
+}
+
+// Replica is the replicated copy of the desired state (replica.Replica).
+type Replica interface {
+	CatchUp(ctx context.Context, localOwner string) (string, error)
+	RunPush(ctx context.Context, rev uint64) error
+	RunPull(ctx context.Context) error
+	Push(ctx context.Context, keys []string) error
+	Freshness() (time.Time, uint64)
+}
+
+// Store is the local store as the node uses it.
+type Store interface {
+	Apply(ctx context.Context, objs []store.Object, opts store.ApplyOptions) (store.ApplyResult, error)
+	Delete(ctx context.Context, key string) (store.Record, error)
+	Revision(ctx context.Context) (uint64, error)
+}
+
+// Config wires a Node.
+type Config struct {
+	Self    leader.Instance
+	Elector Elector
+	Replica Replica
+	Store   Store
+	// LocalOwner is the owner ID to seed a new replicated copy with: the
+	// local store's, so that a controller that ran alone keeps its jobs.
+	LocalOwner string
+	// NewController builds the reconcile loop of a term for the owner ID
+	// the replicated copy names.
+	NewController func(owner string) (Controller, error)
+	Logger        *slog.Logger
+}
+
+// Node is one instance of the controller.
+type Node struct {
+	cfg Config
+	log *slog.Logger
+
+	term atomic.Pointer[term]
+	// pulled is set once the follower has matched the copy.
+	pulled atomic.Bool
+
+	pullMu     sync.Mutex
+	pullCancel context.CancelFunc
+	pullDone   chan struct{}
+}
+
+// term is one leadership: its context ends when leadership does.
+type term struct {
+	ctx   context.Context
+	owner string
+	ctrl  atomic.Pointer[Controller]
+}
+
+// New makes a Node.
+func New(cfg Config) *Node {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Node{cfg: cfg, log: log}
+}
+
+// Run takes part in the election until ctx ends: following the copy while
+// another instance leads, leading when this one holds the lock.
+func (n *Node) Run(ctx context.Context) error {
+	n.startPull(ctx)
+	defer n.stopPull()
+	return n.cfg.Elector.Run(ctx, func(lctx context.Context) error { return n.lead(ctx, lctx) })
+}
+
+func (n *Node) startPull(ctx context.Context) {
+	n.pullMu.Lock()
+	defer n.pullMu.Unlock()
+	if ctx.Err() != nil || n.pullCancel != nil {
+		return
+	}
+	pctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	n.pullCancel, n.pullDone = cancel, done
+	go func() {
+		defer close(done)
+		_ = n.cfg.Replica.RunPull(pctx)
+	}()
+}
+
+func (n *Node) stopPull() {
+	n.pullMu.Lock()
+	cancel, done := n.pullCancel, n.pullDone
+	n.pullCancel, n.pullDone = nil, nil
+	n.pullMu.Unlock()
+	if cancel != nil {
+		cancel()
+		<-done
+	}
+}
+
+// lead is one term: catch up, then reconcile and replicate until lctx
+// ends. The store is not reconciled before it matches the copy, so a
+// store that is empty or behind never purges a declared sandbox's job.
+func (n *Node) lead(runCtx, lctx context.Context) error {
+	n.stopPull()
+	n.pulled.Store(false)
+	defer n.startPull(runCtx)
+
+	var owner string
+	backoff := time.Second
+	for {
+		var err error
+		owner, err = n.cfg.Replica.CatchUp(lctx, n.cfg.LocalOwner)
+		if err == nil {
+			break
+		}
+		if lctx.Err() != nil {
+			return nil
+		}
+		n.log.Error("cannot catch up from the replicated copy; not reconciling until it succeeds", "err", err, "retry_in", backoff)
+		t := time.NewTimer(backoff)
+		select {
+		case <-lctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+		backoff = min(2*backoff, 30*time.Second)
+	}
+	rev, err := n.cfg.Store.Revision(lctx)
+	if err != nil {
+		return fmt.Errorf("read the store revision: %w", err)
+	}
+	ctrl, err := n.cfg.NewController(owner)
+	if err != nil {
+		return err
+	}
+	t := &term{ctx: lctx, owner: owner}
+	t.ctrl.Store(&ctrl)
+	n.term.Store(t)
+	defer n.term.Store(nil)
+	n.log.Info("leading: store caught up; reconciling", "owner", owner, "revision", rev)
+
+	errs := make(chan error, 2)
+	go func() { errs <- n.cfg.Replica.RunPush(lctx, rev) }()
+	go func() { errs <- ctrl.Run(lctx) }()
+	first := <-errs
+	if first != nil && lctx.Err() == nil {
+		// One half failed: stop the other before giving up the term.
+		n.log.Error("leader loop failed", "err", first)
+	}
+	// Either both end with lctx, or one failed; lead returning makes the
+	// elector cancel lctx and release the lock.
+	if lctx.Err() == nil {
+		return first
+	}
+	<-errs
+	return nil
+}
+
+// Leading returns the context of the current term, if this instance
+// leads and has caught up.
+func (n *Node) Leading() (context.Context, bool) {
+	t := n.term.Load()
+	if t == nil || t.ctx.Err() != nil {
+		return nil, false
+	}
+	return t.ctx, true
+}
+
+// Owner is the owner ID of the current term ("" when not leading).
+func (n *Node) Owner() string {
+	if t := n.term.Load(); t != nil {
+		return t.owner
+	}
+	return ""
+}
+
+// Ready reports readiness: a leader once it has caught up and listed the
+// jobs it owns, a follower once it has matched the copy.
+func (n *Node) Ready() (bool, string) {
+	st := n.cfg.Elector.State()
+	if st.Self {
+		t := n.term.Load()
+		switch {
+		case t == nil:
+			return false, "leading; catching up from the replicated copy"
+		case !(*t.ctrl.Load()).InitialListDone():
+			return false, "leading; waiting for the initial list of owned Nomad jobs"
+		}
+		return true, ""
+	}
+	if at, _ := n.cfg.Replica.Freshness(); at.IsZero() {
+		return false, "following; not yet in sync with the replicated copy"
+	}
+	return true, ""
+}
+
+// Self is this instance's ID.
+func (n *Node) Self() string { return n.cfg.Self.ID }
+
+// Leader is the leader as this instance knows it.
+func (n *Node) Leader() api.Leader {
+	st := n.cfg.Elector.State()
+	return api.Leader{ID: st.Leader.ID, Address: st.Leader.Address, Self: st.Self}
+}
+
+// Freshness says how current the local store is: a leader's is the
+// source, so it is current now.
+func (n *Node) Freshness() api.Freshness {
+	at, idx := n.cfg.Replica.Freshness()
+	if _, ok := n.Leading(); ok {
+		at = time.Now()
+	}
+	return api.Freshness{SyncedAt: at, Index: idx}
+}
+
+// ErrNotReplicated wraps a write that the leader committed to its own
+// store but could not yet copy to Nomad Variables.
+var ErrNotReplicated = errors.New("committed on the leader but not yet replicated to Nomad Variables; the leader keeps retrying")
+
+// Store returns the store the API writes through: writes go only to a
+// caught-up leader, and return once replicated.
+func (n *Node) Store(local *store.Store) api.Store { return &apiStore{Store: local, n: n} }
+
+type apiStore struct {
+	*store.Store
+	n *Node
+}
+
+// within returns a context that ends with ctx or with the term.
+func within(ctx, termCtx context.Context) (context.Context, context.CancelFunc) {
+	c, cancel := context.WithCancelCause(ctx)
+	stop := context.AfterFunc(termCtx, func() { cancel(api.ErrNotLeader) })
+	return c, func() { stop(); cancel(nil) }
+}
+
+func (s *apiStore) Apply(ctx context.Context, objs []store.Object, opts store.ApplyOptions) (store.ApplyResult, error) {
+	if opts.DryRun {
+		return s.Store.Apply(ctx, objs, opts)
+	}
+	tctx, ok := s.n.Leading()
+	if !ok {
+		return store.ApplyResult{}, api.ErrNotLeader
+	}
+	ctx, cancel := within(ctx, tctx)
+	defer cancel()
+	res, err := s.Store.Apply(ctx, objs, opts)
+	if err != nil {
+		return res, err
+	}
+	var keys []string
+	for _, o := range res.Objects {
+		if o.Action != store.ActionUnchanged {
+			keys = append(keys, o.Key)
+		}
+	}
+	if err := s.n.cfg.Replica.Push(ctx, keys); err != nil {
+		if errors.Is(context.Cause(ctx), api.ErrNotLeader) {
+			return res, fmt.Errorf("%w: %w", api.ErrNotLeader, ErrNotReplicated)
+		}
+		return res, fmt.Errorf("%w: %w (%w)", ErrNotReplicated, err, api.ErrUnavailable)
+	}
+	return res, nil
+}
+
+func (s *apiStore) Delete(ctx context.Context, key string) (store.Record, error) {
+	tctx, ok := s.n.Leading()
+	if !ok {
+		return store.Record{}, api.ErrNotLeader
+	}
+	ctx, cancel := within(ctx, tctx)
+	defer cancel()
+	rec, err := s.Store.Delete(ctx, key)
+	if err != nil {
+		return rec, err
+	}
+	if err := s.n.cfg.Replica.Push(ctx, []string{key}); err != nil {
+		return rec, fmt.Errorf("%w: %w (%w)", ErrNotReplicated, err, api.ErrUnavailable)
+	}
+	return rec, nil
+}
