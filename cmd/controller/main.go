@@ -338,7 +338,9 @@ func registerWatchMetrics(reg prometheus.Registerer, cur *atomic.Pointer[nomad.W
 	)
 }
 
-type watchStats struct{ cur *atomic.Pointer[nomad.Watcher] }
+type watchStats struct {
+	cur *atomic.Pointer[nomad.Watcher]
+}
 
 func (w watchStats) Stats() nomad.WatchStats {
 	if cur := w.cur.Load(); cur != nil {
