@@ -69,6 +69,11 @@ func (s *Server) handleNodes(w http.ResponseWriter, r *http.Request) {
 		invalidMethod(w)
 		return
 	}
+	// Nodes need node read, which a namespace policy does not give (319).
+	if !aclOf(r).nodeRead() {
+		s.deny(w, r)
+		return
+	}
 	s.blockingQuery(w, r, func() (queryResult, <-chan struct{}) {
 		return queryResult{index: s.tables["nodes"], body: []any{s.nodeStub()}}, s.watch.ch("nodes")
 	})
@@ -77,6 +82,10 @@ func (s *Server) handleNodes(w http.ResponseWriter, r *http.Request) {
 func (s *Server) handleNode(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet {
 		invalidMethod(w)
+		return
+	}
+	if !aclOf(r).nodeRead() {
+		s.deny(w, r)
 		return
 	}
 	id := r.PathValue("id")
@@ -91,42 +100,4 @@ func (s *Server) handleNode(w http.ResponseWriter, r *http.Request) {
 		n["Events"] = []any{}
 		return queryResult{index: 10, body: n}, s.watch.ch("nodes")
 	})
-}
-
-// authorized is the ACL check of Options.ACLToken. Health and leader need
-// no token (more/ 301, 302, 342); Authorization: Bearer works like
-// X-Nomad-Token (337).
-func (s *Server) authorized(r *http.Request) bool {
-	if s.opts.ACLToken == "" {
-		return true
-	}
-	switch r.URL.Path {
-	case "/v1/agent/health", "/v1/status/leader":
-		return true
-	}
-	tok := r.Header.Get("X-Nomad-Token")
-	if tok == "" {
-		if b, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
-			tok = b
-		}
-	}
-	return tok == s.opts.ACLToken
-}
-
-// deny answers a request without a valid token: 403 "Permission denied" with
-// no X-Nomad headers (more/ 300, 334-336), except X-Nomad-Index: 0 on
-// variable writes (331). A denied event stream is a 200 with the stream
-// headers and not one byte of body (more/ 322, 324); this server closes it
-// at once where the agent closes it at an unpredictable time (326).
-func (s *Server) deny(w http.ResponseWriter, r *http.Request) {
-	if r.URL.Path == "/v1/event/stream" {
-		if _, _, _, closeConn, ok := openStream(w); ok {
-			closeConn()
-		}
-		return
-	}
-	if strings.HasPrefix(r.URL.Path, "/v1/var/") && r.Method != http.MethodGet {
-		w.Header().Set("X-Nomad-Index", "0")
-	}
-	writeText(w, http.StatusForbidden, "Permission denied")
 }

@@ -57,6 +57,9 @@ func (s *Server) blockingQuery(w http.ResponseWriter, r *http.Request, run func(
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		res, ch := run()
+		// The agent never answers index 0, which would make clients spin:
+		// an untouched table reads as 1 (more/ 332).
+		res.index = max(res.index, 1)
 		if res.body != nil {
 			b, err := marshal(res.body)
 			if err != nil {

@@ -9,13 +9,15 @@
 // defaults, stop and purge, list with prefix, go-bexpr filters over the full
 // job, meta=true and pagination tokens, plan with diff and update counts,
 // allocations, summaries, evaluations, namespaces, variables with
-// check-and-set, blocking queries with Nomad's wait and wake-up rules, and
-// the NDJSON event stream with its bounded resume buffer. The scheduler
-// places one allocation per group count (in the request, or after
-// Options.EvalDelay), moves it pending -> running after
-// Options.SchedulingDelay, replaces allocations on destructive changes, and
-// applies restart and reschedule policies when a task dies. Responses are
-// gzipped for clients that accept it, as the agent does.
+// check-and-set, variable locks with their TTL and delay timers, ACL
+// policies and tokens enforced endpoint by endpoint, blocking queries with
+// Nomad's wait and wake-up rules, and the NDJSON event stream with its
+// bounded resume buffer. The scheduler places one allocation per group
+// count (in the request, or after Options.EvalDelay), moves it pending ->
+// running after Options.SchedulingDelay, replaces allocations on
+// destructive changes, and applies restart and reschedule policies when a
+// task dies. Responses are gzipped for clients that accept it, as the
+// agent does.
 //
 // Use it in tests as
 //
@@ -25,7 +27,25 @@
 //	client, _ := api.NewClient(&api.Config{Address: srv.URL()})
 //
 // or mount it as an http.Handler. Under testing/synctest, serve it over an
-// in-memory listener: every timer it uses comes from the time package.
+// in-memory listener: every timer it uses comes from the time package,
+// the lock timers included.
+//
+// # ACLs
+//
+// Options.ACLToken turns ACLs on with that secret as the bootstrap
+// management token; Options.ACLs alone turns them on un-bootstrapped, for
+// POST /v1/acl/bootstrap. Policies in Nomad's policy language and client
+// tokens come from SetACLPolicy and CreateACLToken, or from the ACL
+// endpoints (/v1/acl/policy, /v1/acl/token, /v1/acl/token/self):
+//
+//	srv := nomadtest.New(nomadtest.Options{ACLToken: root})
+//	err := srv.SetACLPolicy("controller", `namespace "default" { policy = "write" }`)
+//	secret, err := srv.CreateACLToken("controller", "controller")
+//
+// Every endpoint then checks what its Nomad counterpart checks: list-jobs,
+// read-job or submit-job in the namespace, variables read, write, list or
+// destroy on the path, node read for nodes, management for namespace and
+// ACL writes. A denial is 403 "Permission denied" (more/ README section 3).
 //
 // # Faults
 //
@@ -66,9 +86,25 @@
 //     resource or metrics fields, and unset task times read as year 1
 //     rather than null.
 //   - Not simulated: deployments and their events, restart jitter (the
-//     delay is exact), variable locks (lock operations answer 400), ACL
-//     policies (one management token; a denied event stream closes at
-//     once rather than after a while), alloc exec, job version diffs.
+//     delay is exact), alloc exec, job version diffs.
+//   - ACLs: no roles, auth methods, workload identities, token expiry or
+//     Sentinel. Policies may hold node_pool, host_volume, quota, plugin,
+//     agent and operator rules, but no endpoint here needs them; the
+//     fine-grained job capabilities (register-job, purge-job, ...) are
+//     accepted, while the endpoints check submit-job. Hashes of policies
+//     and tokens are not the agent's.
+//   - An unknown token is refused before the request is parsed, and most
+//     capability checks come before the query string is: where the agent
+//     answers a malformed request 400 first, this server may answer 403.
+//     Job registers, variable writes and locks check in the agent's order
+//     (more/ 361).
+//   - A denied event stream closes after one second; the agent closes it
+//     after anything from 0.3s to more than 25s (more/ 326). Event topics
+//     other than Job, Allocation, Evaluation, Deployment, Service and Node,
+//     Variable among them, are for management tokens here.
+//   - The ACL agent planned the identical spec of a running batch job as
+//     an in-place update (more/ 317); this server answers ignore, as the
+//     agent without ACLs did (516).
 //   - Plan diffs cover job fields, Meta, Datacenters, group Count and
 //     Meta, and task Driver, Config, Env, Meta and Resources.
 //   - The event buffer counts NDJSON lines rather than raft indexes, and

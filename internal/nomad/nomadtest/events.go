@@ -220,6 +220,10 @@ func (s *Server) handleEventStream(w http.ResponseWriter, r *http.Request) {
 		index = n
 	}
 	filter := parseStreamFilter(r)
+	if !aclOf(r).allowStream(filter) {
+		s.denyStream(w, r)
+		return
+	}
 
 	out, flush, done, closeConn, ok := openStream(w)
 	if !ok {

@@ -85,9 +85,19 @@ func (s *Server) registerJob(w http.ResponseWriter, r *http.Request) {
 	}
 	job := req.Job
 	canonicalize(job, registerNamespace(r, req.Namespace, job))
-	// Validation failures are 500, not 400 (66, 70, 71).
+	// Validation failures are 500, not 400 (66, 70, 71), and so is a
+	// namespace that does not exist, before the ACL check: a token without
+	// rights there gets the 500, not a 403 (more/ 361, 365).
 	if errs := validateJob(job); len(errs) > 0 {
 		writeText(w, http.StatusInternalServerError, errs.Error())
+		return
+	}
+	if text, ok := s.namespaceExists(job); !ok {
+		writeText(w, http.StatusInternalServerError, text)
+		return
+	}
+	if !aclOf(r).allowNs(deref(job.Namespace), capSubmitJob) {
+		s.deny(w, r)
 		return
 	}
 	resp, status, text := s.register(job, req.EnforceIndex, req.JobModifyIndex)
@@ -105,10 +115,8 @@ func (s *Server) registerJob(w http.ResponseWriter, r *http.Request) {
 func (s *Server) register(job *api.Job, enforce bool, index uint64) (registerResponse, int, string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	ns := deref(job.Namespace)
-	if _, ok := s.namespaces[ns]; !ok {
-		return registerResponse{}, http.StatusInternalServerError,
-			multiError{fmt.Errorf("job %q is in nonexistent namespace %q", deref(job.ID), ns)}.Error()
+	if text, ok := s.namespaceExistsLocked(job); !ok {
+		return registerResponse{}, http.StatusInternalServerError, text
 	}
 	key := jobKey(job)
 	je := s.jobs[key]
@@ -177,10 +185,38 @@ func (s *Server) register(job *api.Job, enforce bool, index uint64) (registerRes
 	return resp, http.StatusOK, ""
 }
 
+// namespaceExists returns the error text of a register into a namespace
+// that does not exist (more/ 414), or ok.
+func (s *Server) namespaceExists(job *api.Job) (string, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.namespaceExistsLocked(job)
+}
+
+func (s *Server) namespaceExistsLocked(job *api.Job) (string, bool) {
+	ns := deref(job.Namespace)
+	if _, ok := s.namespaces[ns]; !ok {
+		return multiError{fmt.Errorf("job %q is in nonexistent namespace %q", deref(job.ID), ns)}.Error(), false
+	}
+	return "", true
+}
+
+// allowNs answers 403 and returns false unless the caller has op in ns.
+func (s *Server) allowNs(w http.ResponseWriter, r *http.Request, ns, op string) bool {
+	if aclOf(r).allowNs(ns, op) {
+		return true
+	}
+	s.deny(w, r)
+	return false
+}
+
 func (s *Server) handleJob(w http.ResponseWriter, r *http.Request) {
 	key := nsKey{requestNamespace(r), r.PathValue("id")}
 	switch r.Method {
 	case http.MethodGet:
+		if !s.allowNs(w, r, key.ns, capReadJob) {
+			return
+		}
 		// The index of a single job is its own ModifyIndex (30); a missing
 		// job answers 404 with the jobs table index (60, 124).
 		s.blockingQuery(w, r, func() (queryResult, <-chan struct{}) {
@@ -192,6 +228,10 @@ func (s *Server) handleJob(w http.ResponseWriter, r *http.Request) {
 			return queryResult{index: deref(je.job.ModifyIndex), body: je.job}, ch
 		})
 	case http.MethodDelete:
+		// Stop and purge need submit-job (more/ 362, 363).
+		if !s.allowNs(w, r, key.ns, capSubmitJob) {
+			return
+		}
 		resp := s.deregister(key, r.URL.Query().Get("purge") == "true")
 		setWriteIndex(w, resp.Index)
 		writeJSON(w, http.StatusOK, resp)
@@ -270,6 +310,9 @@ func (s *Server) handleJobAllocations(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	key := nsKey{requestNamespace(r), r.PathValue("id")}
+	if !s.allowNs(w, r, key.ns, capReadJob) {
+		return
+	}
 	// The index is the whole allocs table, but only this job's changes wake
 	// the query (31, 54). An unknown job is 200 [] (61).
 	s.blockingQuery(w, r, func() (queryResult, <-chan struct{}) {
@@ -335,11 +378,17 @@ func (s *Server) handleAllocation(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := r.PathValue("id")
+	acl := aclOf(r)
 	s.blockingQuery(w, r, func() (queryResult, <-chan struct{}) {
 		ch := s.watch.ch("allocs")
 		a := s.allocs[id]
 		if a == nil {
 			return queryResult{index: s.tables["allocs"], status: http.StatusNotFound, text: "alloc not found"}, ch
+		}
+		// The allocation's namespace is known only once it is found, so a
+		// missing one is a 404 for anyone (more/ 316).
+		if !acl.allowNs(a.a.Namespace, capReadJob) {
+			return denied(), ch
 		}
 		c := *a.a
 		c.Job = a.job
@@ -354,9 +403,16 @@ func (s *Server) handleAllocations(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ns := requestNamespace(r)
+	if !s.allowNs(w, r, ns, capReadJob) {
+		return
+	}
+	acl := aclOf(r)
 	s.blockingQuery(w, r, func() (queryResult, <-chan struct{}) {
 		out := []allocListStub{}
 		for _, je := range s.sortedJobs(ns) {
+			if !acl.allowNs(deref(je.job.Namespace), capReadJob) {
+				continue
+			}
 			for _, a := range je.allocs {
 				out = append(out, allocStub(a))
 			}
@@ -371,6 +427,9 @@ func (s *Server) handleJobSummary(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	key := nsKey{requestNamespace(r), r.PathValue("id")}
+	if !s.allowNs(w, r, key.ns, capReadJob) {
+		return
+	}
 	s.blockingQuery(w, r, func() (queryResult, <-chan struct{}) {
 		ch := s.watch.ch("jobs")
 		je := s.jobs[key]
@@ -399,6 +458,9 @@ func (s *Server) handleJobVersions(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	key := nsKey{requestNamespace(r), r.PathValue("id")}
+	if !s.allowNs(w, r, key.ns, capReadJob) {
+		return
+	}
 	s.blockingQuery(w, r, func() (queryResult, <-chan struct{}) {
 		ch := s.watch.ch(jobKeyWatch(key))
 		je := s.jobs[key]
@@ -422,6 +484,9 @@ func (s *Server) handleJobEvaluations(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	key := nsKey{requestNamespace(r), r.PathValue("id")}
+	if !s.allowNs(w, r, key.ns, capReadJob) {
+		return
+	}
 	s.blockingQuery(w, r, func() (queryResult, <-chan struct{}) {
 		out := []*api.Evaluation{}
 		if je := s.jobs[key]; je != nil {
@@ -441,10 +506,14 @@ func (s *Server) handleEvaluation(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := r.PathValue("id")
+	acl := aclOf(r)
 	s.blockingQuery(w, r, func() (queryResult, <-chan struct{}) {
 		e := s.evals[id]
 		if e == nil {
 			return queryResult{index: s.tables["evals"], status: http.StatusNotFound, text: "eval not found"}, s.watch.ch("evals")
+		}
+		if !acl.allowNs(e.e.Namespace, capReadJob) {
+			return denied(), s.watch.ch("evals")
 		}
 		return queryResult{index: e.e.ModifyIndex, body: e.e}, s.watch.ch("evals")
 	})
@@ -456,6 +525,10 @@ func (s *Server) handleEvaluations(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ns := requestNamespace(r)
+	if !s.allowNs(w, r, ns, capReadJob) {
+		return
+	}
+	acl := aclOf(r)
 	var eval *bexpr.Evaluator
 	if f := r.URL.Query().Get("filter"); f != "" {
 		ev, err := bexpr.CreateEvaluator(f)
@@ -470,6 +543,9 @@ func (s *Server) handleEvaluations(w http.ResponseWriter, r *http.Request) {
 	s.blockingQuery(w, r, func() (queryResult, <-chan struct{}) {
 		out := []*api.Evaluation{}
 		for _, je := range s.sortedJobs(ns) {
+			if !acl.allowNs(deref(je.job.Namespace), capReadJob) {
+				continue
+			}
 			for _, e := range je.evals {
 				if eval != nil {
 					ok, err := eval.Evaluate(e.e)
@@ -508,6 +584,9 @@ func (s *Server) handleValidateJob(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	canonicalize(req.Job, registerNamespace(r, req.Namespace, req.Job))
+	if !s.allowNs(w, r, deref(req.Job.Namespace), capReadJob) {
+		return
+	}
 	resp := validateResponse{DriverConfigValidated: true}
 	if errs := validateJob(req.Job); len(errs) > 0 {
 		resp.Error = errs.Error()

@@ -102,13 +102,20 @@ func (s *Server) listJobs(w http.ResponseWriter, r *http.Request) {
 	}
 	perPage, _ := strconv.Atoi(q.Get("per_page"))
 	tokNS, tokID, hasToken := parseNextToken(q.Get("next_token"))
+	// Listing needs list-jobs, which submit-job and read-job do not give;
+	// namespace=* needs it in some namespace, and the list then keeps the
+	// jobs of those namespaces only (more/ 309, 318, 352).
+	if !s.allowNs(w, r, ns, capListJobs) {
+		return
+	}
+	acl := aclOf(r)
 
 	s.blockingQuery(w, r, func() (queryResult, <-chan struct{}) {
 		res := queryResult{index: s.jobListIndex()}
 		out := []jobListStub{}
 		for _, je := range s.sortedJobs(ns) {
 			k := jobKey(je.job)
-			if !strings.HasPrefix(k.id, prefix) {
+			if !strings.HasPrefix(k.id, prefix) || !acl.allowNs(k.ns, capListJobs) {
 				continue
 			}
 			if hasToken && cmp.Or(strings.Compare(k.ns, tokNS), strings.Compare(k.id, tokID)) < 0 {

@@ -37,10 +37,14 @@ func (s *Server) handleNamespaces(w http.ResponseWriter, r *http.Request) {
 		invalidMethod(w)
 		return
 	}
+	acl := aclOf(r)
 	s.blockingQuery(w, r, func() (queryResult, <-chan struct{}) {
 		out := make([]*namespace, 0, len(s.namespaces))
 		for _, ns := range s.namespaces {
-			out = append(out, ns)
+			// A caller sees the namespaces it has any capability in.
+			if acl.allowNamespace(ns.Name) {
+				out = append(out, ns)
+			}
 		}
 		slices.SortFunc(out, func(a, b *namespace) int { return strings.Compare(a.Name, b.Name) })
 		return queryResult{index: s.tables["namespaces"], body: out}, s.watch.ch("namespaces")
@@ -54,11 +58,25 @@ func (s *Server) handleNamespaceCreate(w http.ResponseWriter, r *http.Request) {
 		invalidMethod(w)
 		return
 	}
+	if !aclOf(r).isManagement() {
+		s.deny(w, r)
+		return
+	}
 	s.upsertNamespace(w, r, "")
 }
 
 func (s *Server) handleNamespace(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
+	// Reading a namespace needs some capability in it; writing one is for
+	// management tokens (more/ 364).
+	allowed := aclOf(r).isManagement()
+	if r.Method == http.MethodGet {
+		allowed = aclOf(r).allowNamespace(name)
+	}
+	if !allowed {
+		s.deny(w, r)
+		return
+	}
 	switch r.Method {
 	case http.MethodGet:
 		s.blockingQuery(w, r, func() (queryResult, <-chan struct{}) {

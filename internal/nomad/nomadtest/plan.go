@@ -43,6 +43,10 @@ func (s *Server) handleJobPlan(w http.ResponseWriter, r *http.Request) {
 		writeText(w, http.StatusInternalServerError, errs.Error())
 		return
 	}
+	// Plan needs submit-job, like register (more/ 317).
+	if !s.allowNs(w, r, deref(job.Namespace), capSubmitJob) {
+		return
+	}
 	resp := s.planJob(job, req.Diff)
 	setWriteIndex(w, resp.Index)
 	writeJSON(w, http.StatusOK, resp)

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // factsDir holds copies of the exchanges recorded against a real Nomad
@@ -26,6 +27,10 @@ type recording struct {
 	status     int
 	headers    http.Header
 	body       []byte
+	// at is when the response was recorded; compressed is curl's
+	// --compressed, which asks for gzip and shows the body inflated.
+	at         time.Time
+	compressed bool
 }
 
 // factFile finds a recorded file by its number prefix, e.g. "60" or
@@ -43,7 +48,12 @@ func factFile(t *testing.T, num, ext string) string {
 // loadRecording parses the .http file numbered num.
 func loadRecording(t *testing.T, num string) recording {
 	t.Helper()
-	path := factFile(t, num, ".http")
+	return parseRecording(t, factFile(t, num, ".http"))
+}
+
+// parseRecording parses one .http file.
+func parseRecording(t *testing.T, path string) recording {
+	t.Helper()
 	raw, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatalf("read %s: %v", path, err)
@@ -66,6 +76,8 @@ func loadRecording(t *testing.T, num string) recording {
 				t.Fatalf("%s: parse url: %v", path, err)
 			}
 			rec.target = u.RequestURI()
+		case strings.HasPrefix(l, "### curl options:"):
+			rec.compressed = strings.Contains(l, "--compressed")
 		case strings.HasPrefix(l, "### REQUEST HEADER: "):
 			k, v, _ := strings.Cut(strings.TrimPrefix(l, "### REQUEST HEADER: "), ":")
 			rec.reqHeaders.Set(strings.TrimSpace(k), strings.TrimSpace(v))
@@ -92,7 +104,11 @@ func loadRecording(t *testing.T, num string) recording {
 			rec.reqBody = []byte(strings.TrimSpace(strings.Join(body, "\n")))
 		}
 	}
-	_, resp, _ = strings.Cut(resp, "\n")
+	var respLine string
+	respLine, resp, _ = strings.Cut(resp, "\n")
+	if _, at, ok := strings.Cut(respLine, "recorded "); ok {
+		rec.at, _ = time.Parse(time.RFC3339Nano, strings.TrimSuffix(at, ":"))
+	}
 	resp, _, _ = strings.Cut(resp, "\n### time_total")
 	r := bufio.NewReader(strings.NewReader(resp))
 	var rest bytes.Buffer
@@ -121,7 +137,8 @@ func loadRecording(t *testing.T, num string) recording {
 		}
 	}
 	body := rest.Bytes()
-	if n, err := strconv.Atoi(rec.headers.Get("Content-Length")); err == nil && n <= len(body) {
+	// A --compressed body is shown inflated, longer than its length.
+	if n, err := strconv.Atoi(rec.headers.Get("Content-Length")); err == nil && n <= len(body) && !rec.compressed {
 		body = body[:n]
 	} else {
 		body = bytes.TrimSuffix(body, []byte("\n"))
@@ -156,12 +173,24 @@ func loadStream(t *testing.T, num string) streamCapture {
 			sc.target = u.RequestURI()
 			continue
 		}
+		if strings.HasPrefix(l, "###") {
+			continue
+		}
 		_, line, ok := strings.Cut(l, " ")
 		if !ok && l != "" && !strings.HasPrefix(l, "#") {
 			line = ""
 			ok = true
 		}
 		if !ok {
+			continue
+		}
+		// curl -v marks response headers with "<" and adds request lines
+		// (">"), notes ("*"), data sizes ("{ [") and the exit code (more/
+		// 321, 322, 324).
+		if h, isHeader := strings.CutPrefix(line, "< "); isHeader || line == "<" {
+			line = h
+		} else if strings.HasPrefix(line, "> ") || line == ">" || strings.HasPrefix(line, "* ") ||
+			strings.HasPrefix(line, "{ [") || strings.HasPrefix(line, "###") {
 			continue
 		}
 		switch {

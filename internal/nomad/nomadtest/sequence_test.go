@@ -141,8 +141,7 @@ func moreRange(from, to int, skip ...int) []string {
 
 // TestConformanceVariables replays the variable facts (more/ 100-165) in
 // order against a fresh server; it starts at the same raft index as the
-// recorded agent, so indexes match too. 138-139 come from another agent and
-// 165 is a lock operation.
+// recorded agent, so indexes match too. 138-139 come from another agent.
 func TestConformanceVariables(t *testing.T) {
 	f := newLoopbackFixture(t, Options{SchedulingDelay: -1})
 	seq := steps(true, moreRange(100, 114)...)
@@ -156,6 +155,8 @@ func TestConformanceVariables(t *testing.T) {
 		seqStep{fact: "more/162", body: bigVar(1, 70*1024)},
 		seqStep{fact: "more/163", body: bigVar(1, 1024*1024)},
 		seqStep{fact: "more/164", body: bigVar(64, 65536)},
+		// The size limit holds for a lock acquire too.
+		seqStep{fact: "more/165", body: bigVar(1, 1024*1024+1)},
 	)
 	replaySequence(t, f, seq)
 }

@@ -43,10 +43,17 @@ type Options struct {
 	// Zero means 30s, as recorded (facts 4.10, file 40).
 	HeartbeatInterval time.Duration
 
-	// ACLToken, when set, turns on ACL mode: every endpoint except
-	// /v1/agent/health and /v1/status/leader wants this secret in X-Nomad-Token
-	// or "Authorization: Bearer", and answers 403 "Permission denied" otherwise
-	// (more/ facts 300-342).
+	// ACLs turns on ACL enforcement (more/ section 3): requests carry a
+	// token's secret in X-Nomad-Token or "Authorization: Bearer", a request
+	// without one is anonymous, and what a token may do follows its
+	// policies. With ACLToken empty the server starts un-bootstrapped:
+	// POST /v1/acl/bootstrap answers the management token, once (303, 304).
+	ACLs bool
+
+	// ACLToken is the secret of the bootstrap management token, and implies
+	// ACLs. The bootstrap is then the server's first write, index 11, as on
+	// the recorded agent (303). Add policies and client tokens with
+	// SetACLPolicy and CreateACLToken, or over the ACL endpoints.
 	ACLToken string
 
 	// Drivers lists the task drivers the simulated node reports healthy. Nil
@@ -81,6 +88,8 @@ type Server struct {
 	allocs     map[string]*alloc
 	evals      map[string]*evalEntry
 	vars       map[nsKey]*variable
+	locks      map[string]*lockTimer
+	acl        aclState
 	watch      watcher
 	events     eventBuffer
 	streams    map[*stream]struct{}
@@ -131,6 +140,8 @@ func New(opts Options) *Server {
 		allocs:     make(map[string]*alloc),
 		evals:      make(map[string]*evalEntry),
 		vars:       make(map[nsKey]*variable),
+		locks:      make(map[string]*lockTimer),
+		acl:        newACLState(opts.ACLs || opts.ACLToken != ""),
 		watch:      newWatcher(),
 		events:     eventBuffer{size: opts.EventBufferSize},
 		streams:    make(map[*stream]struct{}),
@@ -147,6 +158,9 @@ func New(opts Options) *Server {
 		ModifyIndex: 1,
 	}
 	s.namespaces["default"].setHash()
+	if opts.ACLToken != "" {
+		s.bootstrapLocked(opts.ACLToken)
+	}
 	s.routes()
 	return s
 }
@@ -222,23 +236,35 @@ func (s *Server) Close() error {
 	return nil
 }
 
-// afterFunc runs f with s.mu held after d, unless the server is closed first.
-// Callers hold s.mu.
-func (s *Server) afterFunc(d time.Duration, f func()) {
+// afterFunc runs f with s.mu held after d, unless the server is closed or
+// the timer stopped with stopTimer first. It returns nil once the server is
+// closed. Callers hold s.mu.
+func (s *Server) afterFunc(d time.Duration, f func()) *time.Timer {
 	if s.closed {
-		return
+		return nil
 	}
 	var t *time.Timer
 	t = time.AfterFunc(d, func() {
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		delete(s.timers, t)
-		if s.closed {
+		if _, live := s.timers[t]; !live || s.closed {
 			return
 		}
+		delete(s.timers, t)
 		f()
 	})
 	s.timers[t] = struct{}{}
+	return t
+}
+
+// stopTimer cancels a timer of afterFunc, even one that has fired and waits
+// for s.mu. Callers hold s.mu.
+func (s *Server) stopTimer(t *time.Timer) {
+	if t == nil {
+		return
+	}
+	t.Stop()
+	delete(s.timers, t)
 }
 
 // ServeHTTP answers one request: fault endpoints first, then request
@@ -278,9 +304,16 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		defer gw.close()
 		w = gw
 	}
-	if !s.authorized(r) {
+	id, known := s.identify(r)
+	if !known && !openPath(r.URL.Path) {
+		if isVarPath(r.URL.Path) {
+			varHeaders(w)
+		}
 		s.deny(w, r)
 		return
+	}
+	if id != nil {
+		r = r.WithContext(context.WithValue(r.Context(), identityKey{}, id))
 	}
 	s.mux.ServeHTTP(w, r)
 }
@@ -296,30 +329,52 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 	}
 }
 
+// route is one API route: a ServeMux pattern and its handler.
+type route struct {
+	pattern string
+	handler http.HandlerFunc
+}
+
+// apiRoutes lists every API route; each handler does its own ACL check.
+func (s *Server) apiRoutes() []route {
+	return []route{
+		{"/v1/jobs", s.handleJobs},
+		{"/v1/job/{id}", s.handleJob},
+		{"/v1/job/{id}/allocations", s.handleJobAllocations},
+		{"/v1/job/{id}/evaluations", s.handleJobEvaluations},
+		{"/v1/job/{id}/summary", s.handleJobSummary},
+		{"/v1/job/{id}/versions", s.handleJobVersions},
+		{"/v1/job/{id}/plan", s.handleJobPlan},
+		{"/v1/validate/job", s.handleValidateJob},
+		{"/v1/allocation/{id}", s.handleAllocation},
+		{"/v1/allocations", s.handleAllocations},
+		{"/v1/evaluation/{id}", s.handleEvaluation},
+		{"/v1/evaluations", s.handleEvaluations},
+		{"/v1/event/stream", s.handleEventStream},
+		{"/v1/status/leader", s.handleLeader},
+		{"/v1/agent/health", s.handleHealth},
+		{"/v1/nodes", s.handleNodes},
+		{"/v1/node/{id}", s.handleNode},
+		{"/v1/namespaces", s.handleNamespaces},
+		{"/v1/namespace", s.handleNamespaceCreate},
+		{"/v1/namespace/{name}", s.handleNamespace},
+		{"/v1/vars", s.handleVars},
+		{"/v1/var/{path...}", s.handleVar},
+		{"/v1/acl/bootstrap", s.handleACLBootstrap},
+		{"/v1/acl/policies", s.handleACLPolicies},
+		{"/v1/acl/policy/{name}", s.handleACLPolicy},
+		{"/v1/acl/tokens", s.handleACLTokens},
+		{"/v1/acl/token", s.handleACLTokenCreate},
+		{"/v1/acl/token/self", s.handleACLTokenSelf},
+		{"/v1/acl/token/{id}", s.handleACLToken},
+	}
+}
+
 func (s *Server) routes() {
 	m := http.NewServeMux()
-	m.HandleFunc("/v1/jobs", s.handleJobs)
-	m.HandleFunc("/v1/job/{id}", s.handleJob)
-	m.HandleFunc("/v1/job/{id}/allocations", s.handleJobAllocations)
-	m.HandleFunc("/v1/job/{id}/evaluations", s.handleJobEvaluations)
-	m.HandleFunc("/v1/job/{id}/summary", s.handleJobSummary)
-	m.HandleFunc("/v1/job/{id}/versions", s.handleJobVersions)
-	m.HandleFunc("/v1/job/{id}/plan", s.handleJobPlan)
-	m.HandleFunc("/v1/validate/job", s.handleValidateJob)
-	m.HandleFunc("/v1/allocation/{id}", s.handleAllocation)
-	m.HandleFunc("/v1/allocations", s.handleAllocations)
-	m.HandleFunc("/v1/evaluation/{id}", s.handleEvaluation)
-	m.HandleFunc("/v1/evaluations", s.handleEvaluations)
-	m.HandleFunc("/v1/event/stream", s.handleEventStream)
-	m.HandleFunc("/v1/status/leader", s.handleLeader)
-	m.HandleFunc("/v1/agent/health", s.handleHealth)
-	m.HandleFunc("/v1/nodes", s.handleNodes)
-	m.HandleFunc("/v1/node/{id}", s.handleNode)
-	m.HandleFunc("/v1/namespaces", s.handleNamespaces)
-	m.HandleFunc("/v1/namespace", s.handleNamespaceCreate)
-	m.HandleFunc("/v1/namespace/{name}", s.handleNamespace)
-	m.HandleFunc("/v1/vars", s.handleVars)
-	m.HandleFunc("/v1/var/{path...}", s.handleVar)
+	for _, rt := range s.apiRoutes() {
+		m.HandleFunc(rt.pattern, rt.handler)
+	}
 	s.mux = m
 	s.faultMux = s.faultRoutes()
 }

@@ -12,7 +12,8 @@ import (
 // table remembers the last index that touched it, because reads answer with
 // table indexes (facts 4.2, 4.3) while single objects answer with their own.
 //
-// Tables: namespaces, nodes, jobs, job_summary, allocs, evals, variables.
+// Tables: namespaces, nodes, jobs, job_summary, allocs, evals, variables,
+// acl_policy, acl_token.
 
 type nsKey struct{ ns, id string }
 

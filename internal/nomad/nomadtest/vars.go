@@ -9,19 +9,18 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-
-	"github.com/hashicorp/nomad/api"
+	"time"
 )
 
-// Variables (more/ README section 1). Locks are not simulated: a request
-// with a lock operation is refused with 400.
+// Variables (more/ README section 1) and their ACL checks; the lock
+// operations are in locks.go.
 
 // variable is the wire form of a stored variable, keys in recorded order
 // (more/ 100).
 type variable struct {
 	Namespace   string
 	Path        string
-	Lock        *api.VariableLock
+	Lock        *varLock
 	CreateIndex uint64
 	CreateTime  int64
 	ModifyIndex uint64
@@ -29,12 +28,12 @@ type variable struct {
 	Items       map[string]string
 }
 
-// variableMeta is a variable without Items, as lists and events carry it
-// (more/ 120, 180).
+// variableMeta is a variable without Items, as lists, events and lock
+// renewals carry it (more/ 120, 180, 204).
 type variableMeta struct {
 	Namespace   string
 	Path        string
-	Lock        *api.VariableLock
+	Lock        *varLock
 	CreateIndex uint64
 	CreateTime  int64
 	ModifyIndex uint64
@@ -43,6 +42,18 @@ type variableMeta struct {
 
 func (v *variable) meta() variableMeta {
 	return variableMeta{v.Namespace, v.Path, v.Lock, v.CreateIndex, v.CreateTime, v.ModifyIndex, v.ModifyTime}
+}
+
+// seenBy is the variable as a caller sees it: only management callers see
+// the Lock, holders included (more/ 354-356). Without ACLs every caller
+// counts as management (201).
+func (v *variable) seenBy(a *aclObj) *variable {
+	if v.Lock == nil || a.isManagement() {
+		return v
+	}
+	c := *v
+	c.Lock = nil
+	return &c
 }
 
 const maxVariableSize = 64 * 1024
@@ -107,13 +118,6 @@ func varHeaders(w http.ResponseWriter) {
 func (s *Server) handleVar(w http.ResponseWriter, r *http.Request) {
 	varHeaders(w)
 	p := r.PathValue("path")
-	q := r.URL.Query()
-	for _, op := range []string{"lock-acquire", "lock-renew", "lock-release"} {
-		if q.Has(op) {
-			writeText(w, http.StatusBadRequest, "variable locks are not supported by this test server")
-			return
-		}
-	}
 	if p == "" {
 		writeText(w, http.StatusBadRequest, "missing variable path")
 		return
@@ -121,21 +125,110 @@ func (s *Server) handleVar(w http.ResponseWriter, r *http.Request) {
 	switch r.Method {
 	case http.MethodGet:
 		k := nsKey{requestNamespace(r), p}
+		a := aclOf(r)
+		if !a.allowVar(k.ns, p, varCapRead) {
+			s.deny(w, r)
+			return
+		}
 		s.blockingQuery(w, r, func() (queryResult, <-chan struct{}) {
 			ch := s.watch.ch(varWatchKey(k))
 			v := s.vars[k]
 			if v == nil {
 				return queryResult{index: s.tables["variables"], status: http.StatusNotFound, text: "variable not found"}, ch
 			}
-			return queryResult{index: v.ModifyIndex, body: v}, ch
+			return queryResult{index: v.ModifyIndex, body: v.seenBy(a)}, ch
 		})
 	case http.MethodPut, http.MethodPost:
-		s.putVar(w, r, p)
+		// The HTTP layer refuses these before any RPC (more/ 221, 222).
+		q := r.URL.Query()
+		op, err := lockOperation(q)
+		if err != nil {
+			writeText(w, http.StatusBadRequest, err.Error())
+			return
+		}
+		if op != "" && q.Get("cas") != "" {
+			writeText(w, http.StatusBadRequest, "CAS can't be used with lock operations")
+			return
+		}
+		switch op {
+		case "":
+			s.putVar(w, r, p)
+		case opRenew:
+			s.renewLock(w, r, p)
+		default:
+			s.applyLock(w, r, p, op)
+		}
 	case http.MethodDelete:
 		s.deleteVar(w, r, p)
 	default:
 		invalidMethod(w)
 	}
+}
+
+// varRequest is the body of a variable write or lock operation.
+type varRequest struct {
+	Namespace string
+	Path      string
+	Items     map[string]string
+	Lock      *lockRequest
+}
+
+// lockRequest is a request's lock. The api client sends its durations as
+// strings, and a bad one is a 400 with time.ParseDuration's text (220).
+type lockRequest struct {
+	ID        string
+	TTL       lockDuration
+	LockDelay lockDuration
+}
+
+// lockDuration reads a duration as the agent's VariableLock does: a string
+// for time.ParseDuration, "" for zero, or a number of nanoseconds.
+type lockDuration time.Duration
+
+func (d *lockDuration) UnmarshalJSON(b []byte) error {
+	var v any
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	switch x := v.(type) {
+	case float64:
+		*d = lockDuration(x)
+	case string:
+		if x == "" {
+			*d = 0
+			return nil
+		}
+		p, err := time.ParseDuration(x)
+		if err != nil {
+			return err
+		}
+		*d = lockDuration(p)
+	}
+	return nil
+}
+
+func decodeVarRequest(r *http.Request) (varRequest, error) {
+	// Decoding errors name the agent's type (more/ 130).
+	type VariableDecrypted varRequest
+	var in VariableDecrypted
+	err := json.NewDecoder(r.Body).Decode(&in)
+	return varRequest(in), err
+}
+
+// itemsSize is what the 64KiB limit counts: keys and values (more/ 1.3).
+func itemsSize(items map[string]string) int {
+	size := 0
+	for k, v := range items {
+		size += len(k) + len(v)
+	}
+	return size
+}
+
+// rpcError answers a variable write the RPC refused before raft: 400 with
+// X-Nomad-Index: 0 (more/ 146, 218, 228).
+func rpcError(w http.ResponseWriter, text string) {
+	w.Header().Set("X-Nomad-Index", "0")
+	writeText(w, http.StatusBadRequest, text)
 }
 
 // parseCAS reads ?cas=; its error text is recorded (more/ 109).
@@ -171,15 +264,8 @@ func (s *Server) putVar(w http.ResponseWriter, r *http.Request, p string) {
 		writeText(w, http.StatusBadRequest, casErr)
 		return
 	}
-	// The type name shows in decoding errors (more/ 130).
-	type VariableDecrypted struct {
-		Namespace string
-		Path      string
-		Items     map[string]string
-		Lock      *api.VariableLock
-	}
-	var in VariableDecrypted
-	if err := json.NewDecoder(r.Body).Decode(&in); err != nil {
+	in, err := decodeVarRequest(r)
+	if err != nil {
 		writeText(w, http.StatusBadRequest, err.Error())
 		return
 	}
@@ -189,24 +275,20 @@ func (s *Server) putVar(w http.ResponseWriter, r *http.Request, p string) {
 	}
 	// The body's namespace wins over ?namespace=, unlike jobs (more/ 138).
 	ns := cmpOr(in.Namespace, requestNamespace(r))
-	rpcErr := func(text string) {
-		w.Header().Set("X-Nomad-Index", "0")
-		writeText(w, http.StatusBadRequest, text)
+	if !aclOf(r).allowVar(ns, p, varCapWrite) {
+		s.deny(w, r)
+		return
 	}
 	if e := varPathError(p); e != "" {
-		rpcErr(e)
+		rpcError(w, e)
 		return
 	}
-	if in.Lock != nil && (in.Lock.TTL != "" || in.Lock.LockDelay != "") {
-		rpcErr("RPC Error:: 400,RPC Error:: 400,variable should not contain lock definition")
+	if in.Lock != nil && (in.Lock.TTL != 0 || in.Lock.LockDelay != 0) {
+		rpcError(w, "RPC Error:: 400,RPC Error:: 400,variable should not contain lock definition")
 		return
 	}
-	size := 0
-	for k, v := range in.Items {
-		size += len(k) + len(v)
-	}
-	if size > maxVariableSize {
-		rpcErr("RPC Error:: 400,variables are limited to 64KiB in total size")
+	if itemsSize(in.Items) > maxVariableSize {
+		rpcError(w, "RPC Error:: 400,variables are limited to 64KiB in total size")
 		return
 	}
 
@@ -224,6 +306,16 @@ func (s *Server) putVar(w http.ResponseWriter, r *http.Request, p string) {
 	v := &variable{Namespace: ns, Path: p, CreateIndex: idx, CreateTime: now, ModifyIndex: idx, ModifyTime: now, Items: in.Items}
 	if cur != nil {
 		v.CreateIndex, v.CreateTime = cur.CreateIndex, cur.CreateTime
+	}
+	if cur != nil && cur.Lock != nil {
+		// Only the holder may write a locked variable, and its write keeps
+		// the lock, with TTL and LockDelay back at their defaults: the
+		// agent stores the request's lock, defaulted (more/ 206, 207, 251).
+		if in.Lock == nil || in.Lock.ID != cur.Lock.ID {
+			casConflict(w, ns, p, nil)
+			return
+		}
+		v.Lock = newVarLock(cur.Lock.ID, defaultLockTTL, defaultLockDelay)
 	}
 	s.vars[k] = v
 	s.varChanged(idx, v, false)
@@ -246,6 +338,10 @@ func (s *Server) deleteVar(w http.ResponseWriter, r *http.Request, p string) {
 		return
 	}
 	ns := requestNamespace(r)
+	if !aclOf(r).allowVar(ns, p, varCapDestroy) {
+		s.deny(w, r)
+		return
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	k := nsKey{ns, p}
@@ -253,6 +349,12 @@ func (s *Server) deleteVar(w http.ResponseWriter, r *http.Request, p string) {
 	idx := s.nextIndex()
 	if casMismatch(hasCAS, cas, cur) {
 		casConflict(w, ns, p, cur)
+		return
+	}
+	// A locked variable cannot be deleted: there is no way to pass the
+	// lock ID, so the holder releases first (more/ 209).
+	if cur != nil && cur.Lock != nil {
+		casConflict(w, ns, p, nil)
 		return
 	}
 	if cur != nil {
@@ -265,12 +367,15 @@ func (s *Server) deleteVar(w http.ResponseWriter, r *http.Request, p string) {
 
 // handleVars lists variable metadata sorted by namespace and path, with a
 // plain string prefix and "<namespace>.<path>" next tokens (more/ 120-126).
+// With ACLs the list holds only the paths the caller may list, and no
+// caller but management sees a Lock (more/ 332, 355).
 func (s *Server) handleVars(w http.ResponseWriter, r *http.Request) {
 	varHeaders(w)
 	if r.Method != http.MethodGet {
 		invalidMethod(w)
 		return
 	}
+	a := aclOf(r)
 	q := r.URL.Query()
 	ns := requestNamespace(r)
 	prefix := q.Get("prefix")
@@ -293,11 +398,14 @@ func (s *Server) handleVars(w http.ResponseWriter, r *http.Request) {
 			if hasToken && cmp.Or(strings.Compare(k.ns, tokNS), strings.Compare(k.id, tokPath)) < 0 {
 				continue
 			}
+			if !a.allowVar(k.ns, k.id, varCapList) {
+				continue
+			}
 			if perPage > 0 && len(out) == perPage {
 				res.nextToken = k.ns + "." + k.id
 				break
 			}
-			out = append(out, s.vars[k].meta())
+			out = append(out, s.vars[k].seenBy(a).meta())
 		}
 		res.body = out
 		return res, ch
