@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -50,14 +51,44 @@ type world struct {
 	srv *nomadtest.Server
 	mem *nomadtest.MemNet
 
+	// token is the instances' Nomad token and mgmt the management one
+	// (both empty without ACLs).
+	token, mgmt string
+
 	mu     sync.Mutex
 	writes []write
 }
 
 func newWorld(t *testing.T) *world {
 	t.Helper()
-	w := &world{t: t, mem: nomadtest.NewMemNet(),
-		srv: nomadtest.New(nomadtest.Options{SchedulingDelay: 200 * time.Millisecond, Drivers: []string{"docker", "exec"}})}
+	return newWorldWith(t, nomadtest.Options{})
+}
+
+// newACLWorld turns ACLs on, and gives the instances a token holding
+// nothing but the example policy: the least privilege the controller
+// needs, checked by using it.
+func newACLWorld(t *testing.T) *world {
+	t.Helper()
+	w := newWorldWith(t, nomadtest.Options{ACLToken: "00000000-0000-0000-0000-00000000feed"})
+	rules, err := os.ReadFile("../../examples/controller-policy.hcl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.srv.SetACLPolicy("agentkernel-controller", string(rules)); err != nil {
+		t.Fatalf("the example policy: %v", err)
+	}
+	if w.token, err = w.srv.CreateACLToken("agentkernel-controller", "agentkernel-controller"); err != nil {
+		t.Fatal(err)
+	}
+	w.mgmt = "00000000-0000-0000-0000-00000000feed"
+	return w
+}
+
+func newWorldWith(t *testing.T, opts nomadtest.Options) *world {
+	t.Helper()
+	opts.SchedulingDelay = 200 * time.Millisecond
+	opts.Drivers = []string{"docker", "exec"}
+	w := &world{t: t, mem: nomadtest.NewMemNet(), srv: nomadtest.New(opts)}
 	hs := &http.Server{Handler: w.srv}
 	go func() { _ = hs.Serve(w.mem.Listener()) }()
 	t.Cleanup(func() {
@@ -70,7 +101,7 @@ func newWorld(t *testing.T) *world {
 
 // hasJob reports whether Nomad has the job, not stopped.
 func (w *world) hasJob(id string) bool {
-	c, err := api.NewClient(&api.Config{Address: w.mem.URL(), HttpClient: w.mem.HTTPClient()})
+	c, err := api.NewClient(&api.Config{Address: w.mem.URL(), HttpClient: w.mem.HTTPClient(), SecretID: w.mgmt})
 	if err != nil {
 		w.t.Fatal(err)
 	}
@@ -193,11 +224,11 @@ func (w *world) start(name, dir string) *node {
 	t.Helper()
 	l := &link{w: w, name: name, conns: map[net.Conn]struct{}{}}
 	hc := func() *http.Client { return &http.Client{Transport: l} }
-	nc, err := nomad.NewClient(nomad.Config{Address: w.mem.URL(), HTTPClient: hc()})
+	nc, err := nomad.NewClient(nomad.Config{Address: w.mem.URL(), HTTPClient: hc(), Token: w.token})
 	if err != nil {
 		t.Fatal(err)
 	}
-	lockNC, err := nomad.NewClient(nomad.Config{Address: w.mem.URL(), HTTPClient: hc()})
+	lockNC, err := nomad.NewClient(nomad.Config{Address: w.mem.URL(), HTTPClient: hc(), Token: w.token})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -373,6 +404,19 @@ func registersPerJob(ws []write) map[string]int {
 }
 
 func TestThreeInstancesHandOver(t *testing.T) {
+	tests := []struct {
+		name  string
+		world func(t *testing.T) *world
+	}{
+		{"no ACLs", newWorld},
+		{"ACLs, the example policy's token", newACLWorld},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) { testThreeInstancesHandOver(t, tt.world) })
+	}
+}
+
+func testThreeInstancesHandOver(t *testing.T, newWorld func(t *testing.T) *world) {
 	synctest.Test(t, func(t *testing.T) {
 		w := newWorld(t)
 		var mu sync.Mutex
