@@ -180,8 +180,9 @@ func (e *Elector) Run(ctx context.Context, lead func(ctx context.Context) error)
 		switch {
 		case err == nil:
 			if e.lead(ctx, locks, sent, lead) {
-				// The work gave up by itself: give another instance
-				// the first chance before campaigning again.
+				// The work gave up, or the lock could not be renewed:
+				// give another instance the first chance before
+				// campaigning again.
 				wait(ctx, e.cfg.TTL)
 			}
 			continue
@@ -231,9 +232,11 @@ func (e *Elector) follow(ctx context.Context, index uint64) uint64 {
 }
 
 // lead holds the lock, taken by a request sent at acquired: it runs fn
-// and renews until leadership ends. It reports whether fn returned by
-// itself.
-func (e *Elector) lead(ctx context.Context, locks *api.Locks, acquired time.Time, fn func(ctx context.Context) error) (fnEnded bool) {
+// and renews until leadership ends. It reports whether the instance
+// should stand back before campaigning again: fn returned by itself, or
+// renewals kept failing (a lock released that way would otherwise be
+// taken straight back by an instance that cannot keep it).
+func (e *Elector) lead(ctx context.Context, locks *api.Locks, acquired time.Time, fn func(ctx context.Context) error) (standBack bool) {
 	e.set(e.cfg.Self, true)
 	leaderCtx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -259,7 +262,7 @@ loop:
 			if err != nil && ctx.Err() == nil {
 				e.log.Error("leader work failed; releasing the lock", "err", err)
 			}
-			fnEnded = ctx.Err() == nil
+			standBack = ctx.Err() == nil
 			break loop
 		case <-ctx.Done():
 			stepDown(context.Cause(ctx))
@@ -267,6 +270,7 @@ loop:
 		case <-expiry.C:
 			e.log.Error("lock not renewed within its TTL; no longer leading", "ttl", ttl, "last_renewed", lastRenewed)
 			stepDown(ErrLeaseExpired)
+			standBack = true
 			break loop
 		case <-renew.C:
 			sent := time.Now()
@@ -306,7 +310,7 @@ loop:
 		}
 		rcancel()
 	}
-	return fnEnded
+	return standBack
 }
 
 func wait(ctx context.Context, d time.Duration) {
