@@ -141,7 +141,10 @@ func akctl(t *testing.T, bin string, args ...string) string {
 
 type jobStub struct {
 	ID             string
+	CreateIndex    uint64
 	JobModifyIndex uint64
+	Status         string
+	Stop           bool
 	Meta           map[string]string
 }
 
