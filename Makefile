@@ -53,7 +53,8 @@ bench:
 
 # The long, process-level tests, kept out of the default run: the
 # controller SIGKILLed 20 times while 500 sandboxes converge and change,
-# and a controller put through Nomad outages, errors, latency and gaps.
+# a controller put through Nomad outages, errors, latency and gaps, and
+# three -ha controllers whose leader is SIGKILLed three times.
 reliability:
 	$(GO) test -tags reliability -count=1 -v ./test/reliability/
 
