@@ -178,7 +178,7 @@ func applyImpl(w *writeTx, objs []Object, opts ApplyOptions, dryRun bool) (Apply
 		switch {
 		case !found:
 			action = ActionCreated
-			e = sandboxEntry{Generation: 1, CreatedAt: w.now}
+			e = sandboxEntry{Declaration: Declaration{Generation: 1, CreatedAt: w.now}}
 		case old.DeletionRequestedAt == nil && old.Hash == hash &&
 			labelsEqual(old.Sandbox.Labels, obj.Sandbox.Labels) && old.ApplySet == opts.ApplySet:
 			res.Objects = append(res.Objects, ObjectResult{
@@ -189,7 +189,7 @@ func applyImpl(w *writeTx, objs []Object, opts ApplyOptions, dryRun bool) (Apply
 			action = ActionConfigured
 			// Generation and CreatedAt carry over; every other field of
 			// the entry is rewritten below.
-			e = sandboxEntry{Generation: old.Generation, CreatedAt: old.CreatedAt}
+			e = sandboxEntry{Declaration: Declaration{Generation: old.Generation, CreatedAt: old.CreatedAt}}
 			if old.Hash != hash || old.DeletionRequestedAt != nil {
 				e.Generation++
 			}

@@ -50,8 +50,8 @@ func benchStore(b *testing.B) *Store {
 func encodedEntries(b *testing.B, objs []Object) (keys, vals [][]byte) {
 	now := time.Now().UTC()
 	for _, o := range objs {
-		e := sandboxEntry{Sandbox: o.Sandbox, Source: o.Sandbox.Source, Hash: o.Sandbox.Spec.Hash(),
-			Generation: 1, ResourceVersion: 1, CreatedAt: now, UpdatedAt: now}
+		e := sandboxEntry{Declaration: Declaration{Sandbox: o.Sandbox, Source: o.Sandbox.Source, Hash: o.Sandbox.Spec.Hash(),
+			Generation: 1, CreatedAt: now, UpdatedAt: now}, ResourceVersion: 1}
 		v, err := json.Marshal(&e)
 		if err != nil {
 			b.Fatal(err)

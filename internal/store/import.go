@@ -10,7 +10,8 @@ import (
 
 // Declaration is the declared part of a record: what a user applied and
 // the store's bookkeeping of it, without the local resource version and
-// without the observed status. It is what other instances of the
+// without the observed status. The store keeps it as it is, beside the
+// resource version (sandboxEntry). It is what other instances of the
 // controller need to rebuild the record, and what Import takes.
 type Declaration struct {
 	Sandbox             spec.Sandbox `json:"sandbox"`
@@ -100,21 +101,11 @@ func (s *Store) Import(ctx context.Context, decls []Declaration, opts ImportOpti
 			if err != nil {
 				return err
 			}
-			if found && entryDeclaration(old).Same(d) {
+			if found && old.Declaration.Same(d) {
 				res.Unchanged++
 				continue
 			}
-			e := sandboxEntry{
-				Sandbox:             d.Sandbox,
-				Source:              d.Source,
-				Hash:                d.Hash,
-				ApplySet:            d.ApplySet,
-				Generation:          d.Generation,
-				ResourceVersion:     w.rev,
-				CreatedAt:           d.CreatedAt,
-				UpdatedAt:           d.UpdatedAt,
-				DeletionRequestedAt: d.DeletionRequestedAt,
-			}
+			e := sandboxEntry{Declaration: d, ResourceVersion: w.rev}
 			e.Sandbox.Source = spec.Source{}
 			if e.Hash == "" {
 				e.Hash = e.Sandbox.Spec.Hash()
@@ -166,17 +157,4 @@ func (s *Store) Import(ctx context.Context, decls []Declaration, opts ImportOpti
 	res.Revision = rev
 	s.log.Debug("imported", "revision", rev, "created", res.Created, "updated", res.Updated, "removed", res.Removed)
 	return res, nil
-}
-
-func entryDeclaration(e sandboxEntry) Declaration {
-	return Declaration{
-		Sandbox:             e.Sandbox,
-		Source:              e.Source,
-		Hash:                e.Hash,
-		ApplySet:            e.ApplySet,
-		Generation:          e.Generation,
-		CreatedAt:           e.CreatedAt,
-		UpdatedAt:           e.UpdatedAt,
-		DeletionRequestedAt: e.DeletionRequestedAt,
-	}
 }

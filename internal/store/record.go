@@ -14,19 +14,12 @@ import (
 	"github.com/agentkernel/agentkernel-controller/internal/spec"
 )
 
-// sandboxEntry is the stored form of one declared sandbox.
+// sandboxEntry is the stored form of one declared sandbox: its
+// declaration (whose JSON fields it shares, flattened) and the local
+// resource version.
 type sandboxEntry struct {
-	Sandbox spec.Sandbox `json:"sandbox"`
-	// Source is stored beside the sandbox because spec.Sandbox leaves it
-	// out of its JSON form (it is not part of the canonical spec).
-	Source              spec.Source `json:"source"`
-	Hash                string      `json:"hash"`
-	ApplySet            string      `json:"applySet,omitempty"`
-	Generation          uint64      `json:"generation"`
-	ResourceVersion     uint64      `json:"resourceVersion"`
-	CreatedAt           time.Time   `json:"createdAt"`
-	UpdatedAt           time.Time   `json:"updatedAt"`
-	DeletionRequestedAt *time.Time  `json:"deletionRequestedAt,omitempty"`
+	Declaration
+	ResourceVersion uint64 `json:"resourceVersion"`
 }
 
 // sandboxHeader is the part of a sandboxEntry that change detection and
