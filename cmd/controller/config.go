@@ -107,6 +107,8 @@ Examples:
   controller -dev                          # everything in-process, for a try-out
   controller -data-dir /var/lib/agentkernel -listen 127.0.0.1:7474 -token-file /etc/agentkernel/token
   controller -config /etc/agentkernel/controller.hcl
+  controller -ha -data-dir /var/lib/agentkernel -listen 0.0.0.0:7474 -token-file /etc/agentkernel/token \
+    -advertise-addr http://10.0.0.5:7474        # one of several instances (see "Running on Nomad")
 
 Flags:
 `
