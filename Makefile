@@ -50,6 +50,7 @@ fuzz:
 bench:
 	$(GO) test ./internal/spec -run '^$$' -bench . -benchmem -count 5
 	$(GO) test ./internal/store -run '^$$' -bench . -benchtime 5x -count 3
+	$(GO) test ./internal/replica -run '^$$' -bench . -benchtime 5x -count 3
 
 # The long, process-level tests, kept out of the default run: the
 # controller SIGKILLed 20 times while 500 sandboxes converge and change,
