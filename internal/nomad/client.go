@@ -188,6 +188,29 @@ func (c *Client) ListOwned(ctx context.Context, ns, owner string) ([]*api.JobLis
 	}
 }
 
+// CountManaged counts the jobs in ns ("*" for all) that agentkernel
+// manages, whatever their owner: agentkernel's own backend and every
+// controller stamp MetaManaged.
+func (c *Client) CountManaged(ctx context.Context, ns string) (int, error) {
+	n, next := 0, ""
+	for {
+		q := query(ctx, ns)
+		q.Filter = fmt.Sprintf(`Meta[%s] == "true"`, strconv.Quote(MetaManaged))
+		q.PerPage = listPageSize
+		q.NextToken = next
+		q.Params = map[string]string{"meta": "true"}
+		stubs, meta, err := c.api.Jobs().List(q)
+		if err != nil {
+			return 0, classify(fmt.Sprintf("list agentkernel jobs in namespace %q", ns), err)
+		}
+		n += len(stubs)
+		if meta.NextToken == "" {
+			return n, nil
+		}
+		next = meta.NextToken
+	}
+}
+
 // Stop deregisters a job and keeps it, stopped (Stop=true), as `nomad job
 // stop` does.
 func (c *Client) Stop(ctx context.Context, ns, id string) error {

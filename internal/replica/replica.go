@@ -74,7 +74,13 @@ type Config struct {
 	Store  Store
 	// Parallel bounds concurrent variable requests (default 16).
 	Parallel int
-	Logger   *slog.Logger
+	// ManagedJobs, when set, counts the agentkernel jobs Nomad runs, of
+	// any owner: an instance with an empty store does not seed a new
+	// copy while there are some, since another instance (or a controller
+	// that ran alone) has their declarations. SeedEmpty lifts that rule.
+	ManagedJobs func(ctx context.Context) (int, error)
+	SeedEmpty   bool
+	Logger      *slog.Logger
 }
 
 // Replica reads and writes the replicated copy.
@@ -88,7 +94,11 @@ type Replica struct {
 	mu sync.Mutex
 	// known is what the copy held at the given ModifyIndex, as this
 	// instance last wrote or read it.
-	known    map[string]knownVar
+	known map[string]knownVar
+	// pending is, per key, the last write whose outcome is unknown (its
+	// answer was lost): a later conflict showing exactly that write is
+	// this leader's own. A nil declaration is a delete.
+	pending  map[string]*store.Declaration
 	syncedAt time.Time
 	index    uint64
 }
@@ -127,7 +137,7 @@ func New(cfg Config) (*Replica, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Replica{cfg: cfg, log: log, seed: maphash.MakeSeed(), known: map[string]knownVar{}}, nil
+	return &Replica{cfg: cfg, log: log, seed: maphash.MakeSeed(), known: map[string]knownVar{}, pending: map[string]*store.Declaration{}}, nil
 }
 
 // LockPath is where the leader lock lives.
@@ -189,13 +199,19 @@ func (r *Replica) CheckPolicy(sb *spec.Sandbox) error {
 	return nil
 }
 
+// ErrUnreplicable marks a sandbox a Nomad Variable cannot hold.
+var ErrUnreplicable = errors.New("cannot be replicated")
+
 func encode(d store.Declaration) (api.VariableItems, error) {
+	if p := len("/sandboxes/") + len(d.Key()); p > MaxPathLength {
+		return nil, fmt.Errorf("sandbox %s: its variable path would be longer than %d characters: %w", d.Key(), MaxPathLength, ErrUnreplicable)
+	}
 	b, err := json.Marshal(d)
 	if err != nil {
 		return nil, fmt.Errorf("encode %s: %w", d.Key(), err)
 	}
 	if n := len(ItemDeclaration) + len(b); n > MaxVariableBytes {
-		return nil, fmt.Errorf("sandbox %s: declaration of %d bytes is over the %d a Nomad Variable holds", d.Key(), n, MaxVariableBytes)
+		return nil, fmt.Errorf("sandbox %s: declaration of %d bytes is over the %d a Nomad Variable holds: %w", d.Key(), n, MaxVariableBytes, ErrUnreplicable)
 	}
 	return api.VariableItems{ItemDeclaration: string(b)}, nil
 }
@@ -350,6 +366,11 @@ func (r *Replica) pullListed(ctx context.Context, listed map[string]uint64, idx 
 	if err := r.fetch(ctx, listed); err != nil {
 		return err
 	}
+	if removeMissing {
+		if err := r.confirmGone(ctx, listed); err != nil {
+			return err
+		}
+	}
 	res, err := r.cfg.Store.Import(ctx, r.knownDecls(), store.ImportOptions{RemoveMissing: removeMissing})
 	if err != nil {
 		return err
@@ -361,6 +382,47 @@ func (r *Replica) pullListed(ctx context.Context, listed map[string]uint64, idx 
 	return nil
 }
 
+// confirmGone checks, before an import removes local records the list
+// did not show, that their variables are really gone: a list filtered by
+// ACLs (a token without list on the variables gets 200 and []) must not
+// empty the store.
+func (r *Replica) confirmGone(ctx context.Context, listed map[string]uint64) error {
+	recs, _, err := r.cfg.Store.List(ctx, store.ListOptions{})
+	if err != nil {
+		return err
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(r.cfg.Parallel)
+	for _, rec := range recs {
+		key := rec.Key()
+		if _, ok := listed[key]; ok {
+			continue
+		}
+		g.Go(func() error {
+			_, _, err := r.cfg.Client.Variables().Read(r.Path(key), r.qo(gctx))
+			switch {
+			case errors.Is(err, api.ErrVariablePathNotFound):
+				return nil
+			case err != nil:
+				return fmt.Errorf("confirm %s is gone before removing sandbox %s: %w", r.Path(key), key, err)
+			}
+			return fmt.Errorf("the list of %s left out %s, which exists; not removing anything (does the token lack list on these variables?)", r.sandboxPrefix(), r.Path(key))
+		})
+	}
+	return g.Wait()
+}
+
+// ErrStepAside: this instance should not lead now; another may.
+var ErrStepAside = errors.New("leaving the lead to another instance")
+
+// Term is what CatchUp found: the owner ID the jobs carry, and whether
+// the copy is whole. An incomplete copy (a seeding its seeder has not
+// finished) must not drive garbage collection.
+type Term struct {
+	Owner    string
+	Complete bool
+}
+
 // CatchUp is what a new leader runs before it reconciles. It makes the
 // local store match the copy and returns the owner ID the jobs carry.
 //
@@ -370,51 +432,82 @@ func (r *Replica) pullListed(ctx context.Context, listed map[string]uint64, idx 
 // died is merged with the local store (nothing is removed from either)
 // and finished. Only a "ready" copy is authoritative: the local records it
 // does not hold are removed.
-func (r *Replica) CatchUp(ctx context.Context, localOwner string) (string, error) {
+func (r *Replica) CatchUp(ctx context.Context, localOwner string) (Term, error) {
 	for {
 		m, found, err := r.ReadMeta(ctx)
 		if err != nil {
-			return "", err
+			return Term{}, err
 		}
 		if !found {
+			if err := r.maySeed(ctx); err != nil {
+				return Term{}, err
+			}
 			m, err = r.writeMeta(ctx, Meta{Owner: localOwner, State: StateSeeding})
 			if isCASConflict(err) {
 				continue // someone else started seeding; read again
 			}
 			if err != nil {
-				return "", err
+				return Term{}, err
 			}
 			r.log.Info("no replicated copy yet; seeding it from the local store", "owner", m.Owner)
 		}
 		if m.Owner == "" {
-			return "", fmt.Errorf("%s names no owner; it was not written by this controller", r.metaPath())
+			return Term{}, fmt.Errorf("%s names no owner; it was not written by this controller", r.metaPath())
 		}
 		switch m.State {
 		case StateReady:
 			if _, err := r.Pull(ctx, true); err != nil {
-				return "", fmt.Errorf("catch up from the replicated copy: %w", err)
+				return Term{}, fmt.Errorf("catch up from the replicated copy: %w", err)
 			}
-			return m.Owner, nil
+			return Term{Owner: m.Owner, Complete: true}, nil
 		case StateSeeding:
 			if _, err := r.Pull(ctx, false); err != nil {
-				return "", fmt.Errorf("merge the replicated copy: %w", err)
+				return Term{}, fmt.Errorf("merge the replicated copy: %w", err)
 			}
-			if err := r.PushAll(ctx); err != nil {
-				return "", fmt.Errorf("seed the replicated copy: %w", err)
+			if err := r.pushAll(ctx, true); err != nil {
+				return Term{}, fmt.Errorf("seed the replicated copy: %w", err)
+			}
+			if m.Owner != localOwner {
+				// Only the seeder's store is known to hold everything;
+				// anyone else's merge may still lack some of it.
+				r.log.Warn("the replicated copy is incomplete: the seeding by another store was interrupted. This store is merged into it, but garbage collection stays off until that store's instance leads and finishes, or an operator marks the copy ready",
+					"seeding_owner", m.Owner, "meta", r.metaPath())
+				return Term{Owner: m.Owner, Complete: false}, nil
 			}
 			m.State = StateReady
 			if _, err := r.writeMeta(ctx, m); err != nil {
 				if isCASConflict(err) {
 					continue
 				}
-				return "", err
+				return Term{}, err
 			}
 			r.log.Info("replicated copy seeded", "owner", m.Owner)
-			return m.Owner, nil
+			return Term{Owner: m.Owner, Complete: true}, nil
 		default:
-			return "", fmt.Errorf("%s has state %q; this controller knows %q and %q", r.metaPath(), m.State, StateSeeding, StateReady)
+			return Term{}, fmt.Errorf("%s has state %q; this controller knows %q and %q", r.metaPath(), m.State, StateSeeding, StateReady)
 		}
 	}
+}
+
+// maySeed refuses to start a copy from an empty store while Nomad runs
+// agentkernel jobs: their declarations are elsewhere, and a copy seeded
+// empty would make every instance forget them.
+func (r *Replica) maySeed(ctx context.Context) error {
+	if r.cfg.SeedEmpty || r.cfg.ManagedJobs == nil {
+		return nil
+	}
+	recs, _, err := r.cfg.Store.List(ctx, store.ListOptions{})
+	if err != nil || len(recs) > 0 {
+		return err
+	}
+	n, err := r.cfg.ManagedJobs(ctx)
+	if err != nil {
+		return fmt.Errorf("count agentkernel jobs before seeding: %w", err)
+	}
+	if n > 0 {
+		return fmt.Errorf("there is no replicated copy yet, this instance's store is empty, and Nomad runs %d agentkernel jobs: an instance holding their declarations must seed the copy (set ha seed_empty to seed from nothing anyway): %w", n, ErrStepAside)
+	}
+	return nil
 }
 
 func isCASConflict(err error) bool {
@@ -423,7 +516,11 @@ func isCASConflict(err error) bool {
 }
 
 // PushAll writes every local record the copy does not hold as it is.
-func (r *Replica) PushAll(ctx context.Context) error {
+func (r *Replica) PushAll(ctx context.Context) error { return r.pushAll(ctx, false) }
+
+// pushAll is PushAll; with skipUnreplicable, a record no variable can
+// hold is left out with an error in the log instead of failing the whole.
+func (r *Replica) pushAll(ctx context.Context, skipUnreplicable bool) error {
 	recs, _, err := r.cfg.Store.List(ctx, store.ListOptions{})
 	if err != nil {
 		return err
@@ -439,7 +536,21 @@ func (r *Replica) PushAll(ctx context.Context) error {
 		}
 	}
 	r.mu.Unlock()
-	return r.Push(ctx, keys)
+	if !skipUnreplicable {
+		return r.Push(ctx, keys)
+	}
+	var errs []error
+	for _, err := range r.push(ctx, keys) {
+		if errors.Is(err, ErrUnreplicable) {
+			r.log.Error("a sandbox is left out of the replicated copy: no Nomad Variable can hold it. Shrink it and apply it again; until then another leader will not know it", "err", err)
+			continue
+		}
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("replicate to Nomad Variables: %w", err)
+	}
+	return nil
 }
 
 // Push writes the current local state of keys to the copy: the
@@ -448,6 +559,14 @@ func (r *Replica) PushAll(ctx context.Context) error {
 // overwrites a change it has not seen: that fences off a leader that has
 // lost its lock without knowing yet.
 func (r *Replica) Push(ctx context.Context, keys []string) error {
+	if err := errors.Join(r.push(ctx, keys)...); err != nil {
+		return fmt.Errorf("replicate to Nomad Variables: %w", err)
+	}
+	return nil
+}
+
+// push writes keys in parallel and returns their failures.
+func (r *Replica) push(ctx context.Context, keys []string) []error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(r.cfg.Parallel)
 	var (
@@ -465,10 +584,7 @@ func (r *Replica) Push(ctx context.Context, keys []string) error {
 		})
 	}
 	_ = g.Wait()
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("replicate to Nomad Variables: %w", err)
-	}
-	return nil
+	return errs
 }
 
 func (r *Replica) pushOne(ctx context.Context, key string) error {
@@ -482,53 +598,95 @@ func (r *Replica) pushOne(ctx context.Context, key string) error {
 	}
 	r.mu.Lock()
 	k, isKnown := r.known[key]
+	pending, hasPending := r.pending[key]
 	r.mu.Unlock()
 	vars := r.cfg.Client.Variables()
 	if missing {
 		if !isKnown {
 			return nil
 		}
-		_, err := vars.CheckedDelete(r.Path(key), k.index, r.wo(ctx))
-		var conflict api.ErrCASConflict
-		if errors.As(err, &conflict) {
-			return r.changedUnderUs(key, k.index, conflict.Conflict)
+		for attempt := 0; ; attempt++ {
+			r.setPending(key, nil)
+			_, err := vars.CheckedDelete(r.Path(key), k.index, r.wo(ctx))
+			var conflict api.ErrCASConflict
+			if errors.As(err, &conflict) {
+				cur := conflict.Conflict
+				switch {
+				case cur == nil || cur.CreateIndex == 0:
+					// Gone already: a delete of ours whose answer was lost.
+					err = nil
+				case attempt == 0 && hasPending && pending != nil && r.decodesTo(cur, *pending):
+					// Our own earlier write, whose answer was lost.
+					k.index = cur.ModifyIndex
+					continue
+				default:
+					return r.changedUnderUs(key, k.index, cur)
+				}
+			}
+			if err != nil {
+				return fmt.Errorf("delete %s: %w", r.Path(key), err)
+			}
+			r.mu.Lock()
+			delete(r.known, key)
+			delete(r.pending, key)
+			r.mu.Unlock()
+			return nil
 		}
-		if err != nil {
-			return fmt.Errorf("delete %s: %w", r.Path(key), err)
-		}
-		r.mu.Lock()
-		delete(r.known, key)
-		r.mu.Unlock()
-		return nil
 	}
 	d := rec.Declaration()
-	if isKnown && k.decl.Same(d) {
+	if isKnown && k.decl.Same(d) && !hasPending {
 		return nil
 	}
 	items, err := encode(d)
 	if err != nil {
 		return err
 	}
-	v := &api.Variable{Namespace: r.cfg.Namespace, Path: r.Path(key), Items: items, ModifyIndex: k.index}
-	out, _, err := vars.CheckedUpdate(v, r.wo(ctx))
-	var conflict api.ErrCASConflict
-	if errors.As(err, &conflict) {
-		cur := conflict.Conflict
-		cd, derr := r.decode(cur)
-		if cur == nil || derr != nil || !cd.Same(d) {
-			return r.changedUnderUs(key, k.index, cur)
+	for attempt := 0; ; attempt++ {
+		r.setPending(key, &d)
+		v := &api.Variable{Namespace: r.cfg.Namespace, Path: r.Path(key), Items: items, ModifyIndex: k.index}
+		out, _, err := vars.CheckedUpdate(v, r.wo(ctx))
+		var conflict api.ErrCASConflict
+		if errors.As(err, &conflict) {
+			cur := conflict.Conflict
+			switch {
+			case cur != nil && r.decodesTo(cur, d):
+				// Already holds what we mean to write.
+				out, err = cur, nil
+			case attempt == 0 && (cur == nil || cur.CreateIndex == 0) && hasPending && pending == nil:
+				// Our own delete went through though its answer was
+				// lost: create afresh.
+				k.index = 0
+				continue
+			case attempt == 0 && cur != nil && hasPending && pending != nil && r.decodesTo(cur, *pending):
+				// Our own earlier write, whose answer was lost.
+				k.index = cur.ModifyIndex
+				continue
+			default:
+				return r.changedUnderUs(key, k.index, cur)
+			}
 		}
-		// Already holds what we meant to write (a retry whose first
-		// answer was lost).
-		out, err = cur, nil
+		if err != nil {
+			return fmt.Errorf("write %s: %w", r.Path(key), err)
+		}
+		r.mu.Lock()
+		r.known[key] = knownVar{index: out.ModifyIndex, decl: d}
+		delete(r.pending, key)
+		r.mu.Unlock()
+		return nil
 	}
-	if err != nil {
-		return fmt.Errorf("write %s: %w", r.Path(key), err)
-	}
+}
+
+// setPending records a write about to be sent; it stays pending until
+// its answer is known.
+func (r *Replica) setPending(key string, d *store.Declaration) {
 	r.mu.Lock()
-	r.known[key] = knownVar{index: out.ModifyIndex, decl: d}
+	r.pending[key] = d
 	r.mu.Unlock()
-	return nil
+}
+
+func (r *Replica) decodesTo(v *api.Variable, d store.Declaration) bool {
+	cd, err := r.decode(v)
+	return err == nil && cd.Same(d)
 }
 
 // ErrChangedUnderUs is a check-and-set conflict: the copy changed since
@@ -565,7 +723,27 @@ func (r *Replica) RunPush(ctx context.Context, rev uint64) error {
 				if ctx.Err() != nil {
 					return nil
 				}
-				return fmt.Errorf("store change feed ended: %w", w.Err())
+				if !errors.Is(w.Err(), store.ErrCompacted) {
+					return fmt.Errorf("store change feed ended: %w", w.Err())
+				}
+				// Fell behind the retained feed: push everything, then
+				// follow from now.
+				recs, cur, err := r.cfg.Store.List(ctx, store.ListOptions{})
+				if err != nil {
+					return fmt.Errorf("list the store after falling behind its feed: %w", err)
+				}
+				if w, err = r.cfg.Store.Watch(ctx, cur); err != nil {
+					return fmt.Errorf("watch the store: %w", err)
+				}
+				for _, rec := range recs {
+					pending[rec.Key()] = true
+				}
+				r.mu.Lock()
+				for key := range r.known {
+					pending[key] = true
+				}
+				r.mu.Unlock()
+				break
 			}
 			if ch.Kind == store.ChangeStatus || ch.Kind == store.ChangeEvents {
 				continue

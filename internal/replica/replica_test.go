@@ -28,7 +28,12 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	e := &env{t: t, mem: nomadtest.NewMemNet(), srv: nomadtest.New(nomadtest.Options{})}
+	return newEnvWith(t, nomadtest.Options{})
+}
+
+func newEnvWith(t *testing.T, opts nomadtest.Options) *env {
+	t.Helper()
+	e := &env{t: t, mem: nomadtest.NewMemNet(), srv: nomadtest.New(opts)}
 	hs := &http.Server{Handler: e.srv}
 	go func() { _ = hs.Serve(e.mem.Listener()) }()
 	t.Cleanup(func() {
@@ -39,9 +44,23 @@ func newEnv(t *testing.T) *env {
 	return e
 }
 
-func (e *env) client() *api.Client {
+func (e *env) client() *api.Client { return e.clientWith(instOpt{}) }
+
+// instOpt varies an instance: its Nomad token, a wrapper of its
+// transport, and its replica's configuration.
+type instOpt struct {
+	token string
+	wrap  func(http.RoundTripper) http.RoundTripper
+	cfg   func(*replica.Config)
+}
+
+func (e *env) clientWith(o instOpt) *api.Client {
 	e.t.Helper()
-	c, err := api.NewClient(&api.Config{Address: e.mem.URL(), HttpClient: e.mem.HTTPClient()})
+	hc := e.mem.HTTPClient()
+	if o.wrap != nil {
+		hc = &http.Client{Transport: o.wrap(hc.Transport)}
+	}
+	c, err := api.NewClient(&api.Config{Address: e.mem.URL(), HttpClient: hc, SecretID: o.token})
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -54,14 +73,20 @@ type instance struct {
 	rep *replica.Replica
 }
 
-func (e *env) instance() *instance {
+func (e *env) instance() *instance { return e.instanceWith(instOpt{}) }
+
+func (e *env) instanceWith(o instOpt) *instance {
 	e.t.Helper()
 	st, err := store.Open(e.t.TempDir(), store.Options{NoSync: true})
 	if err != nil {
 		e.t.Fatal(err)
 	}
 	e.t.Cleanup(func() { _ = st.Close() })
-	rep, err := replica.New(replica.Config{Client: e.client(), Namespace: "default", Prefix: "agentkernel", Store: st})
+	cfg := replica.Config{Client: e.clientWith(o), Namespace: "default", Prefix: "agentkernel", Store: st}
+	if o.cfg != nil {
+		o.cfg(&cfg)
+	}
+	rep, err := replica.New(cfg)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -112,12 +137,12 @@ func TestSeedThenCatchUp(t *testing.T) {
 		a.apply(t, sandbox("one", "img:1"), sandbox("two", "img:1"), sandbox("three", "img:1"))
 		a.apply(t, sandbox("two", "img:2"))
 
-		owner, err := a.rep.CatchUp(t.Context(), "owner-a")
+		term, err := a.rep.CatchUp(t.Context(), "owner-a")
 		if err != nil {
 			t.Fatalf("seeding CatchUp: %v", err)
 		}
-		if owner != "owner-a" {
-			t.Errorf("owner %q, want the seeding store's owner-a", owner)
+		if term.Owner != "owner-a" || !term.Complete {
+			t.Errorf("term %+v, want the seeding store's owner-a and a complete copy", term)
 		}
 		m, found, err := a.rep.ReadMeta(t.Context())
 		if err != nil || !found || m.State != replica.StateReady {
@@ -127,12 +152,12 @@ func TestSeedThenCatchUp(t *testing.T) {
 		// A second instance with an empty data dir gets everything, with
 		// the same generations, and the same owner.
 		b := e.instance()
-		owner, err = b.rep.CatchUp(t.Context(), "owner-b")
+		term, err = b.rep.CatchUp(t.Context(), "owner-b")
 		if err != nil {
 			t.Fatal(err)
 		}
-		if owner != "owner-a" {
-			t.Errorf("second instance owner %q, want owner-a from the copy", owner)
+		if term.Owner != "owner-a" || !term.Complete {
+			t.Errorf("second instance term %+v, want owner-a from a complete copy", term)
 		}
 		if diff := cmp.Diff(a.declarations(t), b.declarations(t)); diff != "" {
 			t.Errorf("empty store not restored from the copy (-leader +new):\n%s", diff)
