@@ -69,6 +69,9 @@ type haConfig struct {
 	LockDelay      string
 	// AdoptOwners lists owner IDs whose jobs this controller may take over.
 	AdoptOwners []string
+	// SeedEmpty lets an instance with an empty store start the replicated
+	// copy although Nomad runs agentkernel jobs.
+	SeedEmpty bool
 }
 
 type policyConfig struct {
@@ -154,6 +157,7 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&f.HA.VariablePrefix, "ha-variable-prefix", "", "with -ha, the Nomad Variable path `prefix` of the lock and the replicated sandboxes (default agentkernel)")
 	fs.StringVar(&f.HA.LockTTL, "ha-lock-ttl", "", "with -ha, the leader lock's TTL, a Go `duration` from 10s to 24h (default 15s)")
 	fs.StringVar(&f.HA.LockDelay, "ha-lock-delay", "", "with -ha, the leader lock's delay, a Go `duration` (default 15s)")
+	fs.BoolVar(&f.HA.SeedEmpty, "ha-seed-empty", false, "with -ha, let an instance with an empty store start the replicated copy although Nomad runs agentkernel jobs (their declarations are then forgotten)")
 	adopt := fs.String("adopt-owners", "", "comma-separated owner `IDs` of other controllers whose jobs this one may take over")
 	fs.BoolVar(&cfg.Dev, "dev", false, "development mode: an in-process Nomad test server, a temporary data dir, every driver allowed")
 	fs.StringVar(&cfg.DevNomadAddr, "dev-nomad-addr", cfg.DevNomadAddr, "`address` of the in-process Nomad test server in -dev mode")
@@ -199,6 +203,9 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	str("ha-variable-prefix", &cfg.HA.VariablePrefix, f.HA.VariablePrefix)
 	str("ha-lock-ttl", &cfg.HA.LockTTL, f.HA.LockTTL)
 	str("ha-lock-delay", &cfg.HA.LockDelay, f.HA.LockDelay)
+	if set["ha-seed-empty"] {
+		cfg.HA.SeedEmpty = f.HA.SeedEmpty
+	}
 	if set["adopt-owners"] {
 		cfg.HA.AdoptOwners = splitList(*adopt)
 	}
@@ -268,8 +275,8 @@ func (c *config) validate() error {
 		if ttl, err := time.ParseDuration(c.HA.LockTTL); err != nil || ttl < 10*time.Second || ttl > 24*time.Hour {
 			errs = append(errs, fmt.Errorf("ha lock_ttl %q must be a Go duration from 10s to 24h, as Nomad requires", c.HA.LockTTL))
 		}
-		if d, err := time.ParseDuration(c.HA.LockDelay); err != nil || d < 0 {
-			errs = append(errs, fmt.Errorf("ha lock_delay %q must be a Go duration of 0s or more", c.HA.LockDelay))
+		if d, err := time.ParseDuration(c.HA.LockDelay); err != nil || d <= 0 {
+			errs = append(errs, fmt.Errorf("ha lock_delay %q must be a positive Go duration, such as 15s", c.HA.LockDelay))
 		}
 		if c.HA.AdvertiseAddr != "" {
 			if u, err := url.Parse(c.HA.AdvertiseAddr); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -323,6 +330,7 @@ type haFile struct {
 	LockTTL        string   `hcl:"lock_ttl,optional"`
 	LockDelay      string   `hcl:"lock_delay,optional"`
 	AdoptOwners    []string `hcl:"adopt_owners,optional"`
+	SeedEmpty      *bool    `hcl:"seed_empty,optional"`
 }
 
 type nomadFile struct {
@@ -392,6 +400,9 @@ func loadConfigFile(path string, cfg *config) error {
 		over(&cfg.HA.LockDelay, h.LockDelay)
 		if h.AdoptOwners != nil {
 			cfg.HA.AdoptOwners = h.AdoptOwners
+		}
+		if h.SeedEmpty != nil {
+			cfg.HA.SeedEmpty = *h.SeedEmpty
 		}
 	}
 	if pc := fc.Policy; pc != nil {

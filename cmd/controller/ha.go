@@ -30,14 +30,16 @@ type haNode struct {
 // newNode wires leader election and replication for -ha. listenURL is
 // where the API listens, the default advertised address.
 func newNode(cfg config, log *slog.Logger, nc *nomad.Client, nomadToken string, st *store.Store, listenURL string,
-	newController func(owner string) *reconcile.Controller) (*haNode, error) {
+	newController func(owner string, allowGC bool) *reconcile.Controller) (*haNode, error) {
 	self, err := instance(cfg, listenURL)
 	if err != nil {
 		return nil, err
 	}
 	rep, err := replica.New(replica.Config{
 		Client: nc.API(), Namespace: nc.Namespace(), Prefix: cfg.HA.VariablePrefix, Store: st,
-		Logger: log.With("component", "replica"),
+		ManagedJobs: func(ctx context.Context) (int, error) { return nc.CountManaged(ctx, "*") },
+		SeedEmpty:   cfg.HA.SeedEmpty,
+		Logger:      log.With("component", "replica"),
 	})
 	if err != nil {
 		return nil, err
@@ -64,8 +66,10 @@ func newNode(cfg config, log *slog.Logger, nc *nomad.Client, nomadToken string, 
 		"lock", nc.Namespace()+"/"+rep.LockPath(), "ttl", ttl, "lock_delay", delay)
 	node := cluster.New(cluster.Config{
 		Self: self, Elector: el, Replica: rep, Store: st, LocalOwner: st.StoreID(),
-		NewController: func(owner string) (cluster.Controller, error) { return newController(owner), nil },
-		Logger:        log.With("component", "cluster"),
+		NewController: func(owner string, allowGC bool) (cluster.Controller, error) {
+			return newController(owner, allowGC), nil
+		},
+		Logger: log.With("component", "cluster"),
 	})
 	return &haNode{Node: node, replica: rep}, nil
 }

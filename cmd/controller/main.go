@@ -134,7 +134,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	registerWatchMetrics(reg, &watcherNow)
 	// newController builds the reconcile loop for the owner ID the jobs
 	// carry: the store's alone, the replicated copy's with -ha.
-	newController := func(owner string) *reconcile.Controller {
+	newController := func(owner string, allowGC bool) *reconcile.Controller {
 		c := rcfg
 		c.Render.Owner = owner
 		rec := reconcile.NewReconciler(st, nc, c, log, nil)
@@ -149,6 +149,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			Owner:        owner,
 			Workers:      cfg.Workers,
 			ResyncPeriod: cfg.resyncPeriod(),
+			DisableGC:    !allowGC,
 			Logger:       log,
 			Metrics:      metrics,
 		})
@@ -194,7 +195,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		runLoop = node.Run
 	} else {
-		ctrl := newController(st.StoreID())
+		ctrl := newController(st.StoreID(), true)
 		opts.Ready = func() (bool, string) {
 			switch {
 			case !ctrl.InitialListDone():

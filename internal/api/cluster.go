@@ -157,7 +157,10 @@ type clusterView struct {
 
 func (s *Server) view() clusterView {
 	v := clusterView{self: s.opts.Cluster.Self(), leader: s.opts.Cluster.Leader()}
-	v.leads = v.leader.Self || (v.leader.ID != "" && v.leader.ID == v.self)
+	// Only Self says this instance leads: a leader ID equal to ours may
+	// be stale (a restarted instance keeps its ID) or an instance still
+	// catching up after taking the lock.
+	v.leads = v.leader.Self
 	return v
 }
 
@@ -223,6 +226,11 @@ func (s *Server) serveClustered(w http.ResponseWriter, r *http.Request, route st
 		notForwarded(outcomeLoop, errorf(http.StatusServiceUnavailable, CodeNotReady,
 			"Instance %s is not the leader (leader: %s); retry. Instance %s forwarded the request here, and a request is forwarded only once.",
 			v.self, v.leaderName(), by).retry())
+		return
+	}
+	if v.leader.ID == v.self {
+		notForwarded(outcomeNoLeader, errorf(http.StatusServiceUnavailable, CodeNotReady,
+			"Instance %s is taking over as leader and is not ready yet (catching up from the replicated copy, or its lock is not confirmed); retry in a few seconds.", v.self).retry())
 		return
 	}
 	if v.leader.ID == "" {

@@ -755,3 +755,25 @@ func TestUnavailableStoreErrorIsA503WithItsText(t *testing.T) {
 		t.Errorf("error %+v: want not_ready with the cause's text", e)
 	}
 }
+
+// An instance named as leader that does not say Self (it holds the lock
+// but is catching up, or the name is stale) is not the leader: writes get
+// a 503 saying so, reads its own copy marked stale, and it reports itself
+// as a follower.
+func TestClusterInstanceCatchingUpIsNotTheLeader(t *testing.T) {
+	env := newEnv(t, withCluster(&fakeCluster{self: "a", leader: api.Leader{ID: "a", Address: "http://10.0.0.5:7474"}}))
+	resp, body := env.do(t, "POST", "/v1/apply", applyReq(sandbox("web")))
+	if resp.StatusCode != 503 || resp.Header.Get("Retry-After") != "1" {
+		t.Fatalf("apply: status %d Retry-After %q, want 503 and 1; body %s", resp.StatusCode, resp.Header.Get("Retry-After"), body)
+	}
+	if e := decodeError(t, body); !strings.Contains(e.Message, "taking over as leader") {
+		t.Errorf("error %+v: want it to say the instance is taking over", e)
+	}
+	resp, _ = env.do(t, "GET", "/v1/sandboxes", nil)
+	wantHeaders(t, resp.Header, map[string]string{api.HeaderServedBy: "a", api.HeaderStale: "true"})
+	var v api.VersionInfo
+	env.mustDo(t, "GET", "/v1/version", nil, 200, &v)
+	if v.Role != "follower" {
+		t.Errorf("role %q, want follower until it says Self", v.Role)
+	}
+}

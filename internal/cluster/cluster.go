@@ -15,6 +15,7 @@ import (
 
 	"github.com/agentkernel/agentkernel-controller/internal/api"
 	"github.com/agentkernel/agentkernel-controller/internal/leader"
+	"github.com/agentkernel/agentkernel-controller/internal/replica"
 	"github.com/agentkernel/agentkernel-controller/internal/store"
 )
 
@@ -32,7 +33,7 @@ type Elector interface {
 
 // Replica is the replicated copy of the desired state (replica.Replica).
 type Replica interface {
-	CatchUp(ctx context.Context, localOwner string) (string, error)
+	CatchUp(ctx context.Context, localOwner string) (replica.Term, error)
 	RunPush(ctx context.Context, rev uint64) error
 	RunPull(ctx context.Context) error
 	Push(ctx context.Context, keys []string) error
@@ -56,8 +57,9 @@ type Config struct {
 	// local store's, so that a controller that ran alone keeps its jobs.
 	LocalOwner string
 	// NewController builds the reconcile loop of a term for the owner ID
-	// the replicated copy names.
-	NewController func(owner string) (Controller, error)
+	// the replicated copy names. allowGC is false when the copy is not
+	// known to be whole: the loop must then collect no garbage.
+	NewController func(owner string, allowGC bool) (Controller, error)
 	Logger        *slog.Logger
 }
 
@@ -133,16 +135,20 @@ func (n *Node) lead(runCtx, lctx context.Context) error {
 	n.pulled.Store(false)
 	defer n.startPull(runCtx)
 
-	var owner string
+	var cu replica.Term
 	backoff := time.Second
 	for {
 		var err error
-		owner, err = n.cfg.Replica.CatchUp(lctx, n.cfg.LocalOwner)
+		cu, err = n.cfg.Replica.CatchUp(lctx, n.cfg.LocalOwner)
 		if err == nil {
 			break
 		}
 		if lctx.Err() != nil {
 			return nil
+		}
+		if errors.Is(err, replica.ErrStepAside) {
+			n.log.Warn("not leading", "err", err)
+			return err // the elector releases the lock and stands back
 		}
 		n.log.Error("cannot catch up from the replicated copy; not reconciling until it succeeds", "err", err, "retry_in", backoff)
 		t := time.NewTimer(backoff)
@@ -158,32 +164,39 @@ func (n *Node) lead(runCtx, lctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("read the store revision: %w", err)
 	}
-	ctrl, err := n.cfg.NewController(owner)
+	ctrl, err := n.cfg.NewController(cu.Owner, cu.Complete)
 	if err != nil {
 		return err
 	}
-	t := &term{ctx: lctx, owner: owner}
+	// Both halves run on the term's context; when one fails the other is
+	// stopped at once and waited for, so nothing of this term outlives it.
+	tctx, cancel := context.WithCancelCause(lctx)
+	defer cancel(nil)
+	t := &term{ctx: tctx, owner: cu.Owner}
 	t.ctrl.Store(&ctrl)
 	n.term.Store(t)
 	defer n.term.Store(nil)
-	n.log.Info("leading: store caught up; reconciling", "owner", owner, "revision", rev)
+	n.log.Info("leading: store caught up; reconciling", "owner", cu.Owner, "revision", rev, "copy_complete", cu.Complete)
 
 	errs := make(chan error, 2)
-	go func() { errs <- n.cfg.Replica.RunPush(lctx, rev) }()
-	go func() { errs <- ctrl.Run(lctx) }()
+	go func() { errs <- n.cfg.Replica.RunPush(tctx, rev) }()
+	go func() { errs <- ctrl.Run(tctx) }()
 	first := <-errs
-	if first != nil && lctx.Err() == nil {
-		// One half failed: stop the other before giving up the term.
-		n.log.Error("leader loop failed", "err", first)
+	if first == nil && lctx.Err() == nil {
+		first = errors.New("a leader loop returned early")
 	}
-	// Either both end with lctx, or one failed; lead returning makes the
-	// elector cancel lctx and release the lock.
 	if lctx.Err() == nil {
-		return first
+		n.log.Error("leader loop failed; ending the term", "err", first)
+		cancel(errTermFailed)
 	}
 	<-errs
-	return nil
+	if lctx.Err() != nil {
+		return nil
+	}
+	return first
 }
+
+var errTermFailed = errors.New("leadership term failed")
 
 // Leading returns the context of the current term, if this instance
 // leads and has caught up.
@@ -227,9 +240,13 @@ func (n *Node) Ready() (bool, string) {
 func (n *Node) Self() string { return n.cfg.Self.ID }
 
 // Leader is the leader as this instance knows it.
+//
+// While this instance holds the lock but is still catching up it is not
+// yet Self: it answers nothing as the leader until its store is current.
 func (n *Node) Leader() api.Leader {
 	st := n.cfg.Elector.State()
-	return api.Leader{ID: st.Leader.ID, Address: st.Leader.Address, Self: st.Self}
+	_, caughtUp := n.Leading()
+	return api.Leader{ID: st.Leader.ID, Address: st.Leader.Address, Self: st.Self && caughtUp}
 }
 
 // Freshness says how current the local store is: a leader's is the
@@ -244,7 +261,7 @@ func (n *Node) Freshness() api.Freshness {
 
 // ErrNotReplicated wraps a write that the leader committed to its own
 // store but could not yet copy to Nomad Variables.
-var ErrNotReplicated = errors.New("committed on the leader but not yet replicated to Nomad Variables; the leader keeps retrying")
+var ErrNotReplicated = errors.New("committed on the leader but not yet replicated to Nomad Variables (the leader retries while it leads; a new leader does not know the change, so retry the request)")
 
 // Store returns the store the API writes through: writes go only to a
 // caught-up leader, and return once replicated.
@@ -276,11 +293,13 @@ func (s *apiStore) Apply(ctx context.Context, objs []store.Object, opts store.Ap
 	if err != nil {
 		return res, err
 	}
-	var keys []string
+	// Every key, unchanged ones too: a retry of an apply whose first
+	// replication failed finds the store unchanged, and must still not
+	// answer before the copy has it. Keys the copy already holds as they
+	// are cost nothing.
+	keys := make([]string, 0, len(res.Objects))
 	for _, o := range res.Objects {
-		if o.Action != store.ActionUnchanged {
-			keys = append(keys, o.Key)
-		}
+		keys = append(keys, o.Key)
 	}
 	if err := s.n.cfg.Replica.Push(ctx, keys); err != nil {
 		if errors.Is(context.Cause(ctx), api.ErrNotLeader) {
@@ -303,6 +322,9 @@ func (s *apiStore) Delete(ctx context.Context, key string) (store.Record, error)
 		return rec, err
 	}
 	if err := s.n.cfg.Replica.Push(ctx, []string{key}); err != nil {
+		if errors.Is(context.Cause(ctx), api.ErrNotLeader) {
+			return rec, fmt.Errorf("%w: %w", api.ErrNotLeader, ErrNotReplicated)
+		}
 		return rec, fmt.Errorf("%w: %w (%w)", ErrNotReplicated, err, api.ErrUnavailable)
 	}
 	return rec, nil

@@ -248,7 +248,7 @@ func (w *world) start(name, dir string) *node {
 	n := &node{name: name, link: l, st: st, el: el, done: make(chan struct{})}
 	n.node = cluster.New(cluster.Config{
 		Self: self, Elector: el, Replica: rep, Store: st, LocalOwner: st.StoreID(),
-		NewController: func(owner string) (cluster.Controller, error) {
+		NewController: func(owner string, allowGC bool) (cluster.Controller, error) {
 			rec := reconcile.NewReconciler(st, nc, reconcile.Config{Render: nomad.RenderOptions{Owner: owner}}, nil, nil)
 			return reconcile.New(reconcile.Options{
 				Reconciler: rec,
@@ -258,6 +258,7 @@ func (w *world) start(name, dir string) *node {
 				Nomad:      nc,
 				Owner:      owner,
 				Backoff:    nomad.Backoff{Base: 10 * time.Millisecond, Max: time.Second},
+				DisableGC:  !allowGC,
 			}), nil
 		},
 	})

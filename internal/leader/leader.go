@@ -179,12 +179,9 @@ func (e *Elector) Run(ctx context.Context, lead func(ctx context.Context) error)
 		_, err = locks.Acquire(ctx)
 		switch {
 		case err == nil:
-			if e.lead(ctx, locks, sent, lead) {
-				// The work gave up, or the lock could not be renewed:
-				// give another instance the first chance before
-				// campaigning again.
-				wait(ctx, e.cfg.TTL)
-			}
+			// The work gave up, or the lock could not be renewed: give
+			// another instance the first chance before campaigning again.
+			wait(ctx, e.lead(ctx, locks, sent, lead))
 			continue
 		case ctx.Err() != nil:
 			return nil
@@ -232,11 +229,12 @@ func (e *Elector) follow(ctx context.Context, index uint64) uint64 {
 }
 
 // lead holds the lock, taken by a request sent at acquired: it runs fn
-// and renews until leadership ends. It reports whether the instance
-// should stand back before campaigning again: fn returned by itself, or
-// renewals kept failing (a lock released that way would otherwise be
-// taken straight back by an instance that cannot keep it).
-func (e *Elector) lead(ctx context.Context, locks *api.Locks, acquired time.Time, fn func(ctx context.Context) error) (standBack bool) {
+// and renews until leadership ends. It returns how long the instance
+// should stand back before campaigning again: a TTL when fn returned by
+// itself; when renewals kept failing, until well after Nomad frees the
+// unreleased lock (2 × TTL + delay), so that an instance that can keep
+// it takes it rather than this one.
+func (e *Elector) lead(ctx context.Context, locks *api.Locks, acquired time.Time, fn func(ctx context.Context) error) (standBack time.Duration) {
 	e.set(e.cfg.Self, true)
 	leaderCtx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -262,7 +260,9 @@ loop:
 			if err != nil && ctx.Err() == nil {
 				e.log.Error("leader work failed; releasing the lock", "err", err)
 			}
-			standBack = ctx.Err() == nil
+			if ctx.Err() == nil {
+				standBack = e.cfg.TTL
+			}
 			break loop
 		case <-ctx.Done():
 			stepDown(context.Cause(ctx))
@@ -270,7 +270,11 @@ loop:
 		case <-expiry.C:
 			e.log.Error("lock not renewed within its TTL; no longer leading", "ttl", ttl, "last_renewed", lastRenewed)
 			stepDown(ErrLeaseExpired)
-			standBack = true
+			standBack = 2*ttl + e.cfg.Delay
+			// No release: it could land in Nomad's lock-delay window,
+			// where a release leaves the delay timer armed to remove the
+			// next holder's lock (fact 258). The lock expires by itself.
+			release = false
 			break loop
 		case <-renew.C:
 			sent := time.Now()

@@ -50,8 +50,11 @@ type Options struct {
 	// after the controller is asked to stop (10 s).
 	ShutdownTimeout time.Duration
 	Backoff         nomad.Backoff
-	Logger          *slog.Logger
-	Metrics         *Metrics
+	// DisableGC keeps garbage collection off for this run: the desired
+	// state it holds is not known to be whole.
+	DisableGC bool
+	Logger    *slog.Logger
+	Metrics   *Metrics
 }
 
 // Controller runs the loop: it feeds keys from the store's change feed,
@@ -115,14 +118,17 @@ func (c *Controller) Run(ctx context.Context) error {
 		return fmt.Errorf("list sandboxes: %w", err)
 	}
 	c.initialList.Store(true)
-	if len(declared) == 0 && len(initial) > 0 {
+	switch {
+	case o.DisableGC:
+		o.Logger.Warn("garbage collection is off for this run: the desired state is not known to be whole")
+	case len(declared) == 0 && len(initial) > 0:
 		// An empty store beside jobs we own is a lost or wrong data dir,
 		// not a user who deleted everything (deletes purge before they
 		// finalize): collecting garbage would purge every sandbox.
-		o.Logger.Error("the store declares no sandbox but Nomad runs jobs this controller owns; not purging any of them this run. Restore the data dir from a backup, or stop the jobs yourself if they are really unwanted",
+		o.Logger.Error("the store declares no sandbox but Nomad runs jobs this controller owns; not purging any of them this run. Restore the data dir from a backup (with -ha, check the replicated copy under the variable prefix), or stop the jobs yourself if they are really unwanted",
 			"owned_jobs", len(initial), "owner", o.Owner)
 		o.Metrics.gcRefused()
-	} else {
+	default:
 		o.Reconciler.AllowGC()
 	}
 	o.Logger.Info("initial list done", "owned_jobs", len(initial), "declared", len(declared))
@@ -132,9 +138,12 @@ func (c *Controller) Run(ctx context.Context) error {
 	// them mid-write.
 	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
-	stopWork := context.AfterFunc(ctx, func() {
+	// The feeds' context ends with ctx, or when a feed fails: either way
+	// the queue shuts down so that the workers return.
+	feeds, feedCtx := errgroup.WithContext(ctx)
+	stopWork := context.AfterFunc(feedCtx, func() {
 		o.Queue.ShutDown()
-		if abortNow(ctx) {
+		if abortNow(feedCtx) {
 			cancelWork()
 			return
 		}
@@ -142,7 +151,6 @@ func (c *Controller) Run(ctx context.Context) error {
 	})
 	defer stopWork()
 
-	feeds, feedCtx := errgroup.WithContext(ctx)
 	feeds.Go(func() error { return c.feedStore(feedCtx) })
 	feeds.Go(func() error { return o.Watcher.Run(feedCtx, queueSink{c}) })
 	feeds.Go(func() error { return c.resync(feedCtx) })
