@@ -26,6 +26,10 @@ type ApplyRequest struct {
 	ExpectedRevision uint64 `json:"expectedRevision"`
 }
 
+// MaxApplySetLength bounds an apply set's name (a DNS subdomain's length),
+// which every record of the set carries.
+const MaxApplySetLength = 253
+
 // ApplyObject is one sandbox of an apply. Source travels beside Sandbox
 // because it is not part of the sandbox's canonical JSON.
 type ApplyObject struct {
@@ -101,6 +105,9 @@ func (s *Server) prepare(req *ApplyRequest) ([]store.Object, store.ApplyOptions,
 			"Prune needs an applySet or a pruneSelector; without either it would delete every sandbox.")
 	case !req.Prune && req.PruneSelector != "":
 		return nil, opts, errorf(http.StatusBadRequest, CodeInvalid, "pruneSelector is only used with prune; set prune or drop it.")
+	case len(req.ApplySet) > MaxApplySetLength:
+		return nil, opts, errorf(http.StatusBadRequest, CodeInvalid,
+			"applySet has %d characters; at most %d are allowed.", len(req.ApplySet), MaxApplySetLength)
 	}
 
 	objs := make([]store.Object, len(req.Objects))

@@ -84,6 +84,15 @@ func TestApplyRefusals(t *testing.T) {
 			want: 400, wantCode: api.CodeInvalid,
 		},
 		{
+			name: "apply set name too long",
+			req: func(*testing.T, *testEnv) api.ApplyRequest {
+				r := applyReq(sandbox("ok"))
+				r.ApplySet = strings.Repeat("a", api.MaxApplySetLength+1)
+				return r
+			},
+			want: 400, wantCode: api.CodeInvalid,
+		},
+		{
 			name: "prune without apply set or selector",
 			req:  func(*testing.T, *testEnv) api.ApplyRequest { return api.ApplyRequest{Prune: true} },
 			want: 400, wantCode: api.CodeInvalid,
