@@ -3,6 +3,7 @@ package cluster_test
 import (
 	"context"
 	"errors"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
@@ -11,6 +12,7 @@ import (
 	"github.com/agentkernel/agentkernel-controller/internal/cluster"
 	"github.com/agentkernel/agentkernel-controller/internal/leader"
 	"github.com/agentkernel/agentkernel-controller/internal/replica"
+	"github.com/agentkernel/agentkernel-controller/internal/store"
 )
 
 // oneTerm is an elector that leads once and reports what lead returned.
@@ -84,4 +86,73 @@ func TestStepAsideEndsTheTerm(t *testing.T) {
 	if built {
 		t.Error("a reconcile loop was built by an instance that stepped aside")
 	}
+}
+
+// recordingReplica catches up and records every Push.
+type recordingReplica struct {
+	failingReplica
+	mu     sync.Mutex
+	pushes [][]string
+	fail   bool
+}
+
+func (r *recordingReplica) CatchUp(context.Context, string) (replica.Term, error) {
+	return replica.Term{Owner: "o", Complete: true}, nil
+}
+func (r *recordingReplica) RunPush(ctx context.Context, _ uint64) error { <-ctx.Done(); return nil }
+func (r *recordingReplica) Push(_ context.Context, keys []string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.pushes = append(r.pushes, keys)
+	if r.fail {
+		return errors.New("Nomad is down")
+	}
+	return nil
+}
+
+// leadsForever is an elector that leads once, until ctx ends.
+type leadsForever struct{}
+
+func (leadsForever) Run(ctx context.Context, lead func(ctx context.Context) error) error {
+	return lead(ctx)
+}
+func (leadsForever) State() leader.State { return leader.State{Self: true} }
+
+func TestRetriedApplyIsReplicatedBeforeItSucceeds(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st, err := store.Open(t.TempDir(), store.Options{NoSync: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		rep := &recordingReplica{fail: true}
+		n := cluster.New(cluster.Config{
+			Elector: leadsForever{}, Replica: rep, Store: st,
+			NewController: func(string, bool) (cluster.Controller, error) { return &slowController{}, nil },
+		})
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan struct{})
+		go func() { _ = n.Run(ctx); close(done) }()
+		defer func() { cancel(); <-done }()
+		synctest.Wait()
+		objs := sandboxes(1, "img:1")
+		if _, err := n.Store(st).Apply(t.Context(), objs, store.ApplyOptions{}); !errors.Is(err, cluster.ErrNotReplicated) {
+			t.Fatalf("first apply = %v, want ErrNotReplicated", err)
+		}
+		rep.mu.Lock()
+		rep.fail = false
+		rep.mu.Unlock()
+		res, err := n.Store(st).Apply(t.Context(), objs, store.ApplyOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Changed() {
+			t.Fatal("the retry changed the store; the test wants it unchanged")
+		}
+		rep.mu.Lock()
+		defer rep.mu.Unlock()
+		if last := rep.pushes[len(rep.pushes)-1]; len(last) != 1 || last[0] != "default/s00" {
+			t.Errorf("the retry pushed %v, want default/s00 again", last)
+		}
+	})
 }

@@ -45,11 +45,17 @@ func newEnv(t *testing.T) *env {
 type flaky struct {
 	next http.RoundTripper
 	down atomic.Bool
+	// noRenew drops lock renewals only; releases counts lock releases.
+	noRenew  atomic.Bool
+	releases atomic.Int32
 }
 
 func (f *flaky) RoundTrip(r *http.Request) (*http.Response, error) {
-	if f.down.Load() {
+	if f.down.Load() || (f.noRenew.Load() && r.URL.Query().Has("lock-renew")) {
 		return nil, errors.New("partitioned")
+	}
+	if r.URL.Query().Has("lock-release") {
+		f.releases.Add(1)
 	}
 	return f.next.RoundTrip(r)
 }
@@ -245,4 +251,29 @@ func TestNewChecksTheLock(t *testing.T) {
 			t.Errorf("New(%+v) = %v, want an error saying %q", tt.cfg, err, tt.want)
 		}
 	}
+}
+
+// A leader that cannot renew gives up without releasing: a release in
+// Nomad's lock-delay window would leave the delay timer armed to remove
+// the next holder's lock (fact 258). The other instance leads once Nomad
+// frees the lock, and the old one does not take it straight back.
+func TestLeaderThatCannotRenewDoesNotRelease(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := newEnv(t)
+		a := e.candidate("a")
+		term, _ := a.term(t, time.Second)
+		b := e.candidate("b")
+		a.net.noRenew.Store(true)
+		if cause, _ := ended(t, term, 2*ttl); !errors.Is(cause, leader.ErrLeaseExpired) {
+			t.Errorf("term ended with %v, want ErrLeaseExpired", cause)
+		}
+		b.term(t, 2*ttl+delay+time.Second)
+		if n := a.net.releases.Load(); n != 0 {
+			t.Errorf("a sent %d lock releases after failing to renew, want none", n)
+		}
+		time.Sleep(2 * ttl)
+		if a.el.IsLeader() || !b.el.IsLeader() {
+			t.Errorf("a leads %v, b leads %v; want b to keep the lock", a.el.IsLeader(), b.el.IsLeader())
+		}
+	})
 }

@@ -2,6 +2,7 @@ package reconcile
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"path/filepath"
@@ -366,4 +367,34 @@ func testControllerStopsAtOnceOnAbortCause(t *testing.T) {
 	if w := h.writes(); w != 0 {
 		t.Errorf("%d Nomad writes after the abort, want none", w)
 	}
+}
+
+// brokenWatcher fails at once, as a feed that cannot go on.
+type brokenWatcher struct{}
+
+func (brokenWatcher) Run(context.Context, nomad.WatchSink) error { return errors.New("watcher broke") }
+
+func TestControllerReturnsWhenAFeedFails(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newMemHarness(t)
+		c := New(Options{
+			Reconciler: h.rec,
+			Queue:      NewQueue(QueueOptions{BaseDelay: time.Millisecond, MaxDelay: 50 * time.Millisecond}),
+			Store:      h.st,
+			Watcher:    brokenWatcher{},
+			Nomad:      h.nc,
+			Owner:      h.st.StoreID(),
+			Backoff:    nomad.Backoff{Base: time.Millisecond, Max: 20 * time.Millisecond},
+		})
+		done := make(chan error, 1)
+		go func() { done <- c.Run(t.Context()) }()
+		select {
+		case err := <-done:
+			if err == nil || !strings.Contains(err.Error(), "watcher broke") {
+				t.Errorf("Run = %v, want the watcher's error", err)
+			}
+		case <-time.After(time.Hour):
+			t.Fatal("Run did not return after a feed failed")
+		}
+	})
 }
