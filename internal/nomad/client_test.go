@@ -3,6 +3,8 @@ package nomad
 import (
 	"errors"
 	"fmt"
+	"net"
+	"net/http"
 	"path/filepath"
 	"testing"
 	"time"
@@ -181,5 +183,32 @@ func TestOnRequestReportsEveryCall(t *testing.T) {
 	_, _ = c.Job(t.Context(), "default", "agentkernel-x")
 	if last := calls[len(calls)-1]; last.code != 0 {
 		t.Errorf("a refused connection reported code %d, want 0", last.code)
+	}
+}
+
+// A unix-socket address, such as a Nomad task's workload-API socket, is
+// reported too: readiness hangs off the reports.
+func TestOnRequestReportsOverAUnixSocket(t *testing.T) {
+	srv := nomadtest.New(nomadtest.Options{SchedulingDelay: -1})
+	sock := filepath.Join(t.TempDir(), "api.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := &http.Server{Handler: srv}
+	go func() { _ = hs.Serve(ln) }()
+	t.Cleanup(func() { _ = hs.Close(); _ = srv.Close() })
+	var codes []int
+	c, err := NewClient(Config{Address: "unix://" + sock, OnRequest: func(_, _ string, code int, _ time.Duration) {
+		codes = append(codes, code)
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Allocations(t.Context(), "default", "agentkernel-x"); err != nil {
+		t.Fatalf("request over the socket: %v", err)
+	}
+	if len(codes) != 1 || codes[0] != 200 {
+		t.Errorf("reported codes %v, want one 200", codes)
 	}
 }

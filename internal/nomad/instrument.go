@@ -1,9 +1,12 @@
 package nomad
 
 import (
+	"context"
 	"crypto/tls"
 	"fmt"
+	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -15,10 +18,23 @@ import (
 // reported. The transport is built as api.NewClient would build it, TLS
 // settings included, so that nothing changes but the reporting.
 func instrument(c *api.Config, report func(method, endpoint string, code int, d time.Duration)) error {
-	if strings.HasPrefix(c.Address, "unix:") {
-		return nil // nomad/api builds its own socket transport; not reported
-	}
-	if c.HttpClient == nil {
+	switch {
+	case c.HttpClient != nil:
+	case strings.HasPrefix(c.Address, "unix:"):
+		// What api.NewClient does for a socket, such as a task's
+		// workload-API socket: every request dialled to the path.
+		u, err := url.Parse(c.Address)
+		if err != nil {
+			return fmt.Errorf("nomad address %q: %w", c.Address, err)
+		}
+		path := u.EscapedPath()
+		c.HttpClient = &http.Client{Transport: &http.Transport{
+			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+				var d net.Dialer
+				return d.DialContext(ctx, "unix", path)
+			},
+		}}
+	default:
 		// What api.NewClient does for a TCP address.
 		hc := cleanhttp.DefaultPooledClient()
 		tr := hc.Transport.(*http.Transport)
