@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/url"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -53,6 +54,10 @@ type nomadConfig struct {
 	WriteRate  float64
 	WriteBurst int
 }
+
+// haPrefixRE is Nomad's variable path rule, leaving room under the prefix
+// for the sandboxes' paths.
+var haPrefixRE = regexp.MustCompile(`^[a-zA-Z0-9-_~]+(/[a-zA-Z0-9-_~]+)*$`)
 
 // haConfig runs the controller as one of several instances (see the
 // README's "Running on Nomad").
@@ -277,6 +282,10 @@ func (c *config) validate() error {
 		}
 		if d, err := time.ParseDuration(c.HA.LockDelay); err != nil || d <= 0 {
 			errs = append(errs, fmt.Errorf("ha lock_delay %q must be a positive Go duration, such as 15s", c.HA.LockDelay))
+		}
+		if len(c.HA.VariablePrefix) > 100 || !haPrefixRE.MatchString(c.HA.VariablePrefix) || strings.Contains(c.HA.VariablePrefix, "//") ||
+			c.HA.VariablePrefix == "nomad" || strings.HasPrefix(c.HA.VariablePrefix, "nomad/") {
+			errs = append(errs, fmt.Errorf("ha variable_prefix %q must be a Nomad Variable path outside \"nomad/\": letters, digits, '-', '_', '~' and '/', at most 100 characters", c.HA.VariablePrefix))
 		}
 		if c.HA.AdvertiseAddr != "" {
 			if u, err := url.Parse(c.HA.AdvertiseAddr); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {

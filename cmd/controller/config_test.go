@@ -104,6 +104,8 @@ func TestConfigErrors(t *testing.T) {
 		{[]string{"-data-dir", "/d", "-ha", "-ha-lock-delay", "-1s"}, []string{`lock_delay "-1s"`}},
 		{[]string{"-data-dir", "/d", "-ha", "-advertise-addr", "10.0.0.5:7474"}, []string{`advertise_addr "10.0.0.5:7474" must be a base URL`}},
 		{[]string{"-dev", "-ha"}, []string{"-ha and -dev do not go together"}},
+		{[]string{"-data-dir", "/d", "-ha", "-ha-variable-prefix", "team.ak"}, []string{`ha variable_prefix "team.ak" must be a Nomad Variable path`}},
+		{[]string{"-data-dir", "/d", "-ha", "-ha-variable-prefix", "nomad/jobs/x"}, []string{`outside "nomad/"`}},
 	}
 	for _, tt := range tests {
 		_, err := parseConfig(tt.args, io.Discard)
