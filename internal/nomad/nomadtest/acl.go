@@ -194,19 +194,11 @@ func (s *Server) denyStream(w http.ResponseWriter, r *http.Request) {
 	if done == nil {
 		done = r.Context().Done()
 	}
-	st := &stream{cut: make(chan struct{})}
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
+	st, remove, ok := s.addStream(nil)
+	if !ok {
 		return
 	}
-	s.streams[st] = struct{}{}
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		delete(s.streams, st)
-		s.mu.Unlock()
-	}()
+	defer remove()
 	t := time.NewTimer(deniedStreamClose)
 	defer t.Stop()
 	select {

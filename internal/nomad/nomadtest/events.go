@@ -234,20 +234,12 @@ func (s *Server) handleEventStream(w http.ResponseWriter, r *http.Request) {
 		done = r.Context().Done()
 	}
 
-	st := &stream{cut: make(chan struct{})}
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
+	var pos uint64
+	st, remove, ok := s.addStream(func() { pos = s.events.startSeq(index) })
+	if !ok {
 		return
 	}
-	s.streams[st] = struct{}{}
-	pos := s.events.startSeq(index)
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		delete(s.streams, st)
-		s.mu.Unlock()
-	}()
+	defer remove()
 
 	if _, err := out.Write([]byte("{}\n")); err != nil {
 		return
@@ -348,4 +340,26 @@ func watchClose(conn net.Conn, r *bufio.Reader, done chan<- struct{}) {
 			return
 		}
 	}
+}
+
+// addStream registers an open event stream, so that Close and
+// CutEventStreams end it; locked, when set, runs under the server's lock
+// as the stream is added. It returns the stream and its removal, or false
+// once the server is closed.
+func (s *Server) addStream(locked func()) (*stream, func(), bool) {
+	st := &stream{cut: make(chan struct{})}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, nil, false
+	}
+	s.streams[st] = struct{}{}
+	if locked != nil {
+		locked()
+	}
+	return st, func() {
+		s.mu.Lock()
+		delete(s.streams, st)
+		s.mu.Unlock()
+	}, true
 }
