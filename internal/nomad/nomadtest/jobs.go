@@ -305,12 +305,8 @@ func (s *Server) deregister(key nsKey, purge bool) deregisterResponse {
 }
 
 func (s *Server) handleJobAllocations(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodGet {
-		invalidMethod(w)
-		return
-	}
-	key := nsKey{requestNamespace(r), r.PathValue("id")}
-	if !s.allowNs(w, r, key.ns, capReadJob) {
+	key, ok := s.jobRead(w, r)
+	if !ok {
 		return
 	}
 	// The index is the whole allocs table, but only this job's changes wake
@@ -422,12 +418,8 @@ func (s *Server) handleAllocations(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleJobSummary(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodGet {
-		invalidMethod(w)
-		return
-	}
-	key := nsKey{requestNamespace(r), r.PathValue("id")}
-	if !s.allowNs(w, r, key.ns, capReadJob) {
+	key, ok := s.jobRead(w, r)
+	if !ok {
 		return
 	}
 	s.blockingQuery(w, r, func() (queryResult, <-chan struct{}) {
@@ -453,12 +445,8 @@ func (je *jobEntry) apiSummary() *api.JobSummary {
 }
 
 func (s *Server) handleJobVersions(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodGet {
-		invalidMethod(w)
-		return
-	}
-	key := nsKey{requestNamespace(r), r.PathValue("id")}
-	if !s.allowNs(w, r, key.ns, capReadJob) {
+	key, ok := s.jobRead(w, r)
+	if !ok {
 		return
 	}
 	s.blockingQuery(w, r, func() (queryResult, <-chan struct{}) {
@@ -479,12 +467,8 @@ func (s *Server) handleJobVersions(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleJobEvaluations(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodGet {
-		invalidMethod(w)
-		return
-	}
-	key := nsKey{requestNamespace(r), r.PathValue("id")}
-	if !s.allowNs(w, r, key.ns, capReadJob) {
+	key, ok := s.jobRead(w, r)
+	if !ok {
 		return
 	}
 	s.blockingQuery(w, r, func() (queryResult, <-chan struct{}) {
@@ -595,4 +579,15 @@ func (s *Server) handleValidateJob(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	writeJSON(w, http.StatusOK, resp)
+}
+
+// jobRead starts a read of one job's data: GET only, the job's key from
+// the path and namespace, and read-job in that namespace.
+func (s *Server) jobRead(w http.ResponseWriter, r *http.Request) (nsKey, bool) {
+	if r.Method != http.MethodGet {
+		invalidMethod(w)
+		return nsKey{}, false
+	}
+	key := nsKey{requestNamespace(r), r.PathValue("id")}
+	return key, s.allowNs(w, r, key.ns, capReadJob)
 }
