@@ -300,10 +300,10 @@ func (r *Replica) list(ctx context.Context, waitIndex uint64, wait time.Duration
 }
 
 // fetch brings the known declarations up to date with listed: it reads
-// the variables whose index changed and forgets the ones gone.
-func (r *Replica) fetch(ctx context.Context, listed map[string]uint64) error {
+// the variables whose index changed and forgets the ones gone. It returns
+// both sets of keys.
+func (r *Replica) fetch(ctx context.Context, listed map[string]uint64) (stale, gone []string, err error) {
 	r.mu.Lock()
-	var stale []string
 	for key, idx := range listed {
 		if k, ok := r.known[key]; !ok || k.index != idx {
 			stale = append(stale, key)
@@ -312,6 +312,7 @@ func (r *Replica) fetch(ctx context.Context, listed map[string]uint64) error {
 	for key := range r.known {
 		if _, ok := listed[key]; !ok {
 			delete(r.known, key)
+			gone = append(gone, key)
 		}
 	}
 	r.mu.Unlock()
@@ -338,15 +339,22 @@ func (r *Replica) fetch(ctx context.Context, listed map[string]uint64) error {
 			return nil
 		})
 	}
-	return g.Wait()
+	return stale, gone, g.Wait()
 }
 
-func (r *Replica) knownDecls() []store.Declaration {
+// knownDecls returns the known declarations of keys, or of every key
+// when keys is nil.
+func (r *Replica) knownDecls(keys []string) []store.Declaration {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	out := make([]store.Declaration, 0, len(r.known))
-	for _, key := range slices.Sorted(maps.Keys(r.known)) {
-		out = append(out, r.known[key].decl)
+	if keys == nil {
+		keys = slices.Sorted(maps.Keys(r.known))
+	}
+	out := make([]store.Declaration, 0, len(keys))
+	for _, key := range keys {
+		if k, ok := r.known[key]; ok {
+			out = append(out, k.decl)
+		}
 	}
 	return out
 }
@@ -359,19 +367,50 @@ func (r *Replica) Pull(ctx context.Context, removeMissing bool) (uint64, error) 
 	if err != nil {
 		return 0, err
 	}
-	return idx, r.pullListed(ctx, listed, idx, removeMissing)
+	return idx, r.pullListed(ctx, listed, idx, true, removeMissing)
 }
 
-func (r *Replica) pullListed(ctx context.Context, listed map[string]uint64, idx uint64, removeMissing bool) error {
-	if err := r.fetch(ctx, listed); err != nil {
+// pullListed brings the store up to date with listed. A full pull
+// imports every declaration the copy holds, since the store may hold
+// changes the copy never had (a catch-up, a follower's first pull); a
+// follower's later pulls import only what changed since the one before,
+// as only pulls write its store. With removeMissing, what the copy does
+// not hold is removed once confirmed gone.
+func (r *Replica) pullListed(ctx context.Context, listed map[string]uint64, idx uint64, full, removeMissing bool) error {
+	stale, gone, err := r.fetch(ctx, listed)
+	if err != nil {
 		return err
 	}
-	if removeMissing {
-		if err := r.confirmGone(ctx, listed); err != nil {
-			return err
+	var decls []store.Declaration
+	opts := store.ImportOptions{}
+	if full {
+		decls = r.knownDecls(nil)
+		if removeMissing {
+			recs, _, err := r.cfg.Store.List(ctx, store.ListOptions{})
+			if err != nil {
+				return err
+			}
+			var missing []string
+			for _, rec := range recs {
+				if _, ok := listed[rec.Key()]; !ok {
+					missing = append(missing, rec.Key())
+				}
+			}
+			if err := r.confirmGone(ctx, missing); err != nil {
+				return err
+			}
+			opts.RemoveMissing = true
+		}
+	} else {
+		decls = r.knownDecls(stale)
+		if removeMissing {
+			if err := r.confirmGone(ctx, gone); err != nil {
+				return err
+			}
+			opts.Remove = gone
 		}
 	}
-	res, err := r.cfg.Store.Import(ctx, r.knownDecls(), store.ImportOptions{RemoveMissing: removeMissing})
+	res, err := r.cfg.Store.Import(ctx, decls, opts)
 	if err != nil {
 		return err
 	}
@@ -382,22 +421,14 @@ func (r *Replica) pullListed(ctx context.Context, listed map[string]uint64, idx 
 	return nil
 }
 
-// confirmGone checks, before an import removes local records the list
-// did not show, that their variables are really gone: a list filtered by
-// ACLs (a token without list on the variables gets 200 and []) must not
-// empty the store.
-func (r *Replica) confirmGone(ctx context.Context, listed map[string]uint64) error {
-	recs, _, err := r.cfg.Store.List(ctx, store.ListOptions{})
-	if err != nil {
-		return err
-	}
+// confirmGone checks, before an import removes the local records of keys
+// because the list did not show them, that their variables are really
+// gone: a list filtered by ACLs (a token without read on the variables
+// gets 200 and []) must not empty the store.
+func (r *Replica) confirmGone(ctx context.Context, keys []string) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(r.cfg.Parallel)
-	for _, rec := range recs {
-		key := rec.Key()
-		if _, ok := listed[key]; ok {
-			continue
-		}
+	for _, key := range keys {
 		g.Go(func() error {
 			_, _, err := r.cfg.Client.Variables().Read(r.Path(key), r.qo(gctx))
 			switch {
@@ -785,24 +816,32 @@ func (r *Replica) RunPush(ctx context.Context, rev uint64) error {
 
 // RunPull is a follower's loop: it keeps the local store matching the
 // copy, waking on every change of it, until ctx ends.
+//
+// The first pull is full, and so is the one after a failure or after the
+// copy became ready; the others import only what changed, so that a
+// change of one sandbox costs one variable read and one small write.
 func (r *Replica) RunPull(ctx context.Context) error {
 	var index uint64
 	backoff := time.Second
+	full, wasReady := true, false
 	for ctx.Err() == nil {
 		m, found, err := r.ReadMeta(ctx)
 		if err == nil {
+			ready := found && m.State == StateReady
+			full = full || ready != wasReady
 			var listed map[string]uint64
 			var idx uint64
 			listed, idx, err = r.list(ctx, index, 5*time.Minute)
 			if err == nil {
-				err = r.pullListed(ctx, listed, idx, found && m.State == StateReady)
+				err = r.pullListed(ctx, listed, idx, full, ready)
 			}
 			if err == nil {
-				index = idx
+				index, full, wasReady = idx, false, ready
 				backoff = time.Second
 				continue
 			}
 		}
+		full = true
 		if ctx.Err() != nil {
 			break
 		}

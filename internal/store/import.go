@@ -58,6 +58,10 @@ type ImportOptions struct {
 	// RemoveMissing removes, with their status and events, the records
 	// the batch does not hold: the batch is then the whole desired state.
 	RemoveMissing bool
+	// Remove removes these keys, with their status and events, when the
+	// store holds them and the batch does not: the keys a copy lost since
+	// the last import. RemoveMissing covers them already.
+	Remove []string
 }
 
 // ImportResult counts what an import did.
@@ -124,20 +128,29 @@ func (s *Store) Import(ctx context.Context, decls []Declaration, opts ImportOpti
 				res.Created++
 			}
 		}
-		if !opts.RemoveMissing {
-			return nil
-		}
 		var gone []sandboxEntry
-		c := w.tx.Bucket(bucketSandboxes).Cursor()
-		for k, v := c.First(); k != nil; k, v = c.Next() {
-			if seen[string(k)] {
-				continue
+		if opts.RemoveMissing {
+			c := w.tx.Bucket(bucketSandboxes).Cursor()
+			for k, v := c.First(); k != nil; k, v = c.Next() {
+				if seen[string(k)] {
+					continue
+				}
+				e, err := decodeSandbox(k, v)
+				if err != nil {
+					return err
+				}
+				gone = append(gone, e)
 			}
-			e, err := decodeSandbox(k, v)
-			if err != nil {
-				return err
+		} else {
+			for _, key := range opts.Remove {
+				e, found, err := getSandboxImpl(w.tx, key)
+				if err != nil {
+					return err
+				}
+				if found && !seen[key] {
+					gone = append(gone, e)
+				}
 			}
-			gone = append(gone, e)
 		}
 		for _, e := range gone {
 			key := e.Sandbox.Key()

@@ -131,3 +131,21 @@ func TestImportRefusesBadBatches(t *testing.T) {
 		})
 	}
 }
+
+func TestImportRemovesTheKeysItIsGiven(t *testing.T) {
+	s := openStore(t, store.Options{})
+	mustApply(t, s, store.ApplyOptions{}, sandbox("default", "a", "img:1", nil), sandbox("default", "b", "img:1", nil), sandbox("default", "c", "img:1", nil))
+	a := mustGet(t, s, "default/a").Declaration()
+	res, err := s.Import(t.Context(), []store.Declaration{a}, store.ImportOptions{Remove: []string{"default/a", "default/b", "default/nope"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Removed != 1 || res.Unchanged != 1 {
+		t.Errorf("import result %+v, want b removed and a (in the batch too) kept", res)
+	}
+	mustGet(t, s, "default/a")
+	mustGet(t, s, "default/c")
+	if _, err := s.Get(t.Context(), "default/b"); err == nil {
+		t.Error("default/b is still there")
+	}
+}
