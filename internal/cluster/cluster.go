@@ -69,8 +69,6 @@ type Node struct {
 	log *slog.Logger
 
 	term atomic.Pointer[term]
-	// pulled is set once the follower has matched the copy.
-	pulled atomic.Bool
 
 	pullMu     sync.Mutex
 	pullCancel context.CancelFunc
@@ -81,7 +79,7 @@ type Node struct {
 type term struct {
 	ctx   context.Context
 	owner string
-	ctrl  atomic.Pointer[Controller]
+	ctrl  Controller
 }
 
 // New makes a Node.
@@ -132,7 +130,6 @@ func (n *Node) stopPull() {
 // store that is empty or behind never purges a declared sandbox's job.
 func (n *Node) lead(runCtx, lctx context.Context) error {
 	n.stopPull()
-	n.pulled.Store(false)
 	defer n.startPull(runCtx)
 
 	var cu replica.Term
@@ -172,8 +169,7 @@ func (n *Node) lead(runCtx, lctx context.Context) error {
 	// stopped at once and waited for, so nothing of this term outlives it.
 	tctx, cancel := context.WithCancelCause(lctx)
 	defer cancel(nil)
-	t := &term{ctx: tctx, owner: cu.Owner}
-	t.ctrl.Store(&ctrl)
+	t := &term{ctx: tctx, owner: cu.Owner, ctrl: ctrl}
 	n.term.Store(t)
 	defer n.term.Store(nil)
 	n.log.Info("leading: store caught up; reconciling", "owner", cu.Owner, "revision", rev, "copy_complete", cu.Complete)
@@ -225,7 +221,7 @@ func (n *Node) Ready() (bool, string) {
 		switch {
 		case t == nil:
 			return false, "leading; catching up from the replicated copy"
-		case !(*t.ctrl.Load()).InitialListDone():
+		case !t.ctrl.InitialListDone():
 			return false, "leading; waiting for the initial list of owned Nomad jobs"
 		}
 		return true, ""
