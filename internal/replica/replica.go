@@ -175,43 +175,46 @@ func (r *Replica) synced(index uint64) {
 // CheckPolicy refuses, at apply time, a sandbox the copy cannot hold: a
 // path longer than Nomad allows, or a declaration over a variable's size
 // limit. Splitting a declaration over several variables would make its
-// writes non-atomic, so it is refused instead.
+// writes non-atomic, so it is refused instead. The check encodes the
+// declaration as the store would keep it at its largest (every field at
+// its widest), so that no later write of it can fail for size.
 func (r *Replica) CheckPolicy(sb *spec.Sandbox) error {
-	path := r.Path(sb.Key())
-	if len(path) > MaxPathLength || !pathRE.MatchString(path) {
-		return fmt.Errorf("sandbox %s cannot be replicated: its Nomad Variable path %q has %d characters, and Nomad allows at most %d of letters, digits, '-', '_', '~' and '/'; shorten the namespace or name",
-			sb.Key(), path, len(path), MaxPathLength)
-	}
 	now := time.Now()
 	d := store.Declaration{
-		Sandbox: *sb, Source: sb.Source, Hash: sb.Spec.Hash(), ApplySet: strings.Repeat("x", 253),
+		Sandbox: *sb, Source: sb.Source, Hash: sb.Spec.Hash(), ApplySet: strings.Repeat("x", maxApplySet),
 		Generation: 1 << 62, CreatedAt: now, UpdatedAt: now, DeletionRequestedAt: &now,
 	}
 	d.Sandbox.Source = spec.Source{}
-	b, err := json.Marshal(d)
-	if err != nil {
-		return fmt.Errorf("sandbox %s: encode for replication: %w", sb.Key(), err)
-	}
-	if n := len(ItemDeclaration) + len(b); n > MaxVariableBytes {
-		return fmt.Errorf("sandbox %s is too large to replicate: its declaration takes %d bytes, and a Nomad Variable holds at most %d; move large file contents out of the spec (for example into a Nomad Variable the sandbox reads)",
-			sb.Key(), n, MaxVariableBytes)
-	}
-	return nil
+	_, err := r.encode(d)
+	return err
 }
+
+// maxApplySet is the longest apply set name the API accepts.
+const maxApplySet = 253
 
 // ErrUnreplicable marks a sandbox a Nomad Variable cannot hold.
 var ErrUnreplicable = errors.New("cannot be replicated")
 
-func encode(d store.Declaration) (api.VariableItems, error) {
-	if p := len("/sandboxes/") + len(d.Key()); p > MaxPathLength {
-		return nil, fmt.Errorf("sandbox %s: its variable path would be longer than %d characters: %w", d.Key(), MaxPathLength, ErrUnreplicable)
+// unreplicable is an ErrUnreplicable with its reason for a person.
+type unreplicable struct{ msg string }
+
+func (e unreplicable) Error() string        { return e.msg }
+func (e unreplicable) Is(target error) bool { return target == ErrUnreplicable }
+
+// encode turns d into its variable's items, refusing what the variable
+// at d's path cannot hold.
+func (r *Replica) encode(d store.Declaration) (api.VariableItems, error) {
+	if path := r.Path(d.Key()); len(path) > MaxPathLength || !pathRE.MatchString(path) {
+		return nil, unreplicable{fmt.Sprintf("sandbox %s cannot be replicated: its Nomad Variable path %q has %d characters, and Nomad allows at most %d of letters, digits, '-', '_', '~' and '/'; shorten the namespace or name",
+			d.Key(), path, len(path), MaxPathLength)}
 	}
 	b, err := json.Marshal(d)
 	if err != nil {
 		return nil, fmt.Errorf("encode %s: %w", d.Key(), err)
 	}
 	if n := len(ItemDeclaration) + len(b); n > MaxVariableBytes {
-		return nil, fmt.Errorf("sandbox %s: declaration of %d bytes is over the %d a Nomad Variable holds: %w", d.Key(), n, MaxVariableBytes, ErrUnreplicable)
+		return nil, unreplicable{fmt.Sprintf("sandbox %s is too large to replicate: its declaration takes %d bytes, and a Nomad Variable holds at most %d; move large file contents out of the spec (for example into a Nomad Variable the sandbox reads)",
+			d.Key(), n, MaxVariableBytes)}
 	}
 	return api.VariableItems{ItemDeclaration: string(b)}, nil
 }
@@ -668,7 +671,7 @@ func (r *Replica) pushOne(ctx context.Context, key string) error {
 	if isKnown && k.decl.Same(d) && !hasPending {
 		return nil
 	}
-	items, err := encode(d)
+	items, err := r.encode(d)
 	if err != nil {
 		return err
 	}
