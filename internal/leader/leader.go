@@ -56,8 +56,6 @@ type State struct {
 	Leader Instance
 	// Self is true while this instance leads.
 	Self bool
-	// Since is when this instance last saw the leadership change.
-	Since time.Time
 }
 
 // Config configures an Elector.
@@ -69,12 +67,10 @@ type Config struct {
 	Path      string
 	// TTL (default 15s; Nomad accepts 10s to 24h) and Delay (default 15s)
 	// are the lock's.
-	TTL   time.Duration
-	Delay time.Duration
-	Self  Instance
-	// OnChange, when set, is called after every change of State.
-	OnChange func(State)
-	Logger   *slog.Logger
+	TTL    time.Duration
+	Delay  time.Duration
+	Self   Instance
+	Logger *slog.Logger
 }
 
 // Elector campaigns for the lock and runs the leader's work while it
@@ -129,17 +125,11 @@ func (e *Elector) IsLeader() bool { return e.State().Self }
 
 func (e *Elector) set(leader Instance, self bool) {
 	e.mu.Lock()
-	changed := e.state.Leader != leader || e.state.Self != self
-	if changed {
-		e.state = State{Leader: leader, Self: self, Since: time.Now()}
-	}
-	st := e.state
+	changed := e.state != State{Leader: leader, Self: self}
+	e.state = State{Leader: leader, Self: self}
 	e.mu.Unlock()
 	if changed {
 		e.log.Info("leadership changed", "leader", leader.ID, "leader_address", leader.Address, "self", self)
-		if e.cfg.OnChange != nil {
-			e.cfg.OnChange(st)
-		}
 	}
 }
 
