@@ -10,6 +10,23 @@ import (
 // until the reconciler has removed the Nomad job and calls Finalize.
 // Deleting a record already marked changes nothing and is not an error.
 func (s *Store) Delete(ctx context.Context, key string) (Record, error) {
+	return s.deleteImpl(ctx, key, 0)
+}
+
+// DeleteAt is Delete with a precondition: the record must still have
+// resourceVersion, the version the caller decided on. A record applied
+// again since (a longer ttl, say) fails with ErrConflict and is left as
+// it is, so a decision taken on an old version never deletes a new one.
+func (s *Store) DeleteAt(ctx context.Context, key string, resourceVersion uint64) (Record, error) {
+	if resourceVersion == 0 {
+		return Record{}, fmt.Errorf("delete sandbox %q: no resource version given for the precondition", key)
+	}
+	return s.deleteImpl(ctx, key, resourceVersion)
+}
+
+// deleteImpl marks key for deletion; a non-zero resourceVersion must match
+// the record's.
+func (s *Store) deleteImpl(ctx context.Context, key string, resourceVersion uint64) (Record, error) {
 	var rec Record
 	_, err := s.update(ctx, func(w *writeTx) error {
 		e, found, err := getSandboxImpl(w.tx, key)
@@ -18,6 +35,9 @@ func (s *Store) Delete(ctx context.Context, key string) (Record, error) {
 		}
 		if !found {
 			return ErrNotFound
+		}
+		if resourceVersion != 0 && e.ResourceVersion != resourceVersion {
+			return fmt.Errorf("expected resource version %d, found %d: %w", resourceVersion, e.ResourceVersion, ErrConflict)
 		}
 		if e.DeletionRequestedAt == nil {
 			markDeletedImpl(w, &e)

@@ -163,3 +163,25 @@ func TestFinalizeRefusesWhatChangedSinceTheRead(t *testing.T) {
 		})
 	}
 }
+
+func TestDeleteAtRefusesARecordAppliedAgainSinceItWasRead(t *testing.T) {
+	s := openStore(t, store.Options{})
+	mustApply(t, s, store.ApplyOptions{}, sandbox("team", "a", "img:1", nil))
+	read := mustGet(t, s, "team/a")
+	mustApply(t, s, store.ApplyOptions{}, sandbox("team", "a", "img:2", nil))
+
+	if _, err := s.DeleteAt(t.Context(), "team/a", read.ResourceVersion); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("DeleteAt with the version read before the re-apply = %v, want ErrConflict", err)
+	}
+	if got := mustGet(t, s, "team/a"); got.Deleting() {
+		t.Fatal("the re-applied sandbox was marked for deletion")
+	}
+	cur := mustGet(t, s, "team/a")
+	rec, err := s.DeleteAt(t.Context(), "team/a", cur.ResourceVersion)
+	if err != nil || !rec.Deleting() {
+		t.Fatalf("DeleteAt with the current version = %+v, %v; want it marked", rec, err)
+	}
+	if _, err := s.DeleteAt(t.Context(), "team/a", 0); err == nil {
+		t.Error("DeleteAt without a version succeeded; it must say the precondition is missing")
+	}
+}
