@@ -18,7 +18,14 @@ const (
 	DriftDead     = "dead"      // the job ran out of restarts and reschedules
 	DriftSpecHash = "spec_hash" // the job carries another spec's hash
 	DriftFields   = "fields"    // fields the controller sets differ
+	// DriftModified: the job was written since the controller last wrote
+	// or saw it (its JobModifyIndex moved), with no field the comparison
+	// knows of changed: some change this controller did not make.
+	DriftModified = "modified"
 )
+
+// DriftReasons lists every reason Drift and the reconciler report.
+var DriftReasons = []string{DriftMissing, DriftStopped, DriftRunning, DriftDead, DriftSpecHash, DriftFields, DriftModified}
 
 // Ownership says whose a live job is.
 type Ownership int
@@ -86,6 +93,21 @@ func FieldDiffs(desired, live *api.Job) []string {
 // env var, a Meta entry, a driver option) is drift, not a server default.
 var exactPaths = []string{"Meta", "TaskGroups[].Tasks[].Env", "TaskGroups[].Tasks[].Config"}
 
+// absentUnlessSet are fields Nomad leaves empty when the job does not set
+// them, and that widen what a sandbox can do: when the controller sets
+// none, a live value (a user, a host volume and its mount, an artifact
+// fetched into the task, a reserved host port) is drift, not a default.
+// They are caught by value here even when the job's modify index gives
+// no hint, after a restart with a fresh store for instance.
+var absentUnlessSet = []string{
+	"TaskGroups[].Tasks[].User",
+	"TaskGroups[].Tasks[].Artifacts",
+	"TaskGroups[].Tasks[].VolumeMounts",
+	"TaskGroups[].Tasks[].Templates",
+	"TaskGroups[].Volumes",
+	"TaskGroups[].Networks[].ReservedPorts",
+}
+
 // digits strips list indexes from a path, giving its shape.
 var digits = strings.NewReplacer("0", "", "1", "", "2", "", "3", "", "4", "", "5", "", "6", "", "7", "", "8", "", "9", "")
 
@@ -109,6 +131,12 @@ func compareSubset(path string, want, got any, diffs *[]string) {
 	shape := digits.Replace(path)
 	if slices.Contains(exactPaths, shape) {
 		if !reflect.DeepEqual(emptyAsNil(want), emptyAsNil(got)) {
+			*diffs = append(*diffs, path)
+		}
+		return
+	}
+	if isEmpty(want) && slices.Contains(absentUnlessSet, shape) {
+		if !isEmpty(got) {
 			*diffs = append(*diffs, path)
 		}
 		return
@@ -151,6 +179,21 @@ func compareSubset(path string, want, got any, diffs *[]string) {
 			*diffs = append(*diffs, path)
 		}
 	}
+}
+
+// isEmpty is true of JSON null, "" and empty lists and objects.
+func isEmpty(v any) bool {
+	switch x := v.(type) {
+	case nil:
+		return true
+	case string:
+		return x == ""
+	case []any:
+		return len(x) == 0
+	case map[string]any:
+		return len(x) == 0
+	}
+	return false
 }
 
 func emptyAsNil(v any) any {

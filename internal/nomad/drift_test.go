@@ -72,6 +72,20 @@ func TestDriftKinds(t *testing.T) {
 		{"memory changed", live(func(j *api.Job) { j.TaskGroups[0].Tasks[0].Resources.MemoryMB = ptr(4096) }), []string{DriftFields}},
 		{"image changed", live(func(j *api.Job) { j.TaskGroups[0].Tasks[0].Config["image"] = "evil:latest" }), []string{DriftFields}},
 		{"template removed", live(func(j *api.Job) { j.TaskGroups[0].Tasks[0].Templates = nil }), []string{DriftFields}},
+		// Fields the controller never sets, which widen what the sandbox
+		// may do: set out of band, they are drift even though the
+		// rendering leaves them empty.
+		{"user root set out of band", live(func(j *api.Job) { j.TaskGroups[0].Tasks[0].User = "root" }), []string{DriftFields}},
+		{"host volume mounted out of band", live(func(j *api.Job) {
+			j.TaskGroups[0].Volumes = map[string]*api.VolumeRequest{"host": {Name: "host", Type: "host", Source: "root-fs"}}
+			j.TaskGroups[0].Tasks[0].VolumeMounts = []*api.VolumeMount{{Volume: ptr("host"), Destination: ptr("/host")}}
+		}), []string{DriftFields}},
+		{"artifact added out of band", live(func(j *api.Job) {
+			j.TaskGroups[0].Tasks[0].Artifacts = []*api.TaskArtifact{{GetterSource: ptr("https://example.com/payload.tgz")}}
+		}), []string{DriftFields}},
+		{"reserved port 22 added out of band", live(func(j *api.Job) {
+			j.TaskGroups[0].Networks[0].ReservedPorts = []api.Port{{Label: "ssh", Value: 22}}
+		}), []string{DriftFields}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
