@@ -73,7 +73,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 12),
 		}, []string{"method", "endpoint"}),
 		driftRepairs: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "agentkernel_drift_repairs_total", Help: "Nomad jobs registered again because they drifted, by reason.",
+			Name: "agentkernel_drift_repairs_total", Help: "Nomad jobs written again to undo a change made outside this controller (edited, stopped, started or purged out of band), by reason. Registering a new generation of a sandbox is not counted.",
 		}, []string{"reason"}),
 		gcRefusals: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "agentkernel_gc_refused_total", Help: "Starts at which garbage collection stayed off because the store declared nothing while Nomad ran owned jobs.",
@@ -89,7 +89,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m.retries.WithLabelValues(controllerName)
 	m.adds.WithLabelValues(controllerName)
 	m.depth.WithLabelValues(controllerName)
-	for _, r := range []string{nomad.DriftMissing, nomad.DriftStopped, nomad.DriftRunning, nomad.DriftDead, nomad.DriftSpecHash, nomad.DriftFields} {
+	for _, r := range nomad.DriftReasons {
 		m.driftRepairs.WithLabelValues(r)
 	}
 	reg.MustRegister(m.reconcileTotal, m.reconcileErrors, m.reconcileTime, m.depth, m.adds, m.retries,

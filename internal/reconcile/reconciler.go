@@ -22,7 +22,7 @@ type Store interface {
 	Get(ctx context.Context, key string) (store.Record, error)
 	UpdateStatus(ctx context.Context, key string, st store.Status, events ...store.Event) error
 	AppendEvent(ctx context.Context, key string, ev store.Event) error
-	Delete(ctx context.Context, key string) (store.Record, error)
+	DeleteAt(ctx context.Context, key string, resourceVersion uint64) (store.Record, error)
 	Finalize(ctx context.Context, key string, resourceVersion uint64) error
 }
 
@@ -283,7 +283,11 @@ func (r *Reconciler) sync(ctx context.Context, rec store.Record, jobID string) (
 		if left := expiry.Sub(r.now()); left > 0 {
 			requeue = left
 		} else if sb.Spec.OnExpiry == spec.OnExpiryDelete {
-			if _, err := r.store.Delete(ctx, key); err != nil {
+			// On the version read: a re-apply since (a longer ttl) is a
+			// new decision, which the change feed brings back.
+			if _, err := r.store.DeleteAt(ctx, key, rec.ResourceVersion); errors.Is(err, store.ErrConflict) {
+				return Result{}, nil
+			} else if err != nil {
 				return Result{}, fmt.Errorf("delete expired sandbox %q: %w", key, err)
 			}
 			r.appendEvent(ctx, key, store.Event{Type: store.EventNormal, Reason: store.ReasonDeleted, Message: fmt.Sprintf("Expired at %s; deleting.", expiry.UTC().Format(time.RFC3339))})
@@ -296,7 +300,7 @@ func (r *Reconciler) sync(ctx context.Context, rec store.Record, jobID string) (
 
 	live, err := r.nomad.Job(ctx, sb.Namespace, jobID)
 	if err != nil && !errors.Is(err, nomad.ErrNotFound) {
-		return r.nomadFailed(ctx, key, st, err)
+		return r.nomadFailed(ctx, rec, st, err, false)
 	}
 	if err != nil {
 		live = nil
@@ -310,6 +314,9 @@ func (r *Reconciler) sync(ctx context.Context, rec store.Record, jobID string) (
 		}
 	}
 
+	// observed: this generation was acted on before, so a write now
+	// undoes a change made by someone else.
+	observed := rec.Status.ObservedGeneration == rec.Generation
 	var event *store.Event
 	if !wantRunning {
 		if live != nil && !(live.Stop != nil && *live.Stop) {
@@ -317,9 +324,20 @@ func (r *Reconciler) sync(ctx context.Context, rec store.Record, jobID string) (
 				return Result{}, err
 			}
 			if err := r.nomad.Stop(ctx, sb.Namespace, jobID); err != nil {
-				return r.nomadFailed(ctx, key, st, err)
+				return r.nomadFailed(ctx, rec, st, err, false)
+			}
+			if observed && (rec.Status.Phase == store.PhaseStopped || rec.Status.Phase == store.PhaseExpired) {
+				// It was stopped, and someone started it again.
+				r.cfg.Metrics.driftRepaired([]string{nomad.DriftRunning})
 			}
 			event = &store.Event{Type: store.EventNormal, Reason: "Stopped", Message: fmt.Sprintf("Stopped Nomad job %s.", jobID)}
+			// The stop is a write: record the job's index after it, or
+			// the next look would take it for someone else's change.
+			if live, err = r.nomad.Job(ctx, sb.Namespace, jobID); errors.Is(err, nomad.ErrNotFound) {
+				live = nil
+			} else if err != nil {
+				return r.nomadFailed(ctx, rec, st, err, true)
+			}
 		}
 		if st.Phase == "" {
 			st.Phase = store.PhaseStopped
@@ -340,6 +358,13 @@ func (r *Reconciler) sync(ctx context.Context, rec store.Record, jobID string) (
 	}
 
 	reasons := nomad.Drift(desired, live)
+	if len(reasons) == 0 && observed && modifiedSince(rec.Status, live) {
+		// Nothing the comparison knows of differs, yet the job was
+		// written since this controller last wrote or saw it: a change
+		// to a field it does not render. Registering the rendering puts
+		// the whole job back.
+		reasons = []string{nomad.DriftModified}
+	}
 	if len(reasons) > 0 {
 		index := uint64(0)
 		if live != nil {
@@ -358,20 +383,26 @@ func (r *Reconciler) sync(ctx context.Context, rec store.Record, jobID string) (
 			}
 			// A conflict means someone wrote the job since we read it:
 			// the retry re-reads it.
-			return r.nomadFailed(ctx, key, st, err)
+			return r.nomadFailed(ctx, rec, st, err, false)
 		}
+		// A repair undoes a change made by someone else to a generation
+		// already in Nomad: a job changed, stopped or purged behind the
+		// controller's back. Registering a user's new generation is an
+		// update, and the first register a create; neither is drift.
+		repair := observed && (live != nil || rec.Status.JobModifyIndex != 0)
 		ev := store.Event{Type: store.EventNormal, Reason: store.ReasonCreated, Message: fmt.Sprintf("Registered Nomad job %s.", jobID)}
-		if live != nil {
+		switch {
+		case repair:
 			r.cfg.Metrics.driftRepaired(reasons)
 			ev.Reason = store.ReasonRepaired
-			if rec.Status.ObservedGeneration != rec.Generation {
-				ev.Reason = store.ReasonUpdated
-			}
+			ev.Message = fmt.Sprintf("Registered Nomad job %s (%s).", jobID, strings.Join(reasons, ", "))
+		case live != nil:
+			ev.Reason = store.ReasonUpdated
 			ev.Message = fmt.Sprintf("Registered Nomad job %s (%s).", jobID, strings.Join(reasons, ", "))
 		}
 		event = &ev
 		if live, err = r.nomad.Job(ctx, sb.Namespace, jobID); err != nil {
-			return r.nomadFailed(ctx, key, st, err)
+			return r.nomadFailed(ctx, rec, st, err, true)
 		}
 	}
 	st.JobModifyIndex = deref(live.JobModifyIndex)
@@ -382,7 +413,7 @@ func (r *Reconciler) sync(ctx context.Context, rec store.Record, jobID string) (
 
 	allocs, err := r.nomad.Allocations(ctx, sb.Namespace, jobID)
 	if err != nil {
-		return r.nomadFailed(ctx, key, st, err)
+		return r.nomadFailed(ctx, rec, st, err, true)
 	}
 	ready := r.observeAlloc(&st, allocs)
 	st.Conditions = []store.Condition{synced, ready}
@@ -433,8 +464,19 @@ func (r *Reconciler) observeAlloc(st *store.Status, allocs []*api.AllocationList
 	}
 }
 
+// baseStatus starts the status of this pass. The job's modify index is
+// carried over until the pass sees the job: it is the mark a later pass
+// tells someone else's write by.
 func (r *Reconciler) baseStatus(rec store.Record, jobID string) store.Status {
-	return store.Status{ObservedGeneration: rec.Generation, JobID: jobID}
+	return store.Status{ObservedGeneration: rec.Generation, JobID: jobID, JobModifyIndex: rec.Status.JobModifyIndex}
+}
+
+// modifiedSince reports whether live was written since the status
+// recorded it: after this controller's own write it records the job's
+// index, so any other index is a write it did not make. With no index
+// recorded (a new store, a new leader) there is nothing to tell by.
+func modifiedSince(st store.Status, live *api.Job) bool {
+	return live != nil && st.JobModifyIndex != 0 && deref(live.JobModifyIndex) != st.JobModifyIndex
 }
 
 // CheckPolicy applies the controller's own limits on top of the spec's:
@@ -516,18 +558,43 @@ func (r *Reconciler) conflict(ctx context.Context, key string, st store.Status, 
 }
 
 // nomadFailed records a Nomad failure in status and returns it, so the
-// worker retries with backoff.
-func (r *Reconciler) nomadFailed(ctx context.Context, key string, st store.Status, err error) (Result, error) {
-	prev, _ := r.store.Get(ctx, key)
-	st.Phase = prev.Status.Phase
+// worker retries with backoff. acted says whether this pass got the
+// record's generation into Nomad (or found it there) before the failure:
+// only then does the status say it observed that generation. Otherwise
+// the observed generation stays where it was, and Ready is not claimed
+// for a generation Nomad has never seen.
+func (r *Reconciler) nomadFailed(ctx context.Context, rec store.Record, st store.Status, err error, acted bool) (Result, error) {
+	key := rec.Key()
+	prev := rec.Status
+	if cur, gerr := r.store.Get(ctx, key); gerr == nil {
+		prev = cur.Status
+	}
+	st.Phase = prev.Phase
 	if st.Phase == "" {
 		st.Phase = store.PhasePending
 	}
 	st.LastError = err.Error()
-	st.AllocID, st.Node, st.Ports = prev.Status.AllocID, prev.Status.Node, prev.Status.Ports
+	st.AllocID, st.Node, st.Ports = prev.AllocID, prev.Node, prev.Ports
+	if st.JobModifyIndex == 0 {
+		st.JobModifyIndex = prev.JobModifyIndex
+	}
 	st.Conditions = []store.Condition{{Type: CondSynced, Status: store.ConditionUnknown, Reason: ReasonNomadError, Message: err.Error()}}
-	if ready, ok := prev.Status.Condition(CondReady); ok {
+	if !acted {
+		st.ObservedGeneration = min(prev.ObservedGeneration, rec.Generation)
+	}
+	ready, ok := prev.Condition(CondReady)
+	switch {
+	case st.ObservedGeneration < rec.Generation:
+		// Whatever runs is an older generation.
+		st.Conditions = append(st.Conditions, store.Condition{Type: CondReady, Status: store.ConditionUnknown, Reason: ReasonNomadError,
+			Message: fmt.Sprintf("Generation %d has not reached Nomad yet; the controller retries.", rec.Generation)})
+	case ok && (!acted || prev.ObservedGeneration == rec.Generation):
 		st.Conditions = append(st.Conditions, ready)
+	default:
+		// Registered, but its allocation was not seen.
+		st.Phase = store.PhasePending
+		st.Conditions = append(st.Conditions, store.Condition{Type: CondReady, Status: store.ConditionUnknown, Reason: ReasonNomadError,
+			Message: "The job was registered; its allocation could not be read yet."})
 	}
 	r.writeStatus(ctx, key, st)
 	return Result{}, err

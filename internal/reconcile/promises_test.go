@@ -1,0 +1,277 @@
+package reconcile
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/nomad/api"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/agentkernel/agentkernel-controller/internal/nomad"
+	"github.com/agentkernel/agentkernel-controller/internal/nomad/nomadtest"
+	"github.com/agentkernel/agentkernel-controller/internal/store"
+)
+
+// Tests that status and metrics claim no more than the controller saw,
+// and that a decision taken on one version of a sandbox never acts on
+// another.
+
+const boxBigger = `sandbox "box" {
+  image     = "alpine:3"
+  memory_mb = 1024
+}`
+
+// A register that fails leaves the new generation unobserved: akctl
+// apply --wait must not succeed for a spec that never reached Nomad.
+func TestFailedRegisterDoesNotReportTheNewGenerationObservedOrReady(t *testing.T) {
+	h := newHarness(t)
+	h.apply(box)
+	h.reconcile("default/box")
+	h.expectStatus("default/box", store.PhaseRunning, store.ConditionTrue)
+
+	h.apply(boxBigger)
+	h.srv.FailRequests(nomadtest.ErrorFault{Status: http.StatusInternalServerError, Body: nomadtest.NoLeaderText, Count: 1, PathPrefix: "/v1/jobs"})
+	if _, err := h.rec.Reconcile(t.Context(), "default/box"); !errors.Is(err, nomad.ErrTransient) {
+		t.Fatalf("reconcile with the register refused: %v, want a transient error to retry", err)
+	}
+	if mem := *h.job("agentkernel-box").TaskGroups[0].Tasks[0].Resources.MemoryMB; mem == 1024 {
+		t.Fatal("the fault did not stop the register; the test proves nothing")
+	}
+	rec := h.record("default/box")
+	ready, _ := rec.Status.Condition(CondReady)
+	if rec.Status.ObservedGeneration != 1 || ready.Status == store.ConditionTrue {
+		t.Errorf("after a failed register of generation %d: observed %d, Ready %s (%s); want observed 1 and Ready not True",
+			rec.Generation, rec.Status.ObservedGeneration, ready.Status, ready.Message)
+	}
+	if rec.Status.LastError == "" {
+		t.Error("the failure is not in status")
+	}
+
+	h.reconcile("default/box")
+	if mem := *h.job("agentkernel-box").TaskGroups[0].Tasks[0].Resources.MemoryMB; mem != 1024 {
+		t.Fatalf("the retry did not register generation 2: memory %d", mem)
+	}
+	if st := h.expectStatus("default/box", store.PhaseRunning, store.ConditionTrue); st.ObservedGeneration != 2 {
+		t.Errorf("after the retry: observed %d, want 2", st.ObservedGeneration)
+	}
+}
+
+// A failed read of a generation already in Nomad keeps what was seen of
+// it: the status does not go backwards.
+func TestFailedReadKeepsTheObservedGenerationAndJobIndex(t *testing.T) {
+	h := newHarness(t)
+	h.apply(box)
+	h.reconcile("default/box")
+	before := h.record("default/box").Status
+	h.srv.FailRequests(nomadtest.ErrorFault{Status: http.StatusInternalServerError, Body: nomadtest.NoLeaderText, Count: 1, PathPrefix: "/v1/job/"})
+	if _, err := h.rec.Reconcile(t.Context(), "default/box"); err == nil {
+		t.Fatal("the fault did not fail the reconcile")
+	}
+	st := h.record("default/box").Status
+	ready, _ := st.Condition(CondReady)
+	if st.ObservedGeneration != 1 || st.JobModifyIndex != before.JobModifyIndex || ready.Status != store.ConditionTrue {
+		t.Errorf("status after a failed read of an unchanged sandbox: %+v; want generation 1, job index %d and Ready kept", st, before.JobModifyIndex)
+	}
+}
+
+// The drift metric counts repairs of changes made outside the
+// controller, never a user's own update.
+func TestDriftMetricCountsOnlyOutOfBandChanges(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := NewMetrics(reg)
+	h := newHarness(t, func(c *Config) { c.Metrics = m })
+	total := func() float64 {
+		var n float64
+		for _, r := range nomad.DriftReasons {
+			n += testutil.ToFloat64(m.driftRepairs.WithLabelValues(r))
+		}
+		return n
+	}
+	h.apply(box)
+	h.reconcile("default/box")
+	h.apply(boxBigger)
+	h.reconcile("default/box")
+	h.apply(`sandbox "box" {
+  image = "alpine:3"
+  state = "stopped"
+}`)
+	h.reconcile("default/box")
+	h.apply(box)
+	h.reconcile("default/box")
+	if n := total(); n != 0 {
+		t.Fatalf("create, update, stop and resume by the user counted %v drift repairs, want 0", n)
+	}
+
+	h.srv.StopJob("default", "agentkernel-box", false)
+	h.reconcile("default/box")
+	if got := testutil.ToFloat64(m.driftRepairs.WithLabelValues(nomad.DriftStopped)); got != 1 {
+		t.Errorf("a job stopped out of band and repaired counted %v under %q, want 1", got, nomad.DriftStopped)
+	}
+	h.srv.StopJob("default", "agentkernel-box", true)
+	h.reconcile("default/box")
+	if got := testutil.ToFloat64(m.driftRepairs.WithLabelValues(nomad.DriftMissing)); got != 1 {
+		t.Errorf("a job purged out of band and re-created counted %v under %q, want 1", got, nomad.DriftMissing)
+	}
+	if ev := h.lastEvent("default/box"); ev.Reason != store.ReasonRepaired {
+		t.Errorf("re-creating a job purged out of band recorded %+v, want Repaired", ev)
+	}
+	if n := total(); n != 2 {
+		t.Errorf("%v repairs counted in all, want 2", n)
+	}
+}
+
+// Changes to fields the controller does not render are drift: caught by
+// value for the fields that widen what a sandbox may do, and for any
+// other field by the job's modify index having moved since the
+// controller's own write.
+func TestDriftOutsideRenderedFieldsIsRepaired(t *testing.T) {
+	tests := []struct {
+		name   string
+		change func(j *api.Job)
+		// byIndexOnly: only the modify index tells this change apart, so
+		// a controller with no index recorded cannot see it.
+		byIndexOnly bool
+	}{
+		{name: "user root", change: func(j *api.Job) { j.TaskGroups[0].Tasks[0].User = "root" }},
+		{name: "host volume mount", change: func(j *api.Job) {
+			j.TaskGroups[0].Volumes = map[string]*api.VolumeRequest{"hostfs": {Name: "hostfs", Type: "host", Source: "hostfs"}}
+			j.TaskGroups[0].Tasks[0].VolumeMounts = []*api.VolumeMount{{Volume: ptrTo("hostfs"), Destination: ptrTo("/host")}}
+		}},
+		{name: "artifact", change: func(j *api.Job) {
+			j.TaskGroups[0].Tasks[0].Artifacts = []*api.TaskArtifact{{GetterSource: ptrTo("https://example.com/payload.tgz"), RelativeDest: ptrTo("local/")}}
+		}},
+		{name: "reserved port 22", change: func(j *api.Job) {
+			j.TaskGroups[0].Networks[0].ReservedPorts = []api.Port{{Label: "ssh", Value: 22}}
+		}},
+		{name: "kill timeout", byIndexOnly: true, change: func(j *api.Job) {
+			j.TaskGroups[0].Tasks[0].KillTimeout = ptrTo(time.Hour)
+		}},
+	}
+	for _, tt := range tests {
+		for _, fresh := range []bool{false, true} {
+			name := tt.name + "/index recorded"
+			if fresh {
+				name = tt.name + "/no index recorded"
+			}
+			t.Run(name, func(t *testing.T) {
+				h := newHarness(t)
+				h.apply(box)
+				h.reconcile("default/box")
+				want := h.job("agentkernel-box")
+				j := h.job("agentkernel-box")
+				tt.change(j)
+				if _, _, err := h.srv.RunJob(j); err != nil {
+					t.Fatal(err)
+				}
+				if fresh {
+					// As a store that never saw the job's index would be.
+					st := h.record("default/box").Status
+					st.JobModifyIndex = 0
+					if err := h.st.UpdateStatus(t.Context(), "default/box", st); err != nil {
+						t.Fatal(err)
+					}
+				}
+				w := h.writes()
+				h.reconcile("default/box")
+				got := h.job("agentkernel-box")
+				if fresh && tt.byIndexOnly {
+					if h.writes() != w {
+						t.Errorf("with no index recorded a change outside every compared field was still written over")
+					}
+					return
+				}
+				if h.writes() != w+1 {
+					t.Fatalf("%d writes after the change, want 1 repair", h.writes()-w)
+				}
+				for _, diff := range []struct {
+					what string
+					ok   bool
+				}{
+					{"user", got.TaskGroups[0].Tasks[0].User == want.TaskGroups[0].Tasks[0].User},
+					{"volumes", len(got.TaskGroups[0].Volumes) == 0 && len(got.TaskGroups[0].Tasks[0].VolumeMounts) == 0},
+					{"artifacts", len(got.TaskGroups[0].Tasks[0].Artifacts) == 0},
+					{"reserved ports", len(got.TaskGroups[0].Networks[0].ReservedPorts) == 0},
+					{"kill timeout", deref(got.TaskGroups[0].Tasks[0].KillTimeout) != time.Hour},
+				} {
+					if !diff.ok {
+						t.Errorf("%s not put back after the repair", diff.what)
+					}
+				}
+				if ev := h.lastEvent("default/box"); ev.Reason != store.ReasonRepaired {
+					t.Errorf("event %+v, want Repaired", ev)
+				}
+				w = h.writes()
+				h.reconcile("default/box")
+				if h.writes() != w {
+					t.Errorf("the repaired job was written again")
+				}
+			})
+		}
+	}
+}
+
+// Stopping a job is a write: the status records the job's index after
+// it, so that neither drift detection nor a relist takes the controller's
+// own stop for someone else's change.
+func TestStopRecordsTheJobIndexAfterTheStop(t *testing.T) {
+	h := newHarness(t)
+	h.apply(box)
+	h.reconcile("default/box")
+	h.apply(`sandbox "box" {
+  image = "alpine:3"
+  state = "stopped"
+}`)
+	h.reconcile("default/box")
+	live := h.job("agentkernel-box")
+	if st := h.record("default/box").Status; st.JobModifyIndex != deref(live.JobModifyIndex) {
+		t.Errorf("status job index %d after the stop, live job's %d", st.JobModifyIndex, deref(live.JobModifyIndex))
+	}
+}
+
+// expiryRacingStore re-applies the sandbox between the reconciler's read
+// and its delete, as a user extending the ttl at that moment would.
+type expiryRacingStore struct {
+	*store.Store
+	race func()
+}
+
+func (s *expiryRacingStore) DeleteAt(ctx context.Context, key string, rv uint64) (store.Record, error) {
+	if s.race != nil {
+		s.race()
+		s.race = nil
+	}
+	return s.Store.DeleteAt(ctx, key, rv)
+}
+
+func TestTTLExpiryDoesNotDeleteASandboxAppliedAgainMeanwhile(t *testing.T) {
+	h := newHarness(t)
+	h.apply(`sandbox "box" {
+  image = "alpine:3"
+  ttl   = "1h"
+}`)
+	h.reconcile("default/box")
+	h.advance(time.Hour)
+	rs := &expiryRacingStore{Store: h.st, race: func() {
+		h.apply(`sandbox "box" {
+  image = "alpine:3"
+  ttl   = "3h"
+}`)
+	}}
+	rec := NewReconciler(rs, h.nc, Config{Render: nomad.RenderOptions{Owner: h.st.StoreID()}}, nil, h.now)
+	if _, err := rec.Reconcile(t.Context(), "default/box"); err != nil {
+		t.Fatal(err)
+	}
+	got := h.record("default/box")
+	if got.Deleting() || !strings.Contains(got.Sandbox.Spec.TTL, "3h") {
+		t.Fatalf("the sandbox re-applied with ttl 3h was deleted by the expiry of its 1h version: deleting %t, ttl %q", got.Deleting(), got.Sandbox.Spec.TTL)
+	}
+	// The next look sees the new ttl: two hours left.
+	if res := h.reconcile("default/box"); res.RequeueAfter != 2*time.Hour {
+		t.Errorf("requeue after %v, want the 2h left of the new ttl", res.RequeueAfter)
+	}
+}
