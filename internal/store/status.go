@@ -66,6 +66,9 @@ type Status struct {
 	Node               string          `json:"node,omitempty"`
 	Ports              []AllocatedPort `json:"ports,omitempty"`
 	LastError          string          `json:"lastError,omitempty"`
+	// NextAttemptAt is when the controller tries again on its own, for a
+	// sandbox it gave up on for now (Nomad refused its job).
+	NextAttemptAt *time.Time `json:"nextAttemptAt,omitempty"`
 	// UpdatedAt is set by UpdateStatus.
 	UpdatedAt time.Time `json:"updatedAt"`
 }
@@ -154,6 +157,11 @@ func (s *Store) UpdateStatus(ctx context.Context, key string, st Status, events 
 		}
 		if err := putStatusImpl(w.tx, key, st); err != nil {
 			return err
+		}
+		if st.JobModifyIndex > old.JobModifyIndex {
+			if err := raiseNomadIndexImpl(w.tx, st.JobModifyIndex); err != nil {
+				return err
+			}
 		}
 		w.record(ChangeStatus, key, e.Generation)
 		return nil

@@ -15,6 +15,9 @@ package store
 //	|--> created_at          -> RFC 3339 UTC timestamp, written once
 //	|--> revision            -> uint64 big-endian: the revision of the last write
 //	|--> compacted_revision  -> uint64 big-endian: changes at or below it are gone
+//	|--> nomad_index         -> uint64 big-endian: the highest Nomad job modify
+//	                            index a status recorded (gchold.go)
+//	|--> gc_hold             -> GCHold JSON, while garbage collection is held
 //
 //	sandboxes/
 //	|--> <namespace>/<name>  -> sandboxEntry (spec, source, hash, labels,
@@ -262,6 +265,14 @@ func (s *Store) Close() error {
 			err = fmt.Errorf("close store: %w", cerr)
 		}
 	})
+	return err
+}
+
+// wrapClosed turns bbolt's error for a closed database into ErrClosed.
+func wrapClosed(err error) error {
+	if errors.Is(err, berrors.ErrDatabaseNotOpen) {
+		return ErrClosed
+	}
 	return err
 }
 
