@@ -132,6 +132,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	var watcherNow atomic.Pointer[nomad.Watcher]
 	registerWatchMetrics(reg, &watcherNow)
+	// loop is the reconcile loop the API's controller routes reach: the
+	// current term's with -ha.
+	var loop loopRef
 	// newController builds the reconcile loop for the owner ID the jobs
 	// carry: the store's alone, the replicated copy's with -ha.
 	newController := func(owner string, allowGC bool) *reconcile.Controller {
@@ -140,7 +143,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		rec := reconcile.NewReconciler(st, nc, c, log, nil)
 		watcher := nomad.NewWatcher(nc, nomad.WatchOptions{Owner: owner, Logger: log})
 		watcherNow.Store(watcher)
-		return reconcile.New(reconcile.Options{
+		var holds reconcile.GCHoldStore
+		if !cfg.HA.Enabled {
+			// Alone, the store is the only record of what was declared:
+			// a hold on garbage collection is kept in it until an
+			// operator confirms. With -ha the replicated copy decides.
+			holds = st
+		}
+		ctrl := reconcile.New(reconcile.Options{
 			Reconciler:   rec,
 			Queue:        reconcile.NewQueue(reconcile.QueueOptions{Metrics: metrics.Queue()}),
 			Store:        st,
@@ -150,9 +160,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			Workers:      cfg.Workers,
 			ResyncPeriod: cfg.resyncPeriod(),
 			DisableGC:    !allowGC,
+			GCHolds:      holds,
 			Logger:       log,
 			Metrics:      metrics,
 		})
+		loop.ctrl.Store(ctrl)
+		return ctrl
 	}
 
 	token := ""
@@ -193,6 +206,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			}
 			return node.Ready()
 		}
+		loop.leading = func() bool { _, ok := node.Leading(); return ok }
 		runLoop = node.Run
 	} else {
 		ctrl := newController(st.StoreID(), true)
@@ -207,6 +221,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		runLoop = ctrl.Run
 	}
+	opts.Controller = &loop
 	apiHandler := apiserver.NewServer(opts)
 	srv := &http.Server{Handler: apiHandler, ReadHeaderTimeout: 10 * time.Second}
 	serveErr := make(chan error, 1)

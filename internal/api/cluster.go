@@ -132,6 +132,10 @@ var clusterRoutes = map[string]routeKind{
 	routeGet:    routeRead,
 	routeEvents: routeRead,
 	routeWatch:  routeRead,
+	// The reconcile loop runs on the leader alone.
+	routeGC:        routeWrite,
+	routeGCConfirm: routeWrite,
+	routeReconcile: routeWrite,
 }
 
 // Outcomes of the forwarded-requests metric.

@@ -33,16 +33,19 @@ type Item struct {
 // reconciler has not looked at yet has phase "Pending", observedGeneration
 // 0 and updatedAt null.
 type ItemStatus struct {
-	Phase              string      `json:"phase"`
-	ObservedGeneration uint64      `json:"observedGeneration"`
-	JobID              string      `json:"jobID"`
-	JobModifyIndex     uint64      `json:"jobModifyIndex"`
-	AllocID            string      `json:"allocID"`
-	Node               string      `json:"node"`
-	Ports              []Port      `json:"ports"`
-	LastError          string      `json:"lastError"`
-	Conditions         []Condition `json:"conditions"`
-	UpdatedAt          *time.Time  `json:"updatedAt"`
+	Phase              string `json:"phase"`
+	ObservedGeneration uint64 `json:"observedGeneration"`
+	JobID              string `json:"jobID"`
+	JobModifyIndex     uint64 `json:"jobModifyIndex"`
+	AllocID            string `json:"allocID"`
+	Node               string `json:"node"`
+	Ports              []Port `json:"ports"`
+	LastError          string `json:"lastError"`
+	// NextAttemptAt is when the controller tries again by itself, for a
+	// sandbox whose job Nomad refused.
+	NextAttemptAt *time.Time  `json:"nextAttemptAt,omitempty"`
+	Conditions    []Condition `json:"conditions"`
+	UpdatedAt     *time.Time  `json:"updatedAt"`
 }
 
 // Port is a port Nomad allocated to the sandbox.
@@ -98,6 +101,7 @@ func itemOf(rec store.Record) Item {
 			Node:               st.Node,
 			Ports:              make([]Port, 0, len(st.Ports)),
 			LastError:          st.LastError,
+			NextAttemptAt:      st.NextAttemptAt,
 			Conditions:         make([]Condition, 0, len(st.Conditions)),
 		},
 	}

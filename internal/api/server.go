@@ -82,6 +82,9 @@ type Options struct {
 	// which one leads: writes are forwarded to the leader, and reads too
 	// unless they say ?stale=true. Nil is a controller that runs alone.
 	Cluster Cluster
+	// Controller, when set, is the reconcile loop behind the garbage
+	// collection and reconcile-now routes.
+	Controller Controller
 	// ForwardClient carries forwarded requests to the leader; nil means
 	// DefaultForwardClient(). The server uses a copy that never follows
 	// redirects. A Timeout on it bounds whole exchanges, watch streams
@@ -185,6 +188,9 @@ func NewServer(opts Options) *Server {
 	s.mux.HandleFunc(routeDelete, s.handle(s.delete))
 	s.mux.HandleFunc(routeEvents, s.handle(s.events))
 	s.mux.HandleFunc(routeWatch, s.handle(s.watch))
+	s.mux.HandleFunc(routeGC, s.handle(s.gcStatus))
+	s.mux.HandleFunc(routeGCConfirm, s.handle(s.gcConfirm))
+	s.mux.HandleFunc(routeReconcile, s.handle(s.reconcileNow))
 	s.mux.HandleFunc("GET /v1/version", s.handle(s.version))
 	s.mux.HandleFunc(routeHealthz, s.healthz)
 	s.mux.HandleFunc(routeReadyz, s.readyz)

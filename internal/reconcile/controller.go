@@ -28,6 +28,15 @@ type NomadWatcher interface {
 	Run(ctx context.Context, sink nomad.WatchSink) error
 }
 
+// GCHoldStore keeps a refusal to collect garbage across restarts, and
+// what the store knows of Nomad to decide it on (store.Store).
+type GCHoldStore interface {
+	NomadIndex(ctx context.Context) (uint64, error)
+	GCHeld(ctx context.Context) (store.GCHold, bool, error)
+	HoldGC(ctx context.Context, h store.GCHold) (store.GCHold, error)
+	ReleaseGC(ctx context.Context, atLeast uint64) error
+}
+
 // OwnedLister lists the jobs this controller owns (nomad.Client).
 type OwnedLister interface {
 	ListOwned(ctx context.Context, ns, owner string) ([]*api.JobListStub, uint64, error)
@@ -53,8 +62,14 @@ type Options struct {
 	// DisableGC keeps garbage collection off for this run: the desired
 	// state it holds is not known to be whole.
 	DisableGC bool
-	Logger    *slog.Logger
-	Metrics   *Metrics
+	// GCHolds, when set, records a refusal to collect garbage in the
+	// store, where it lasts until an operator confirms (ConfirmGC), and
+	// checks at start whether the store is behind the jobs it owns. It is
+	// for a controller that runs alone: with -ha the replicated copy
+	// decides what is whole.
+	GCHolds GCHoldStore
+	Logger  *slog.Logger
+	Metrics *Metrics
 }
 
 // Controller runs the loop: it feeds keys from the store's change feed,
@@ -63,6 +78,24 @@ type Options struct {
 type Controller struct {
 	o           Options
 	initialList atomic.Bool
+
+	gcMu sync.Mutex
+	gc   GCState
+	// owned is the initial list of owned jobs, and ownedIndex the
+	// highest Nomad index on it: what a confirmation covers.
+	owned      []string
+	ownedIndex uint64
+}
+
+// GCState says whether garbage collection is on, and if not, why.
+type GCState struct {
+	Enabled bool
+	// Reason says why it is off ("" while on, or before the initial list).
+	Reason string
+	// Hold is the recorded refusal an operator may release with
+	// ConfirmGC; nil when the refusal cannot be released that way (an
+	// incomplete replicated copy) or there is none.
+	Hold *store.GCHold
 }
 
 // New makes a controller.
@@ -82,7 +115,7 @@ func New(o Options) *Controller {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Controller{o: o}
+	return &Controller{o: o, gc: GCState{Reason: "The initial list of owned Nomad jobs is not done yet."}}
 }
 
 // InitialListDone reports whether the owned jobs have been listed once;
@@ -117,20 +150,10 @@ func (c *Controller) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("list sandboxes: %w", err)
 	}
-	c.initialList.Store(true)
-	switch {
-	case o.DisableGC:
-		o.Logger.Warn("garbage collection is off for this run: the desired state is not known to be whole")
-	case len(declared) == 0 && len(initial) > 0:
-		// An empty store beside jobs we own is a lost or wrong data dir,
-		// not a user who deleted everything (deletes purge before they
-		// finalize): collecting garbage would purge every sandbox.
-		o.Logger.Error("the store declares no sandbox but Nomad runs jobs this controller owns; not purging any of them this run. Restore the data dir from a backup (with -ha, check the replicated copy under the variable prefix), or stop the jobs yourself if they are really unwanted",
-			"owned_jobs", len(initial), "owner", o.Owner)
-		o.Metrics.gcRefused()
-	default:
-		o.Reconciler.AllowGC()
+	if err := c.decideGC(ctx, initial, declared); err != nil {
+		return err
 	}
+	c.initialList.Store(true)
 	o.Logger.Info("initial list done", "owned_jobs", len(initial), "declared", len(declared))
 
 	// Workers get a context of their own, so that a stop lets in-flight
@@ -165,6 +188,14 @@ func (c *Controller) Run(ctx context.Context) error {
 		return feedErr
 	}
 	return nil
+}
+
+// Requeue asks for a look at key now, ahead of any scheduled recheck or
+// backoff: an operator who fixed what made Nomad refuse a job need not
+// wait for the next attempt.
+func (c *Controller) Requeue(key string) {
+	c.o.Queue.Forget(key)
+	c.o.Queue.Add(key)
 }
 
 // abortNow reports whether ctx ended with a cause other than a plain

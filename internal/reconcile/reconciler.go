@@ -67,6 +67,7 @@ const (
 	ReasonNoAlloc       = "NoAllocation"
 	ReasonExpired       = "Expired"
 	ReasonDeleting      = "Deleting"
+	ReasonStoreBehind   = "StoreBehind"
 )
 
 // Config is the controller policy rendering and reconciling follow.
@@ -113,6 +114,10 @@ type Reconciler struct {
 	gcAllowed atomic.Bool
 	// Writes counts Nomad writes (register, stop, purge) for metrics.
 	writes atomic.Int64
+	// hold, while set, is a garbage collection hold: the store may be
+	// older than what runs, so a job registered after the hold's Nomad
+	// index with another spec is not reverted.
+	hold atomic.Pointer[store.GCHold]
 }
 
 // NewReconciler makes a reconciler. now may be nil (time.Now).
@@ -138,6 +143,9 @@ func NewReconciler(st Store, nc Nomad, cfg Config, log *slog.Logger, now func() 
 // AllowGC enables garbage collection of owned jobs whose sandbox the
 // store does not hold. Call it once the initial list has completed.
 func (r *Reconciler) AllowGC() { r.gcAllowed.Store(true) }
+
+// holdAt sets or (nil) clears the garbage collection hold.
+func (r *Reconciler) holdAt(h *store.GCHold) { r.hold.Store(h) }
 
 // Writes is the number of Nomad writes made so far.
 func (r *Reconciler) Writes() int64 { return r.writes.Load() }
@@ -317,6 +325,15 @@ func (r *Reconciler) sync(ctx context.Context, rec store.Record, jobID string) (
 	// observed: this generation was acted on before, so a write now
 	// undoes a change made by someone else.
 	observed := rec.Status.ObservedGeneration == rec.Generation
+	if h := r.hold.Load(); h != nil && live != nil && live.Meta[nomad.MetaSpecHash] != rec.Hash &&
+		deref(live.JobModifyIndex) > h.NomadIndex && !rec.UpdatedAt.After(h.Since) {
+		// The job runs a spec written after the newest state this store
+		// knows, and nobody has applied this sandbox since the hold: the
+		// store's spec is likely the older one. A sandbox applied after
+		// the hold is the user's word and goes ahead.
+		return r.conflict(ctx, key, st, ReasonStoreBehind, fmt.Sprintf("Nomad job %s runs a spec registered after the newest Nomad state this store recorded (index %d); the store looks older than what was applied (restored from a backup?), so the job is not reverted. Apply this sandbox again to make the store's spec the one that runs, or confirm the store (akctl gc confirm).", jobID, h.NomadIndex))
+	}
+
 	var event *store.Event
 	if !wantRunning {
 		if live != nil && !(live.Stop != nil && *live.Stop) {
@@ -539,9 +556,13 @@ func (r *Reconciler) terminal(ctx context.Context, rec store.Record, st store.St
 func (r *Reconciler) rejected(ctx context.Context, rec store.Record, st store.Status, err error) (Result, error) {
 	st.Phase = store.PhaseFailed
 	st.LastError = err.Error()
+	next := r.now().Add(r.cfg.RejectedRecheck).UTC().Truncate(time.Second)
+	st.NextAttemptAt = &next
 	st.Conditions = []store.Condition{
 		{Type: CondSynced, Status: store.ConditionFalse, Reason: ReasonNomadRejected, Message: err.Error()},
-		{Type: CondReady, Status: store.ConditionFalse, Reason: ReasonNomadRejected, Message: "Nomad refused the sandbox's job."},
+		{Type: CondReady, Status: store.ConditionFalse, Reason: ReasonNomadRejected, Message: fmt.Sprintf(
+			"Nomad refused the sandbox's job; the controller tries again every %s (status.nextAttemptAt), or now with `akctl reconcile -n %s %s` once the cause is fixed.",
+			r.cfg.RejectedRecheck, rec.Sandbox.Namespace, rec.Sandbox.Name)},
 	}
 	r.writeStatus(ctx, rec.Key(), st, store.Event{Type: store.EventWarning, Reason: store.ReasonFailed, Message: err.Error()})
 	return Result{RequeueAfter: r.cfg.RejectedRecheck}, nil
@@ -549,9 +570,13 @@ func (r *Reconciler) rejected(ctx context.Context, rec store.Record, st store.St
 
 func (r *Reconciler) conflict(ctx context.Context, key string, st store.Status, reason, msg string) (Result, error) {
 	st.Phase = store.PhaseConflict
+	ready := "The sandbox's job name is taken."
+	if reason == ReasonStoreBehind {
+		ready = "The job runs another spec than the store's."
+	}
 	st.Conditions = []store.Condition{
 		{Type: CondSynced, Status: store.ConditionFalse, Reason: reason, Message: msg},
-		{Type: CondReady, Status: store.ConditionFalse, Reason: reason, Message: "The sandbox's job name is taken."},
+		{Type: CondReady, Status: store.ConditionFalse, Reason: reason, Message: ready},
 	}
 	r.writeStatus(ctx, key, st, store.Event{Type: store.EventWarning, Reason: store.ReasonConflict, Message: msg})
 	return Result{}, nil
