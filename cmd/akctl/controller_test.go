@@ -92,6 +92,8 @@ type testController struct {
 	store *store.Store
 	// leaderAddr is the leader's address when the controller is a follower.
 	leaderAddr string
+	// nomad is a client of the controller's Nomad test server.
+	nomad *nomad.Client
 }
 
 func startController(t *testing.T, o ctlOptions) *testController {
@@ -153,11 +155,12 @@ func startController(t *testing.T, o ctlOptions) *testController {
 		_ = ctrl.Run(ctx)
 	}()
 	apiOpts := api.Options{
-		Store:   st,
-		Policy:  rcfg,
-		Planner: nomad.Planner{Client: nc, Render: rcfg.Render},
-		Token:   o.token,
-		Version: "test",
+		Store:      st,
+		Policy:     rcfg,
+		Planner:    nomad.Planner{Client: nc, Render: rcfg.Render},
+		Token:      o.token,
+		Version:    "test",
+		Controller: loopAPI{ctrl},
 	}
 	leaderAddr := ""
 	if o.follower {
@@ -218,8 +221,25 @@ func startController(t *testing.T, o ctlOptions) *testController {
 		cancel()
 		<-done
 	})
-	return &testController{addr: addr, store: st, leaderAddr: leaderAddr}
+	return &testController{addr: addr, store: st, leaderAddr: leaderAddr, nomad: nc}
 }
+
+// loopAPI gives the API the reconcile loop, as cmd/controller does.
+type loopAPI struct{ c *reconcile.Controller }
+
+func (l loopAPI) GC() api.GCStatus {
+	st := l.c.GCState()
+	return api.GCStatus{Enabled: st.Enabled, Reason: st.Reason, Hold: st.Hold}
+}
+
+func (l loopAPI) ConfirmGC(ctx context.Context) (api.GCStatus, error) {
+	if _, err := l.c.ConfirmGC(ctx); err != nil {
+		return l.GC(), err
+	}
+	return l.GC(), nil
+}
+
+func (l loopAPI) Requeue(key string) { l.c.Requeue(key) }
 
 var (
 	// JSON keeps its validity: the placeholder is a string.

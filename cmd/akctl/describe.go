@@ -142,6 +142,10 @@ func describe(w io.Writer, it *api.Item, events []api.Event, now time.Time) {
 	p("  Node:", dash(st.Node))
 	p("  Ports:", dash(allocPorts(st.Ports)))
 	p("  Last error:", dash(st.LastError))
+	if st.NextAttemptAt != nil {
+		p("  Next attempt:", fmt.Sprintf("%s (in %s; akctl reconcile -n %s %s tries now)",
+			st.NextAttemptAt.UTC().Format(time.RFC3339), st.NextAttemptAt.Sub(now).Round(time.Second), it.Namespace, it.Name))
+	}
 	tw.Flush()
 
 	fmt.Fprintln(w, "Conditions:")

@@ -84,6 +84,8 @@ func commands() []command {
 		{"describe", "show a sandbox's spec, status and events", runDescribe},
 		{"delete", "delete sandboxes", runDelete},
 		{"wait", "wait until sandboxes are ready or deleted", runWait},
+		{"reconcile", "ask the controller to look at sandboxes now", runReconcile},
+		{"gc", "show or confirm the controller's garbage collection", runGC},
 		{"version", "print the client's and the controller's version", runVersion},
 		{"completion", "print a shell completion script", runCompletion},
 	}
