@@ -37,7 +37,18 @@ type Config struct {
 	// when no response came) and the duration. Metrics and readiness
 	// hang off it, without this package depending on either.
 	OnRequest func(method, endpoint string, code int, d time.Duration)
+	// RequestTimeout bounds every request that is not meant to wait: a
+	// Nomad server that vanished without a reset would otherwise hold a
+	// caller for as long as the kernel keeps the connection (about 15
+	// minutes). A blocking query gets its wait on top, and the event
+	// stream, which has its own heartbeat timeout, none. Zero means
+	// DefaultRequestTimeout; negative, no bound.
+	RequestTimeout time.Duration
 }
+
+// DefaultRequestTimeout bounds a request that is not a blocking query or
+// a stream.
+const DefaultRequestTimeout = 30 * time.Second
 
 // Client is the controller's narrow view of Nomad: the calls it makes,
 // each taking a context and returning classified errors.
@@ -80,12 +91,17 @@ func NewClient(cfg Config) (*Client, error) {
 		c.TLSConfig.Insecure = true
 	}
 	if cfg.HTTPClient != nil {
-		c.HttpClient = cfg.HTTPClient
+		// A copy: the transport is wrapped below, and the caller's
+		// client may be shared.
+		hc := *cfg.HTTPClient
+		c.HttpClient = &hc
 	}
-	if cfg.OnRequest != nil {
-		if err := instrument(c, cfg.OnRequest); err != nil {
-			return nil, err
-		}
+	timeout := cfg.RequestTimeout
+	if timeout == 0 {
+		timeout = DefaultRequestTimeout
+	}
+	if err := instrument(c, cfg.OnRequest, timeout); err != nil {
+		return nil, err
 	}
 	ac, err := api.NewClient(c)
 	if err != nil {

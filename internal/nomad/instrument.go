@@ -15,9 +15,13 @@ import (
 )
 
 // instrument wraps the client's transport so that every request is
-// reported. The transport is built as api.NewClient would build it, TLS
-// settings included, so that nothing changes but the reporting.
-func instrument(c *api.Config, report func(method, endpoint string, code int, d time.Duration)) error {
+// bounded in time (timeout > 0) and reported (report not nil). The
+// transport is built as api.NewClient would build it, TLS settings
+// included, so that nothing else changes.
+func instrument(c *api.Config, report func(method, endpoint string, code int, d time.Duration), timeout time.Duration) error {
+	if report == nil && timeout <= 0 {
+		return nil
+	}
 	switch {
 	case c.HttpClient != nil:
 	case strings.HasPrefix(c.Address, "unix:"):
@@ -50,7 +54,13 @@ func instrument(c *api.Config, report func(method, endpoint string, code int, d 
 	if base == nil {
 		base = http.DefaultTransport
 	}
-	c.HttpClient.Transport = &reportingTransport{base: base, report: report}
+	if timeout > 0 {
+		base = &timeoutTransport{base: base, timeout: timeout}
+	}
+	if report != nil {
+		base = &reportingTransport{base: base, report: report}
+	}
+	c.HttpClient.Transport = base
 	return nil
 }
 

@@ -24,6 +24,7 @@ import (
 type MemNet struct {
 	mu     sync.Mutex
 	down   bool
+	silent bool
 	closed bool
 	conns  map[net.Conn]struct{}
 	accept chan net.Conn
@@ -51,6 +52,12 @@ func (m *MemNet) Dial(ctx context.Context, _, _ string) (net.Conn, error) {
 	client, server := net.Pipe()
 	m.conns[client] = struct{}{}
 	m.conns[server] = struct{}{}
+	if m.silent {
+		// Nobody serves the other end: the request is never read, as
+		// with a host that vanished without a reset.
+		m.mu.Unlock()
+		return client, nil
+	}
 	m.mu.Unlock()
 	select {
 	case m.accept <- server:
@@ -83,6 +90,16 @@ func (m *MemNet) SetDown(down bool) {
 		}
 		clear(m.conns)
 	}
+}
+
+// SetSilent makes Nomad vanish without a reset while silent is true:
+// new connections open but nothing ever reads or answers them (the
+// memnet's client keeps no connection alive, so every request is new).
+// Only a client's own time bound ends such a request.
+func (m *MemNet) SetSilent(silent bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.silent = silent
 }
 
 // Close ends the listener and every connection.
