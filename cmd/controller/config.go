@@ -53,6 +53,9 @@ type nomadConfig struct {
 	// WriteRate bounds Nomad writes per second (0 = unlimited).
 	WriteRate  float64
 	WriteBurst int
+	// RequestTimeout bounds each Nomad request that is not a blocking
+	// query or a stream.
+	RequestTimeout string
 }
 
 // haPrefixRE is Nomad's variable path rule, leaving room under the prefix
@@ -93,7 +96,7 @@ func defaultConfig() config {
 		Resync:    "10m",
 		LogLevel:  "info",
 		LogFormat: "text",
-		Nomad:     nomadConfig{WriteRate: 50, WriteBurst: 100},
+		Nomad:     nomadConfig{WriteRate: 50, WriteBurst: 100, RequestTimeout: "30s"},
 		Policy: policyConfig{
 			AllowedDrivers: []string{"docker", "exec"},
 		},
@@ -151,6 +154,7 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 		f.Nomad.WriteRate = r
 		return err
 	})
+	fs.StringVar(&f.Nomad.RequestTimeout, "nomad-request-timeout", "", "bound on each Nomad request that is not a blocking query or a stream, a Go `duration` (default 30s)")
 	allowed := fs.String("allowed-drivers", "", "comma-separated task `drivers` sandboxes may use (default docker,exec; raw_exec has no isolation)")
 	fs.Float64Var(&f.Policy.MaxVCPUs, "max-vcpus", 0, "largest vcpus a sandbox may ask for (default: the language's limit)")
 	fs.IntVar(&f.Policy.MaxMemoryMB, "max-memory-mb", 0, "largest memory_mb a sandbox may ask for (default: the language's limit)")
@@ -200,6 +204,7 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	str("nomad-ca-cert", &cfg.Nomad.CACert, f.Nomad.CACert)
 	str("nomad-client-cert", &cfg.Nomad.ClientCert, f.Nomad.ClientCert)
 	str("nomad-client-key", &cfg.Nomad.ClientKey, f.Nomad.ClientKey)
+	str("nomad-request-timeout", &cfg.Nomad.RequestTimeout, f.Nomad.RequestTimeout)
 	if set["ha"] {
 		cfg.HA.Enabled = f.HA.Enabled
 	}
@@ -296,10 +301,18 @@ func (c *config) validate() error {
 			errs = append(errs, errors.New("-ha and -dev do not go together: -dev runs a single instance with a private test server"))
 		}
 	}
+	if d, err := time.ParseDuration(c.Nomad.RequestTimeout); err != nil || d < time.Second {
+		errs = append(errs, fmt.Errorf("nomad request_timeout %q must be a Go duration of at least 1s, such as 30s", c.Nomad.RequestTimeout))
+	}
 	if c.Nomad.WriteRate < 0 {
 		errs = append(errs, fmt.Errorf("nomad write rate %g must be 0 (no limit) or more", c.Nomad.WriteRate))
 	}
 	return errors.Join(errs...)
+}
+
+func (c *config) requestTimeout() time.Duration {
+	d, _ := time.ParseDuration(c.Nomad.RequestTimeout)
+	return d
 }
 
 func (c *config) resyncPeriod() time.Duration {
@@ -343,15 +356,16 @@ type haFile struct {
 }
 
 type nomadFile struct {
-	Address    string   `hcl:"address,optional"`
-	Namespace  string   `hcl:"namespace,optional"`
-	Region     string   `hcl:"region,optional"`
-	TokenFile  string   `hcl:"token_file,optional"`
-	CACert     string   `hcl:"ca_cert,optional"`
-	ClientCert string   `hcl:"client_cert,optional"`
-	ClientKey  string   `hcl:"client_key,optional"`
-	WriteRate  *float64 `hcl:"write_rate,optional"`
-	WriteBurst int      `hcl:"write_burst,optional"`
+	Address        string   `hcl:"address,optional"`
+	Namespace      string   `hcl:"namespace,optional"`
+	Region         string   `hcl:"region,optional"`
+	TokenFile      string   `hcl:"token_file,optional"`
+	CACert         string   `hcl:"ca_cert,optional"`
+	ClientCert     string   `hcl:"client_cert,optional"`
+	ClientKey      string   `hcl:"client_key,optional"`
+	WriteRate      *float64 `hcl:"write_rate,optional"`
+	WriteBurst     int      `hcl:"write_burst,optional"`
+	RequestTimeout string   `hcl:"request_timeout,optional"`
 }
 
 // loadConfigFile decodes the HCL config file over cfg, reporting every
@@ -397,6 +411,7 @@ func loadConfigFile(path string, cfg *config) error {
 		if n.WriteBurst != 0 {
 			cfg.Nomad.WriteBurst = n.WriteBurst
 		}
+		over(&cfg.Nomad.RequestTimeout, n.RequestTimeout)
 	}
 	if h := fc.HA; h != nil {
 		if h.Enabled != nil {

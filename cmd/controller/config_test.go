@@ -20,8 +20,9 @@ data_dir = "/from/file"
 workers  = 8
 resync   = "5m"
 nomad {
-  address    = "http://file:4646"
-  write_rate = 0
+  address         = "http://file:4646"
+  write_rate      = 0
+  request_timeout = "45s"
 }
 policy {
   allowed_drivers = ["docker"]
@@ -45,15 +46,15 @@ ha {
 		{"defaults", []string{"-data-dir", "/d"}, func(c *config) { c.DataDir = "/d" }},
 		{"file over defaults", []string{"-config", file}, func(c *config) {
 			c.DataDir, c.Workers, c.Resync = "/from/file", 8, "5m"
-			c.Nomad.Address, c.Nomad.WriteRate = "http://file:4646", 0
+			c.Nomad.Address, c.Nomad.WriteRate, c.Nomad.RequestTimeout = "http://file:4646", 0, "45s"
 			c.Policy.AllowedDrivers, c.Policy.MaxMemoryMB = []string{"docker"}, 2048
 			c.HA = haConfig{Enabled: true, AdvertiseAddr: "http://10.0.0.5:7474", VariablePrefix: "team/agentkernel",
 				LockTTL: "20s", LockDelay: "15s", AdoptOwners: []string{"old-store"}}
 		}},
 		{"flags over file", []string{"-config", file, "-workers", "2", "-nomad-addr", "http://flag:4646", "-allowed-drivers", "docker,exec,raw_exec",
-			"-ha-lock-delay", "5s", "-instance-id", "c1", "-adopt-owners", ""}, func(c *config) {
+			"-ha-lock-delay", "5s", "-instance-id", "c1", "-adopt-owners", "", "-nomad-request-timeout", "1m"}, func(c *config) {
 			c.DataDir, c.Workers, c.Resync = "/from/file", 2, "5m"
-			c.Nomad.Address, c.Nomad.WriteRate = "http://flag:4646", 0
+			c.Nomad.Address, c.Nomad.WriteRate, c.Nomad.RequestTimeout = "http://flag:4646", 0, "1m"
 			c.Policy.AllowedDrivers, c.Policy.MaxMemoryMB = []string{"docker", "exec", "raw_exec"}, 2048
 			c.HA = haConfig{Enabled: true, InstanceID: "c1", AdvertiseAddr: "http://10.0.0.5:7474", VariablePrefix: "team/agentkernel",
 				LockTTL: "20s", LockDelay: "5s"}
@@ -104,6 +105,7 @@ func TestConfigErrors(t *testing.T) {
 		{[]string{"-data-dir", "/d", "-ha", "-ha-lock-delay", "-1s"}, []string{`lock_delay "-1s"`}},
 		{[]string{"-data-dir", "/d", "-ha", "-advertise-addr", "10.0.0.5:7474"}, []string{`advertise_addr "10.0.0.5:7474" must be a base URL`}},
 		{[]string{"-dev", "-ha"}, []string{"-ha and -dev do not go together"}},
+		{[]string{"-data-dir", "/d", "-nomad-request-timeout", "0s"}, []string{`nomad request_timeout "0s" must be a Go duration of at least 1s`}},
 		{[]string{"-data-dir", "/d", "-ha", "-ha-variable-prefix", "team.ak"}, []string{`ha variable_prefix "team.ak" must be a Nomad Variable path`}},
 		{[]string{"-data-dir", "/d", "-ha", "-ha-variable-prefix", "nomad/jobs/x"}, []string{`outside "nomad/"`}},
 	}

@@ -49,22 +49,27 @@ func newNode(cfg config, log *slog.Logger, nc *nomad.Client, nomadToken string, 
 	lockClient, err := nomad.NewClient(nomad.Config{
 		Address: nc.Address(), Token: nomadToken, Namespace: nc.Namespace(), Region: cfg.Nomad.Region,
 		CACert: cfg.Nomad.CACert, ClientCert: cfg.Nomad.ClientCert, ClientKey: cfg.Nomad.ClientKey,
+		RequestTimeout: cfg.requestTimeout(),
 	})
 	if err != nil {
 		return nil, err
 	}
 	ttl, _ := time.ParseDuration(cfg.HA.LockTTL)
 	delay, _ := time.ParseDuration(cfg.HA.LockDelay)
+	var node *cluster.Node
 	el, err := leader.New(leader.Config{
 		Client: lockClient.API(), Namespace: nc.Namespace(), Path: rep.LockPath(),
 		TTL: ttl, Delay: delay, Self: self, Logger: log.With("component", "leader"),
+		// The lock is renewed only while the reconcile loop makes
+		// progress.
+		Healthy: func() error { return node.Healthy() },
 	})
 	if err != nil {
 		return nil, err
 	}
 	log.Info("high availability on", "instance", self.ID, "advertise", self.Address,
 		"lock", nc.Namespace()+"/"+rep.LockPath(), "ttl", ttl, "lock_delay", delay)
-	node := cluster.New(cluster.Config{
+	node = cluster.New(cluster.Config{
 		Self: self, Elector: el, Replica: rep, Store: st, LocalOwner: st.StoreID(),
 		NewController: func(owner string, allowGC bool) (cluster.Controller, error) {
 			return newController(owner, allowGC), nil

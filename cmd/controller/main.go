@@ -99,6 +99,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	nc, err := nomad.NewClient(nomad.Config{
 		Address: cfg.Nomad.Address, Token: nomadToken, Namespace: cfg.Nomad.Namespace, Region: cfg.Nomad.Region,
 		CACert: cfg.Nomad.CACert, ClientCert: cfg.Nomad.ClientCert, ClientKey: cfg.Nomad.ClientKey,
+		RequestTimeout: cfg.requestTimeout(),
 		OnRequest: func(method, endpoint string, code int, d time.Duration) {
 			// Any answer, even an error status, means Nomad is reachable.
 			reachable.Store(code != 0)
@@ -161,8 +162,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			ResyncPeriod: cfg.resyncPeriod(),
 			DisableGC:    !allowGC,
 			GCHolds:      holds,
-			Logger:       log,
-			Metrics:      metrics,
+			// A reconcile makes a handful of bounded Nomad calls; one
+			// that takes ten times the bound is stuck.
+			StallAfter: max(5*time.Minute, 10*cfg.requestTimeout()),
+			Logger:     log,
+			Metrics:    metrics,
 		})
 		loop.ctrl.Store(ctrl)
 		return ctrl

@@ -23,6 +23,8 @@ import (
 type Controller interface {
 	Run(ctx context.Context) error
 	InitialListDone() bool
+	// Stalled reports a loop that no longer makes progress.
+	Stalled() error
 }
 
 // Elector decides who leads (leader.Elector).
@@ -230,6 +232,16 @@ func (n *Node) Ready() (bool, string) {
 		return false, "following; not yet in sync with the replicated copy"
 	}
 	return true, ""
+}
+
+// Healthy is what the elector asks before it renews the lock: an error
+// while this instance leads and its reconcile loop has stalled, so that
+// the lock expires and another instance takes over.
+func (n *Node) Healthy() error {
+	if t := n.term.Load(); t != nil {
+		return t.ctrl.Stalled()
+	}
+	return nil
 }
 
 // Self is this instance's ID.

@@ -119,6 +119,9 @@ type link struct {
 	cut        bool
 	conns      map[net.Conn]struct{}
 	blockRenew bool
+	// hangJobReads holds every read of one job until the request is
+	// given up: a Nomad that stops answering the reconcile loop.
+	hangJobReads bool
 }
 
 func (l *link) dial(ctx context.Context, network, addr string) (net.Conn, error) {
@@ -160,13 +163,24 @@ func (l *link) setBlockRenew(b bool) {
 	l.mu.Unlock()
 }
 
-// RoundTrip records job writes and refuses lock renewals when told to.
+func (l *link) setHangJobReads(b bool) {
+	l.mu.Lock()
+	l.hangJobReads = b
+	l.mu.Unlock()
+}
+
+// RoundTrip records job writes, and refuses lock renewals or holds job
+// reads when told to.
 func (l *link) RoundTrip(r *http.Request) (*http.Response, error) {
 	l.mu.Lock()
-	blockRenew := l.blockRenew
+	blockRenew, hang := l.blockRenew, l.hangJobReads
 	l.mu.Unlock()
 	if blockRenew && r.URL.Query().Has("lock-renew") {
 		return nil, fmt.Errorf("link %s drops lock renewals", l.name)
+	}
+	if hang && r.Method == http.MethodGet && strings.HasPrefix(r.URL.Path, "/v1/job/") {
+		<-r.Context().Done()
+		return nil, r.Context().Err()
 	}
 	var jobID string
 	switch {
@@ -220,11 +234,25 @@ type node struct {
 }
 
 func (w *world) start(name, dir string) *node {
+	w.t.Helper()
+	return w.startWith(name, dir, nodeOptions{})
+}
+
+// nodeOptions vary an instance from the defaults.
+type nodeOptions struct {
+	// requestTimeout is its Nomad client's bound on a request (-1: none).
+	requestTimeout time.Duration
+}
+
+// stallAfter is the reconcile loops' StallAfter in these tests.
+const stallAfter = 20 * time.Second
+
+func (w *world) startWith(name, dir string, o nodeOptions) *node {
 	t := w.t
 	t.Helper()
 	l := &link{w: w, name: name, conns: map[net.Conn]struct{}{}}
 	hc := func() *http.Client { return &http.Client{Transport: l} }
-	nc, err := nomad.NewClient(nomad.Config{Address: w.mem.URL(), HTTPClient: hc(), Token: w.token})
+	nc, err := nomad.NewClient(nomad.Config{Address: w.mem.URL(), HTTPClient: hc(), Token: w.token, RequestTimeout: o.requestTimeout})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -241,11 +269,13 @@ func (w *world) start(name, dir string) *node {
 		t.Fatal(err)
 	}
 	self := leader.Instance{ID: name, Address: "http://" + name + ".test:7474"}
-	el, err := leader.New(leader.Config{Client: lockNC.API(), Namespace: "default", Path: rep.LockPath(), TTL: ttl, Delay: delay, Self: self})
+	n := &node{name: name, link: l, st: st, done: make(chan struct{})}
+	el, err := leader.New(leader.Config{Client: lockNC.API(), Namespace: "default", Path: rep.LockPath(), TTL: ttl, Delay: delay, Self: self,
+		Healthy: func() error { return n.node.Healthy() }})
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := &node{name: name, link: l, st: st, el: el, done: make(chan struct{})}
+	n.el = el
 	n.node = cluster.New(cluster.Config{
 		Self: self, Elector: el, Replica: rep, Store: st, LocalOwner: st.StoreID(),
 		NewController: func(owner string, allowGC bool) (cluster.Controller, error) {
@@ -259,6 +289,7 @@ func (w *world) start(name, dir string) *node {
 				Owner:      owner,
 				Backoff:    nomad.Backoff{Base: 10 * time.Millisecond, Max: time.Second},
 				DisableGC:  !allowGC,
+				StallAfter: stallAfter,
 			}), nil
 		},
 	})
@@ -521,6 +552,46 @@ func TestLeaderThatLosesItsLockStopsWriting(t *testing.T) {
 		}
 		if got := w.jobWrites(newLeader.name, time.Time{}); len(got) != 1 || got[0].jobID != "agentkernel-s01" {
 			t.Errorf("new leader writes %v, want one register of agentkernel-s01", got)
+		}
+	})
+}
+
+// A leader whose reconcile loop is stuck (here: job reads that never
+// answer, on a client with no time bound) stops renewing its lock rather
+// than holding it while doing nothing, and another instance takes over.
+func TestLeaderWhoseLoopStallsHandsOver(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		w := newWorld(t)
+		var mu sync.Mutex
+		nodes := []*node{w.startWith("i0", t.TempDir(), nodeOptions{requestTimeout: -1})}
+		monitor(t, &nodes, &mu)
+		old := soleLeader(t, nodes)
+		mu.Lock()
+		nodes = append(nodes, w.start("i1", t.TempDir()))
+		mu.Unlock()
+		const n = 3
+		old.apply(t, sandboxes(n, "img:1"))
+		waitFor(t, "convergence", time.Minute, old.converged(n))
+
+		old.link.setHangJobReads(true)
+		w.srv.StopJob("default", "agentkernel-s01", true) // work for the stuck loop
+		took := waitFor(t, "the stalled leader steps down", stallAfter+2*ttl, func() bool { return !old.el.IsLeader() })
+		if took > stallAfter+ttl+time.Second {
+			t.Errorf("stepped down %s after its loop got stuck, want within StallAfter + TTL (%s)", took, stallAfter+ttl)
+		}
+		var next *node
+		waitFor(t, "a new leader", 2*ttl+delay+5*time.Second, func() bool {
+			for _, nd := range leaders(nodes) {
+				if nd != old {
+					next = nd
+					return true
+				}
+			}
+			return false
+		})
+		waitFor(t, "the purged job repaired by the new leader", time.Minute, func() bool { return w.hasJob("agentkernel-s01") })
+		if got := w.jobWrites(next.name, time.Time{}); len(got) != 1 {
+			t.Errorf("new leader writes %v, want the one repair", got)
 		}
 	})
 }

@@ -46,6 +46,7 @@ func (c *slowController) Run(ctx context.Context) error {
 	return nil
 }
 func (c *slowController) InitialListDone() bool { return true }
+func (c *slowController) Stalled() error        { return nil }
 
 type revStore struct{ cluster.Store }
 

@@ -71,6 +71,11 @@ type Config struct {
 	Delay  time.Duration
 	Self   Instance
 	Logger *slog.Logger
+	// Healthy, when set, is asked before every renewal: while it returns
+	// an error the lock is not renewed, so a leader whose work has
+	// stalled lets the lock expire and another instance take over,
+	// rather than holding it while doing nothing.
+	Healthy func() error
 }
 
 // Elector campaigns for the lock and runs the leader's work while it
@@ -267,6 +272,14 @@ loop:
 			release = false
 			break loop
 		case <-renew.C:
+			if e.cfg.Healthy != nil {
+				if err := e.cfg.Healthy(); err != nil {
+					// Not renewing lets Nomad free the lock even if the
+					// work never returns; expiry ends the term here.
+					e.log.Error("not renewing the lock: the leader's work has stalled", "err", err, "expires_in", time.Until(lastRenewed.Add(ttl)).Round(time.Millisecond))
+					continue
+				}
+			}
 			sent := time.Now()
 			deadline := lastRenewed.Add(ttl)
 			rctx, rcancel := context.WithDeadline(ctx, deadline)

@@ -85,6 +85,8 @@ type candidate struct {
 	// its cause and when it ended.
 	terms chan context.Context
 	fail  atomic.Bool // the work returns an error at once
+	// stalled makes the elector's Healthy check fail.
+	stalled atomic.Bool
 }
 
 func (e *env) candidate(name string) *candidate {
@@ -93,6 +95,12 @@ func (e *env) candidate(name string) *candidate {
 	el, err := leader.New(leader.Config{
 		Client: e.client(c.net), Namespace: "default", Path: path, TTL: ttl, Delay: delay,
 		Self: leader.Instance{ID: name, Address: "http://" + name},
+		Healthy: func() error {
+			if c.stalled.Load() {
+				return errors.New("the work is stuck")
+			}
+			return nil
+		},
 	})
 	if err != nil {
 		e.t.Fatal(err)
@@ -275,5 +283,31 @@ func TestLeaderThatCannotRenewDoesNotRelease(t *testing.T) {
 		if a.el.IsLeader() || !b.el.IsLeader() {
 			t.Errorf("a leads %v, b leads %v; want b to keep the lock", a.el.IsLeader(), b.el.IsLeader())
 		}
+	})
+}
+
+// A leader whose work reports that it stalled stops renewing: the term
+// ends by the lease's expiry, and Nomad frees the lock for another
+// instance even though the work may never return.
+func TestStalledWorkStopsTheRenewals(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := newEnv(t)
+		a := e.candidate("a")
+		term, _ := a.term(t, time.Second)
+		b := e.candidate("b")
+		time.Sleep(2 * ttl) // healthy: a keeps the lock well past a TTL
+		synctest.Wait()
+		if !a.el.IsLeader() {
+			t.Fatal("a healthy leader lost its lock")
+		}
+		a.stalled.Store(true)
+		cause, took := ended(t, term, 2*ttl)
+		if !errors.Is(cause, leader.ErrLeaseExpired) {
+			t.Errorf("term ended with %v, want ErrLeaseExpired", cause)
+		}
+		if took > ttl {
+			t.Errorf("term ended %s after the work stalled, want within the TTL (%s)", took, ttl)
+		}
+		b.term(t, 2*ttl+delay+time.Second)
 	})
 }

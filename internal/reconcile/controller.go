@@ -70,6 +70,10 @@ type Options struct {
 	GCHolds GCHoldStore
 	Logger  *slog.Logger
 	Metrics *Metrics
+	// StallAfter is how long one reconcile may take before the loop
+	// counts as stalled (Stalled): every Nomad call it makes is bounded,
+	// so a reconcile that takes longer is stuck (5 min).
+	StallAfter time.Duration
 }
 
 // Controller runs the loop: it feeds keys from the store's change feed,
@@ -81,6 +85,10 @@ type Controller struct {
 
 	gcMu sync.Mutex
 	gc   GCState
+	// busySince holds, per worker, when its current reconcile started
+	// (Unix nanoseconds; 0 while it waits for a key).
+	busySince []atomic.Int64
+
 	// owned is the initial list of owned jobs, and ownedIndex the
 	// highest Nomad index on it: what a confirmation covers.
 	owned      []string
@@ -109,13 +117,34 @@ func New(o Options) *Controller {
 	if o.ShutdownTimeout <= 0 {
 		o.ShutdownTimeout = 10 * time.Second
 	}
+	if o.StallAfter <= 0 {
+		o.StallAfter = 5 * time.Minute
+	}
 	if o.Backoff.Base == 0 {
 		o.Backoff = nomad.DefaultBackoff
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Controller{o: o, gc: GCState{Reason: "The initial list of owned Nomad jobs is not done yet."}}
+	return &Controller{o: o, gc: GCState{Reason: "The initial list of owned Nomad jobs is not done yet."},
+		busySince: make([]atomic.Int64, o.Workers)}
+}
+
+// Stalled reports a worker that has been in one reconcile for longer
+// than StallAfter: the loop no longer makes progress, and a leader should
+// let another instance take over.
+func (c *Controller) Stalled() error {
+	now := time.Now()
+	for i := range c.busySince {
+		since := c.busySince[i].Load()
+		if since == 0 {
+			continue
+		}
+		if d := now.Sub(time.Unix(0, since)); d > c.o.StallAfter {
+			return fmt.Errorf("worker %d has been in one reconcile for %s, longer than %s", i, d.Round(time.Second), c.o.StallAfter)
+		}
+	}
+	return nil
 }
 
 // InitialListDone reports whether the owned jobs have been listed once;
@@ -179,8 +208,8 @@ func (c *Controller) Run(ctx context.Context) error {
 	feeds.Go(func() error { return c.resync(feedCtx) })
 
 	var workers sync.WaitGroup
-	for range o.Workers {
-		workers.Go(func() { c.work(workCtx) })
+	for i := range o.Workers {
+		workers.Go(func() { c.work(workCtx, i) })
 	}
 	feedErr := feeds.Wait()
 	workers.Wait()
@@ -207,7 +236,7 @@ func abortNow(ctx context.Context) bool {
 }
 
 // work takes keys until the queue shuts down.
-func (c *Controller) work(ctx context.Context) {
+func (c *Controller) work(ctx context.Context, worker int) {
 	o := c.o
 	for {
 		key, ok := o.Queue.Get(ctx)
@@ -215,7 +244,9 @@ func (c *Controller) work(ctx context.Context) {
 			return
 		}
 		start := time.Now()
+		c.busySince[worker].Store(start.UnixNano())
 		res, err := o.Reconciler.Reconcile(ctx, key)
+		c.busySince[worker].Store(0)
 		switch {
 		case err != nil && errors.Is(err, ErrTerminal):
 			o.Metrics.observeReconcile("error", time.Since(start))
