@@ -2,7 +2,7 @@
 # requirement; `bash .ci/run` installs what a clean machine lacks.
 GO ?= go
 
-.PHONY: all build dev test check validate-examples fuzz bench bench-controller reliability clean
+.PHONY: all build dev test test-nomad check validate-examples fuzz bench bench-controller reliability clean
 
 all: check test
 
@@ -22,11 +22,21 @@ test:
 	$(GO) test -race -count=1 ./...
 	$(GO) test -count=1 -run '^TestChurnKeepsTheFileBounded$$' ./internal/store
 
+# The tests that need a real Nomad agent, named by NOMAD_ADDR (they skip
+# without it): drift repairs and renderings checked against what a real
+# agent stores. They create and purge agentkernel-* jobs, a namespace
+# "agents" and a node pool "sandboxes"; point them at a dev agent with
+# raw_exec enabled, never at a cluster that matters.
+test-nomad:
+	$(GO) test -tags realnomad -count=1 -run '^TestRealNomad' ./...
+
 # Static checks CI runs before the tests.
 check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	@# The suites behind build tags compile and vet clean too.
+	$(GO) vet -tags realnomad,reliability ./...
 	@# internal/spec is the leaf every other package builds on.
 	@mod=$$($(GO) list -m); \
 	  if $(GO) list -deps ./internal/spec | grep "^$$mod/internal/" | grep -qv "^$$mod/internal/spec$$"; then \

@@ -149,7 +149,7 @@ func TestDriftOutsideRenderedFieldsIsRepaired(t *testing.T) {
 			j.TaskGroups[0].Networks[0].ReservedPorts = []api.Port{{Label: "ssh", Value: 22}}
 		}},
 		{name: "kill timeout", byIndexOnly: true, change: func(j *api.Job) {
-			j.TaskGroups[0].Tasks[0].KillTimeout = ptrTo(time.Hour)
+			j.TaskGroups[0].Tasks[0].KillTimeout = ptrTo(2 * time.Minute)
 		}},
 	}
 	for _, tt := range tests {
@@ -196,7 +196,7 @@ func TestDriftOutsideRenderedFieldsIsRepaired(t *testing.T) {
 					{"volumes", len(got.TaskGroups[0].Volumes) == 0 && len(got.TaskGroups[0].Tasks[0].VolumeMounts) == 0},
 					{"artifacts", len(got.TaskGroups[0].Tasks[0].Artifacts) == 0},
 					{"reserved ports", len(got.TaskGroups[0].Networks[0].ReservedPorts) == 0},
-					{"kill timeout", deref(got.TaskGroups[0].Tasks[0].KillTimeout) != time.Hour},
+					{"kill timeout", deref(got.TaskGroups[0].Tasks[0].KillTimeout) != 2*time.Minute},
 				} {
 					if !diff.ok {
 						t.Errorf("%s not put back after the repair", diff.what)
