@@ -23,9 +23,10 @@ namespace "default" {
   capabilities = ["list-jobs", "read-job", "submit-job"]
 
   # The leader lock (agentkernel/leader; taking, renewing and releasing it
-  # needs write), the replicated sandboxes (agentkernel/sandboxes/...) and
-  # the marker (agentkernel/meta). Match variable_prefix in the controller's
-  # ha block; the glob covers every path below the prefix.
+  # needs write), the replicated sandboxes (agentkernel/sandboxes/...), the
+  # chunks of large ones (agentkernel/blobs/...; destroy also collects the
+  # unused ones) and the marker (agentkernel/meta). Match variable_prefix in
+  # the controller's ha block; the glob covers every path below the prefix.
   variables {
     path "agentkernel/*" {
       capabilities = ["read", "write", "list", "destroy"]

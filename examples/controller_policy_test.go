@@ -17,10 +17,10 @@ var namespaceCaps = map[string]string{
 
 // What it needs on its own variables, and why.
 var variableCaps = map[string]string{
-	"read":    "reading the lock and the replicated sandboxes",
+	"read":    "reading the lock, the replicated sandboxes and their chunks",
 	"write":   "taking, renewing and releasing the lock, and replicating sandboxes",
-	"list":    "listing the replicated sandboxes",
-	"destroy": "deleting a replicated sandbox",
+	"list":    "listing the replicated sandboxes and their chunks",
+	"destroy": "deleting a replicated sandbox, and collecting chunks no sandbox names",
 }
 
 // The namespaces the example shows: Nomad's default, where the controller
@@ -132,7 +132,12 @@ func quote(s string) string { return `"` + s + `"` }
 func checkPolicyCoversJob(pol *policyFacts, job *jobFacts) problems {
 	var ps problems
 	prefix := strings.TrimSuffix(job.prefix, "/")
-	inside := []string{prefix + "/leader", prefix + "/meta", prefix + "/sandboxes/default/hello"}
+	hash := strings.Repeat("0123456789abcdef", 4)
+	inside := []string{
+		prefix + "/leader", prefix + "/meta", prefix + "/sandboxes/default/hello",
+		prefix + "/sandboxes/_/" + hash, // a sandbox whose key is too long for a path
+		prefix + "/blobs/" + hash,       // a chunk of a large declaration
+	}
 	outside := []string{
 		"nomad/jobs/" + job.name,
 		"nomad/jobs/agentkernel-hello/sandbox/sandbox",

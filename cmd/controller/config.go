@@ -16,6 +16,8 @@ import (
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/gohcl"
 	"github.com/hashicorp/hcl/v2/hclparse"
+
+	"github.com/agentkernel/agentkernel-controller/internal/replica"
 )
 
 // config is the controller's configuration: defaults, then the -config
@@ -58,8 +60,8 @@ type nomadConfig struct {
 	RequestTimeout string
 }
 
-// haPrefixRE is Nomad's variable path rule, leaving room under the prefix
-// for the sandboxes' paths.
+// haPrefixRE is Nomad's variable path rule; the length is bounded apart,
+// leaving room under the prefix for the replica's paths.
 var haPrefixRE = regexp.MustCompile(`^[a-zA-Z0-9-_~]+(/[a-zA-Z0-9-_~]+)*$`)
 
 // haConfig runs the controller as one of several instances (see the
@@ -288,9 +290,10 @@ func (c *config) validate() error {
 		if d, err := time.ParseDuration(c.HA.LockDelay); err != nil || d <= 0 {
 			errs = append(errs, fmt.Errorf("ha lock_delay %q must be a positive Go duration, such as 15s", c.HA.LockDelay))
 		}
-		if len(c.HA.VariablePrefix) > 100 || !haPrefixRE.MatchString(c.HA.VariablePrefix) || strings.Contains(c.HA.VariablePrefix, "//") ||
+		if len(c.HA.VariablePrefix) > replica.MaxPrefixLength || !haPrefixRE.MatchString(c.HA.VariablePrefix) || strings.Contains(c.HA.VariablePrefix, "//") ||
 			c.HA.VariablePrefix == "nomad" || strings.HasPrefix(c.HA.VariablePrefix, "nomad/") {
-			errs = append(errs, fmt.Errorf("ha variable_prefix %q must be a Nomad Variable path outside \"nomad/\": letters, digits, '-', '_', '~' and '/', at most 100 characters", c.HA.VariablePrefix))
+			errs = append(errs, fmt.Errorf("ha variable_prefix %q must be a Nomad Variable path outside \"nomad/\": letters, digits, '-', '_', '~' and '/', at most %d characters (the paths below it take the rest of Nomad's %d)",
+				c.HA.VariablePrefix, replica.MaxPrefixLength, replica.MaxPathLength))
 		}
 		if c.HA.AdvertiseAddr != "" {
 			if u, err := url.Parse(c.HA.AdvertiseAddr); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {

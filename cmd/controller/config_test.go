@@ -108,6 +108,7 @@ func TestConfigErrors(t *testing.T) {
 		{[]string{"-data-dir", "/d", "-nomad-request-timeout", "0s"}, []string{`nomad request_timeout "0s" must be a Go duration of at least 1s`}},
 		{[]string{"-data-dir", "/d", "-ha", "-ha-variable-prefix", "team.ak"}, []string{`ha variable_prefix "team.ak" must be a Nomad Variable path`}},
 		{[]string{"-data-dir", "/d", "-ha", "-ha-variable-prefix", "nomad/jobs/x"}, []string{`outside "nomad/"`}},
+		{[]string{"-data-dir", "/d", "-ha", "-ha-variable-prefix", strings.Repeat("p", 52)}, []string{"at most 51 characters"}},
 	}
 	for _, tt := range tests {
 		_, err := parseConfig(tt.args, io.Discard)

@@ -51,7 +51,7 @@ func readiness(url string) (apiserver.Readiness, bool) {
 	return rd, json.NewDecoder(resp.Body).Decode(&rd) == nil
 }
 
-func TestHAInstancesForwardAndRefuseWhatCannotReplicate(t *testing.T) {
+func TestHAInstancesForwardAndReplicateLargeSandboxes(t *testing.T) {
 	srv := nomadtest.New(nomadtest.Options{Addr: "127.0.0.1:0", Drivers: []string{"docker", "exec"}})
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)
@@ -94,13 +94,23 @@ func TestHAInstancesForwardAndRefuseWhatCannotReplicate(t *testing.T) {
 		return res.Sandboxes[0]
 	}
 
-	// Too large for a Nomad Variable: refused at apply time, by the
-	// leader, through the follower.
-	big := load(fmt.Sprintf("sandbox \"big\" {\n  image = \"alpine:3\"\n  command = [\"sh\", \"-c\", %q]\n  env = { BLOB = %q }\n}\n",
-		strings.Repeat("y", 20000), strings.Repeat("x", 60000)))
+	// Larger than a Nomad Variable holds: replicated in chunks, and in
+	// Nomad Variables when the apply through the follower returns.
+	big := load(fmt.Sprintf("sandbox \"big\" {\n  image = \"alpine:3\"\n  command = [\"sh\", \"-c\", %q]\n  env = { BLOB = %q }\n  file \"/data/large.txt\" {\n    content = %q\n  }\n}\n",
+		strings.Repeat("y", 20000), strings.Repeat("x", 60000), strings.Repeat("z", 300<<10)))
 	code, body := post(big)
-	if code != http.StatusUnprocessableEntity || !strings.Contains(body, "too large to replicate") {
-		t.Errorf("apply of an 80 kB sandbox: %d %s; want 422 saying it is too large to replicate", code, body)
+	if code != http.StatusOK {
+		t.Errorf("apply of a 380 kB sandbox: %d %s; want 200", code, body)
+	}
+	resp, err := http.Get(srv.URL() + "/v1/var/agentkernel/sandboxes/default/big")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v struct{ Items map[string]string }
+	err = json.NewDecoder(resp.Body).Decode(&v)
+	resp.Body.Close()
+	if _, ok := v.Items["manifest"]; err != nil || !ok {
+		t.Errorf("replicated variable of the large sandbox: status %d, %v, items %d; want its manifest", resp.StatusCode, err, len(v.Items))
 	}
 
 	// A normal one goes through the follower to the leader, and is in
@@ -109,7 +119,7 @@ func TestHAInstancesForwardAndRefuseWhatCannotReplicate(t *testing.T) {
 	if code != http.StatusOK {
 		t.Fatalf("apply through the follower: %d %s", code, body)
 	}
-	resp, err := http.Get(srv.URL() + "/v1/var/agentkernel/sandboxes/default/small")
+	resp, err = http.Get(srv.URL() + "/v1/var/agentkernel/sandboxes/default/small")
 	if err != nil {
 		t.Fatal(err)
 	}

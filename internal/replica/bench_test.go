@@ -138,3 +138,51 @@ func BenchmarkCatchUp1000(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkLargeDeclaration is a sandbox holding a 1 MiB file: "push"
+// writes a changed one (its chunks, then its manifest), "catch-up" is a
+// new leader with an empty data dir reading it back.
+func BenchmarkLargeDeclaration(b *testing.B) {
+	srv := startServer(b)
+	st, rep := benchReplica(b, srv, "large")
+	if _, err := rep.CatchUp(b.Context(), "owner"); err != nil {
+		b.Fatal(err)
+	}
+	large := func(i int) []store.Object {
+		sb := sandbox("large", "alpine:3.20")
+		sb.Spec.Files = []spec.File{{Path: "/data/large.txt", Content: text(fmt.Sprint("v", i), 1<<20), Mode: "0644"}}
+		return []store.Object{{Sandbox: sb}}
+	}
+	var i int
+	b.Run("push", func(b *testing.B) {
+		b.SetBytes(1 << 20)
+		for b.Loop() {
+			b.StopTimer()
+			i++
+			res, err := st.Apply(b.Context(), large(i), store.ApplyOptions{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.StartTimer()
+			if err := rep.Push(b.Context(), []string{res.Objects[0].Key}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("catch-up", func(b *testing.B) {
+		b.SetBytes(1 << 20)
+		for b.Loop() {
+			b.StopTimer()
+			st, rep := benchReplica(b, srv, "large")
+			b.StartTimer()
+			if _, err := rep.CatchUp(b.Context(), "other"); err != nil {
+				b.Fatal(err)
+			}
+			b.StopTimer()
+			if recs, _, _ := st.List(b.Context(), store.ListOptions{}); len(recs) != 1 {
+				b.Fatalf("caught up %d sandboxes, want 1", len(recs))
+			}
+			b.StartTimer()
+		}
+	})
+}

@@ -1,5 +1,5 @@
 // Package replica owns the copy of the desired state that outlives a node:
-// every declared sandbox as one Nomad Variable, written by the leader with
+// every declared sandbox in Nomad Variables, written by the leader with
 // check-and-set, read back by the other instances and by the next leader.
 //
 // Layout under the configured prefix P (default "agentkernel"):
@@ -7,7 +7,15 @@
 //	P/meta                   owner ID of the jobs, format, and state:
 //	                         "seeding" while a first leader copies its
 //	                         store up, "ready" once the copy is whole
-//	P/sandboxes/<ns>/<name>  item "declaration": the store.Declaration as JSON
+//	P/sandboxes/<ns>/<name>  one sandbox: item "declaration", the
+//	                         store.Declaration as JSON, when it fits one
+//	                         variable; else item "manifest", naming the
+//	                         chunks that hold it (chunks.go)
+//	P/sandboxes/_/<sha256>   the same, for a sandbox whose key would make
+//	                         the path too long: the hex SHA-256 of the
+//	                         key ("_" is no namespace name)
+//	P/blobs/<sha256>         item "data": a chunk, named by the hex
+//	                         SHA-256 of its data
 //	P/leader                 the leader lock (package leader)
 //
 // The bbolt store stays each instance's working copy. A leader makes its
@@ -18,7 +26,8 @@ package replica
 
 import (
 	"context"
-	"encoding/json"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash/maphash"
@@ -46,7 +55,19 @@ const (
 	MaxPathLength = 128
 )
 
-// ItemDeclaration holds a sandbox's declaration.
+// MaxPrefixLength is the longest variable prefix: it leaves room for the
+// fixed-length paths under it, a sandbox's hashed path and a chunk's.
+// Longer keys are hashed, so that every valid sandbox has a path.
+const MaxPrefixLength = min(
+	MaxPathLength-len("/sandboxes/"+hashedDir+"/")-2*sha256.Size,
+	MaxPathLength-len("/blobs/")-2*sha256.Size,
+)
+
+// hashedDir holds the variables of sandboxes whose direct path is too
+// long; no namespace can be named "_".
+const hashedDir = "_"
+
+// ItemDeclaration holds a sandbox's declaration, inline.
 const ItemDeclaration = "declaration"
 
 // Meta states.
@@ -92,20 +113,26 @@ type Replica struct {
 	seed  maphash.Seed
 
 	mu sync.Mutex
-	// known is what the copy held at the given ModifyIndex, as this
-	// instance last wrote or read it.
+	// known is, by variable path, what the copy held at the given
+	// ModifyIndex, as this instance last wrote or read it.
 	known map[string]knownVar
-	// pending is, per key, the last write whose outcome is unknown (its
-	// answer was lost): a later conflict showing exactly that write is
-	// this leader's own. A nil declaration is a delete.
+	// pending is, by variable path, the last write whose outcome is
+	// unknown (its answer was lost): a later conflict showing exactly that
+	// write is this leader's own. A nil declaration is a delete.
 	pending  map[string]*store.Declaration
 	syncedAt time.Time
 	index    uint64
+	// written is when this instance last wrote each chunk.
+	written map[string]time.Time
+
+	collector collector
 }
 
 type knownVar struct {
 	index uint64
 	decl  store.Declaration
+	// refs names the chunks the variable names.
+	refs []string
 }
 
 // Meta is the copy's P/meta variable.
@@ -127,8 +154,8 @@ func New(cfg Config) (*Replica, error) {
 		return nil, fmt.Errorf("replica: variable prefix %q must be letters, digits, '-', '_', '~' and '/' (Nomad's variable path rule)", cfg.Prefix)
 	case cfg.Prefix == "nomad" || strings.HasPrefix(cfg.Prefix, "nomad/"):
 		return nil, fmt.Errorf("replica: variable prefix %q is under Nomad's reserved \"nomad/\"", cfg.Prefix)
-	case len(cfg.Prefix)+len("/sandboxes/")+3 > MaxPathLength:
-		return nil, fmt.Errorf("replica: variable prefix %q leaves no room for sandbox names in a %d-character path", cfg.Prefix, MaxPathLength)
+	case len(cfg.Prefix) > MaxPrefixLength:
+		return nil, fmt.Errorf("replica: variable prefix %q has %d characters; at most %d leave room for every path below it in Nomad's %d", cfg.Prefix, len(cfg.Prefix), MaxPrefixLength, MaxPathLength)
 	}
 	if cfg.Parallel <= 0 {
 		cfg.Parallel = 16
@@ -137,24 +164,36 @@ func New(cfg Config) (*Replica, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Replica{cfg: cfg, log: log, seed: maphash.MakeSeed(), known: map[string]knownVar{}, pending: map[string]*store.Declaration{}}, nil
+	return &Replica{
+		cfg: cfg, log: log, seed: maphash.MakeSeed(),
+		known: map[string]knownVar{}, pending: map[string]*store.Declaration{}, written: map[string]time.Time{},
+	}, nil
 }
 
 // LockPath is where the leader lock lives.
 func (r *Replica) LockPath() string { return r.cfg.Prefix + "/leader" }
 
-func (r *Replica) metaPath() string      { return r.cfg.Prefix + "/meta" }
-func (r *Replica) sandboxPrefix() string { return r.cfg.Prefix + "/sandboxes/" }
+func (r *Replica) metaPath() string          { return r.cfg.Prefix + "/meta" }
+func (r *Replica) sandboxPrefix() string     { return r.cfg.Prefix + "/sandboxes/" }
+func (r *Replica) chunkPrefix() string       { return r.cfg.Prefix + "/blobs/" }
+func (r *Replica) chunkPath(n string) string { return r.chunkPrefix() + n }
 
-// Path is the variable path of a sandbox key ("namespace/name").
-func (r *Replica) Path(key string) string { return r.sandboxPrefix() + key }
-
-func (r *Replica) keyOf(path string) (string, bool) {
-	key, ok := strings.CutPrefix(path, r.sandboxPrefix())
-	if !ok || strings.Count(key, "/") != 1 {
-		return "", false
+// Path is the variable path of a sandbox key ("namespace/name"): the key
+// under the sandboxes' prefix, or, when that is not a path Nomad accepts
+// (too long), the key's hash under hashedDir. The variable holds the key.
+func (r *Replica) Path(key string) string {
+	p := r.sandboxPrefix() + key
+	if len(p) <= MaxPathLength && pathRE.MatchString(p) && strings.Count(key, "/") == 1 && !strings.HasPrefix(key, hashedDir+"/") {
+		return p
 	}
-	return key, true
+	sum := sha256.Sum256([]byte(key))
+	return r.sandboxPrefix() + hashedDir + "/" + hex.EncodeToString(sum[:])
+}
+
+// isSandboxPath tells a sandbox's variable from others under the prefix.
+func (r *Replica) isSandboxPath(path string) bool {
+	rest, ok := strings.CutPrefix(path, r.sandboxPrefix())
+	return ok && strings.Count(rest, "/") == 1
 }
 
 // Freshness is when this instance's store last matched the copy, and the
@@ -172,12 +211,11 @@ func (r *Replica) synced(index uint64) {
 	r.mu.Unlock()
 }
 
-// CheckPolicy refuses, at apply time, a sandbox the copy cannot hold: a
-// path longer than Nomad allows, or a declaration over a variable's size
-// limit. Splitting a declaration over several variables would make its
-// writes non-atomic, so it is refused instead. The check encodes the
-// declaration as the store would keep it at its largest (every field at
-// its widest), so that no later write of it can fail for size.
+// CheckPolicy refuses, at apply time, a sandbox the copy cannot hold.
+// Large declarations are chunked and long keys hashed, so no sandbox the
+// language accepts is refused; the check encodes the declaration as the
+// store would keep it at its largest (every field at its widest), so that
+// whatever encode refuses is refused before the store commits it.
 func (r *Replica) CheckPolicy(sb *spec.Sandbox) error {
 	now := time.Now()
 	d := store.Declaration{
@@ -192,7 +230,7 @@ func (r *Replica) CheckPolicy(sb *spec.Sandbox) error {
 // maxApplySet is the longest apply set name the API accepts.
 const maxApplySet = 253
 
-// ErrUnreplicable marks a sandbox a Nomad Variable cannot hold.
+// ErrUnreplicable marks a sandbox the copy cannot hold.
 var ErrUnreplicable = errors.New("cannot be replicated")
 
 // unreplicable is an ErrUnreplicable with its reason for a person.
@@ -200,39 +238,6 @@ type unreplicable struct{ msg string }
 
 func (e unreplicable) Error() string        { return e.msg }
 func (e unreplicable) Is(target error) bool { return target == ErrUnreplicable }
-
-// encode turns d into its variable's items, refusing what the variable
-// at d's path cannot hold.
-func (r *Replica) encode(d store.Declaration) (api.VariableItems, error) {
-	if path := r.Path(d.Key()); len(path) > MaxPathLength || !pathRE.MatchString(path) {
-		return nil, unreplicable{fmt.Sprintf("sandbox %s cannot be replicated: its Nomad Variable path %q has %d characters, and Nomad allows at most %d of letters, digits, '-', '_', '~' and '/'; shorten the namespace or name",
-			d.Key(), path, len(path), MaxPathLength)}
-	}
-	b, err := json.Marshal(d)
-	if err != nil {
-		return nil, fmt.Errorf("encode %s: %w", d.Key(), err)
-	}
-	if n := len(ItemDeclaration) + len(b); n > MaxVariableBytes {
-		return nil, unreplicable{fmt.Sprintf("sandbox %s is too large to replicate: its declaration takes %d bytes, and a Nomad Variable holds at most %d; move large file contents out of the spec (for example into a Nomad Variable the sandbox reads)",
-			d.Key(), n, MaxVariableBytes)}
-	}
-	return api.VariableItems{ItemDeclaration: string(b)}, nil
-}
-
-func (r *Replica) decode(v *api.Variable) (store.Declaration, error) {
-	var d store.Declaration
-	raw, ok := v.Items[ItemDeclaration]
-	if !ok {
-		return d, fmt.Errorf("variable %s has no %q item", v.Path, ItemDeclaration)
-	}
-	if err := json.Unmarshal([]byte(raw), &d); err != nil {
-		return d, fmt.Errorf("variable %s: decode declaration: %w", v.Path, err)
-	}
-	if key, _ := r.keyOf(v.Path); d.Key() != key {
-		return d, fmt.Errorf("variable %s holds sandbox %q, not %q", v.Path, d.Key(), key)
-	}
-	return d, nil
-}
 
 func (r *Replica) wo(ctx context.Context) *api.WriteOptions {
 	return (&api.WriteOptions{Namespace: r.cfg.Namespace}).WithContext(ctx)
@@ -274,23 +279,28 @@ func (r *Replica) writeMeta(ctx context.Context, m Meta) (Meta, error) {
 	return m, nil
 }
 
-// list returns the ModifyIndex of every sandbox variable, and the index of
-// the list. With waitIndex it is a blocking query.
+// list returns the ModifyIndex of every sandbox variable, by path, and
+// the index of the list. With waitIndex it is a blocking query.
 func (r *Replica) list(ctx context.Context, waitIndex uint64, wait time.Duration) (map[string]uint64, uint64, error) {
+	return r.listPrefix(ctx, r.sandboxPrefix(), r.isSandboxPath, waitIndex, wait)
+}
+
+// listPrefix lists the variables under prefix that keep says are of it.
+func (r *Replica) listPrefix(ctx context.Context, prefix string, keep func(path string) bool, waitIndex uint64, wait time.Duration) (map[string]uint64, uint64, error) {
 	out := map[string]uint64{}
 	q := r.qo(ctx)
 	q.WaitIndex, q.WaitTime = waitIndex, wait
 	var last uint64
 	for {
-		metas, qm, err := r.cfg.Client.Variables().PrefixList(r.sandboxPrefix(), q)
+		metas, qm, err := r.cfg.Client.Variables().PrefixList(prefix, q)
 		if err != nil {
-			return nil, 0, fmt.Errorf("list %s: %w", r.sandboxPrefix(), err)
+			return nil, 0, fmt.Errorf("list %s: %w", prefix, err)
 		}
 		for _, m := range metas {
-			if key, ok := r.keyOf(m.Path); ok {
-				out[key] = m.ModifyIndex
+			if keep(m.Path) {
+				out[m.Path] = m.ModifyIndex
 			} else {
-				r.log.Warn("ignoring a variable that is not a sandbox", "path", m.Path)
+				r.log.Warn("ignoring a variable this controller did not write", "path", m.Path)
 			}
 		}
 		last = max(last, qm.LastIndex)
@@ -303,41 +313,43 @@ func (r *Replica) list(ctx context.Context, waitIndex uint64, wait time.Duration
 }
 
 // fetch brings the known declarations up to date with listed: it reads
-// the variables whose index changed and forgets the ones gone. It returns
-// both sets of keys.
+// the variables whose index changed, with their chunks, and forgets the
+// ones gone. It returns the paths read and the keys gone. A declaration
+// whose chunks are missing or corrupt fails the fetch.
 func (r *Replica) fetch(ctx context.Context, listed map[string]uint64) (stale, gone []string, err error) {
 	r.mu.Lock()
-	for key, idx := range listed {
-		if k, ok := r.known[key]; !ok || k.index != idx {
-			stale = append(stale, key)
+	for path, idx := range listed {
+		if k, ok := r.known[path]; !ok || k.index != idx {
+			stale = append(stale, path)
 		}
 	}
-	for key := range r.known {
-		if _, ok := listed[key]; !ok {
-			delete(r.known, key)
-			gone = append(gone, key)
+	for path, k := range r.known {
+		if _, ok := listed[path]; !ok {
+			delete(r.known, path)
+			gone = append(gone, k.decl.Key())
 		}
 	}
 	r.mu.Unlock()
 	slices.Sort(stale)
+	cr := r.newChunkReader()
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(r.cfg.Parallel)
-	for _, key := range stale {
+	for _, path := range stale {
 		g.Go(func() error {
-			v, _, err := r.cfg.Client.Variables().Read(r.Path(key), r.qo(gctx))
+			v, _, err := r.cfg.Client.Variables().Read(path, r.qo(gctx))
 			if errors.Is(err, api.ErrVariablePathNotFound) {
 				// Deleted since the list; the next list says so.
 				return nil
 			}
 			if err != nil {
-				return fmt.Errorf("read %s: %w", r.Path(key), err)
+				return fmt.Errorf("read %s: %w", path, err)
 			}
-			d, err := r.decode(v)
+			d, refs, err := r.decode(gctx, v, cr)
 			if err != nil {
 				return err
 			}
 			r.mu.Lock()
-			r.known[key] = knownVar{index: v.ModifyIndex, decl: d}
+			r.known[path] = knownVar{index: v.ModifyIndex, decl: d, refs: refs}
 			r.mu.Unlock()
 			return nil
 		})
@@ -345,21 +357,32 @@ func (r *Replica) fetch(ctx context.Context, listed map[string]uint64) (stale, g
 	return stale, gone, g.Wait()
 }
 
-// knownDecls returns the known declarations of keys, or of every key
-// when keys is nil.
-func (r *Replica) knownDecls(keys []string) []store.Declaration {
+// knownDecls returns the known declarations at paths, or of every path
+// when paths is nil.
+func (r *Replica) knownDecls(paths []string) []store.Declaration {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if keys == nil {
-		keys = slices.Sorted(maps.Keys(r.known))
+	if paths == nil {
+		paths = slices.Sorted(maps.Keys(r.known))
 	}
-	out := make([]store.Declaration, 0, len(keys))
-	for _, key := range keys {
-		if k, ok := r.known[key]; ok {
+	out := make([]store.Declaration, 0, len(paths))
+	for _, path := range paths {
+		if k, ok := r.known[path]; ok {
 			out = append(out, k.decl)
 		}
 	}
 	return out
+}
+
+// knownKeys returns the key of every known declaration.
+func (r *Replica) knownKeys() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	keys := make([]string, 0, len(r.known))
+	for _, k := range r.known {
+		keys = append(keys, k.decl.Key())
+	}
+	return keys
 }
 
 // Pull makes the local store hold what the copy holds. With removeMissing
@@ -378,7 +401,8 @@ func (r *Replica) Pull(ctx context.Context, removeMissing bool) (uint64, error) 
 // changes the copy never had (a catch-up, a follower's first pull); a
 // follower's later pulls import only what changed since the one before,
 // as only pulls write its store. With removeMissing, what the copy does
-// not hold is removed once confirmed gone.
+// not hold is removed once confirmed gone. Nothing is imported or
+// removed when any changed declaration cannot be read whole.
 func (r *Replica) pullListed(ctx context.Context, listed map[string]uint64, idx uint64, full, removeMissing bool) error {
 	stale, gone, err := r.fetch(ctx, listed)
 	if err != nil {
@@ -395,7 +419,7 @@ func (r *Replica) pullListed(ctx context.Context, listed map[string]uint64, idx 
 			}
 			var missing []string
 			for _, rec := range recs {
-				if _, ok := listed[rec.Key()]; !ok {
+				if _, ok := listed[r.Path(rec.Key())]; !ok {
 					missing = append(missing, rec.Key())
 				}
 			}
@@ -433,14 +457,15 @@ func (r *Replica) confirmGone(ctx context.Context, keys []string) error {
 	g.SetLimit(r.cfg.Parallel)
 	for _, key := range keys {
 		g.Go(func() error {
-			_, _, err := r.cfg.Client.Variables().Read(r.Path(key), r.qo(gctx))
+			path := r.Path(key)
+			_, _, err := r.cfg.Client.Variables().Read(path, r.qo(gctx))
 			switch {
 			case errors.Is(err, api.ErrVariablePathNotFound):
 				return nil
 			case err != nil:
-				return fmt.Errorf("confirm %s is gone before removing sandbox %s: %w", r.Path(key), key, err)
+				return fmt.Errorf("confirm %s is gone before removing sandbox %s: %w", path, key, err)
 			}
-			return fmt.Errorf("the list of %s left out %s, which exists; not removing anything (does the token lack list on these variables?)", r.sandboxPrefix(), r.Path(key))
+			return fmt.Errorf("the list of %s left out %s, which exists; not removing anything (does the token lack list on these variables?)", r.sandboxPrefix(), path)
 		})
 	}
 	return g.Wait()
@@ -563,13 +588,11 @@ func (r *Replica) pushAll(ctx context.Context, skipUnreplicable bool) error {
 	for _, rec := range recs {
 		keys = append(keys, rec.Key())
 	}
-	r.mu.Lock()
-	for key := range r.known {
+	for _, key := range r.knownKeys() {
 		if !slices.Contains(keys, key) {
 			keys = append(keys, key)
 		}
 	}
-	r.mu.Unlock()
 	if !skipUnreplicable {
 		return r.Push(ctx, keys)
 	}
@@ -630,9 +653,10 @@ func (r *Replica) pushOne(ctx context.Context, key string) error {
 	if err != nil && !missing {
 		return err
 	}
+	path := r.Path(key)
 	r.mu.Lock()
-	k, isKnown := r.known[key]
-	pending, hasPending := r.pending[key]
+	k, isKnown := r.known[path]
+	pending, hasPending := r.pending[path]
 	r.mu.Unlock()
 	vars := r.cfg.Client.Variables()
 	if missing {
@@ -640,8 +664,8 @@ func (r *Replica) pushOne(ctx context.Context, key string) error {
 			return nil
 		}
 		for attempt := 0; ; attempt++ {
-			r.setPending(key, nil)
-			_, err := vars.CheckedDelete(r.Path(key), k.index, r.wo(ctx))
+			r.setPending(path, nil)
+			_, err := vars.CheckedDelete(path, k.index, r.wo(ctx))
 			var conflict api.ErrCASConflict
 			if errors.As(err, &conflict) {
 				cur := conflict.Conflict
@@ -649,20 +673,21 @@ func (r *Replica) pushOne(ctx context.Context, key string) error {
 				case cur == nil || cur.CreateIndex == 0:
 					// Gone already: a delete of ours whose answer was lost.
 					err = nil
-				case attempt == 0 && hasPending && pending != nil && r.decodesTo(cur, *pending):
+				case attempt == 0 && hasPending && pending != nil && r.decodesTo(ctx, cur, *pending):
 					// Our own earlier write, whose answer was lost.
 					k.index = cur.ModifyIndex
 					continue
 				default:
-					return r.changedUnderUs(key, k.index, cur)
+					return r.changedUnderUs(path, k.index, cur)
 				}
 			}
 			if err != nil {
-				return fmt.Errorf("delete %s: %w", r.Path(key), err)
+				return fmt.Errorf("delete %s: %w", path, err)
 			}
+			// The chunks it named are collected later (Collect).
 			r.mu.Lock()
-			delete(r.known, key)
-			delete(r.pending, key)
+			delete(r.known, path)
+			delete(r.pending, path)
 			r.mu.Unlock()
 			return nil
 		}
@@ -671,19 +696,26 @@ func (r *Replica) pushOne(ctx context.Context, key string) error {
 	if isKnown && k.decl.Same(d) && !hasPending {
 		return nil
 	}
-	items, err := r.encode(d)
+	enc, err := r.encode(d)
 	if err != nil {
 		return err
 	}
+	// The manifest must follow its chunks closely, or collection could
+	// take a chunk it is about to name (see Collect).
+	ctx, cancel := context.WithTimeout(ctx, maxWriteSpan)
+	defer cancel()
+	if err := r.writeChunks(ctx, enc.chunks); err != nil {
+		return fmt.Errorf("sandbox %s: %w", key, err)
+	}
 	for attempt := 0; ; attempt++ {
-		r.setPending(key, &d)
-		v := &api.Variable{Namespace: r.cfg.Namespace, Path: r.Path(key), Items: items, ModifyIndex: k.index}
+		r.setPending(path, &d)
+		v := &api.Variable{Namespace: r.cfg.Namespace, Path: path, Items: enc.items, ModifyIndex: k.index}
 		out, _, err := vars.CheckedUpdate(v, r.wo(ctx))
 		var conflict api.ErrCASConflict
 		if errors.As(err, &conflict) {
 			cur := conflict.Conflict
 			switch {
-			case cur != nil && r.decodesTo(cur, d):
+			case cur != nil && r.decodesTo(ctx, cur, d):
 				// Already holds what we mean to write.
 				out, err = cur, nil
 			case attempt == 0 && (cur == nil || cur.CreateIndex == 0) && hasPending && pending == nil:
@@ -691,20 +723,20 @@ func (r *Replica) pushOne(ctx context.Context, key string) error {
 				// lost: create afresh.
 				k.index = 0
 				continue
-			case attempt == 0 && cur != nil && hasPending && pending != nil && r.decodesTo(cur, *pending):
+			case attempt == 0 && cur != nil && hasPending && pending != nil && r.decodesTo(ctx, cur, *pending):
 				// Our own earlier write, whose answer was lost.
 				k.index = cur.ModifyIndex
 				continue
 			default:
-				return r.changedUnderUs(key, k.index, cur)
+				return r.changedUnderUs(path, k.index, cur)
 			}
 		}
 		if err != nil {
-			return fmt.Errorf("write %s: %w", r.Path(key), err)
+			return fmt.Errorf("write %s: %w", path, err)
 		}
 		r.mu.Lock()
-		r.known[key] = knownVar{index: out.ModifyIndex, decl: d}
-		delete(r.pending, key)
+		r.known[path] = knownVar{index: out.ModifyIndex, decl: d, refs: enc.refs()}
+		delete(r.pending, path)
 		r.mu.Unlock()
 		return nil
 	}
@@ -712,14 +744,15 @@ func (r *Replica) pushOne(ctx context.Context, key string) error {
 
 // setPending records a write about to be sent; it stays pending until
 // its answer is known.
-func (r *Replica) setPending(key string, d *store.Declaration) {
+func (r *Replica) setPending(path string, d *store.Declaration) {
 	r.mu.Lock()
-	r.pending[key] = d
+	r.pending[path] = d
 	r.mu.Unlock()
 }
 
-func (r *Replica) decodesTo(v *api.Variable, d store.Declaration) bool {
-	cd, err := r.decode(v)
+// decodesTo reports whether v holds d, whole.
+func (r *Replica) decodesTo(ctx context.Context, v *api.Variable, d store.Declaration) bool {
+	cd, _, err := r.decode(ctx, v, r.newChunkReader())
 	return err == nil && cd.Same(d)
 }
 
@@ -728,17 +761,17 @@ func (r *Replica) decodesTo(v *api.Variable, d store.Declaration) bool {
 // write is not forced through.
 var ErrChangedUnderUs = errors.New("the replicated copy was changed by another instance; not overwriting it")
 
-func (r *Replica) changedUnderUs(key string, had uint64, cur *api.Variable) error {
+func (r *Replica) changedUnderUs(path string, had uint64, cur *api.Variable) error {
 	var now uint64
 	if cur != nil {
 		now = cur.ModifyIndex
 	}
-	return fmt.Errorf("%s: expected index %d, found %d: %w", r.Path(key), had, now, ErrChangedUnderUs)
+	return fmt.Errorf("%s: expected index %d, found %d: %w", path, had, now, ErrChangedUnderUs)
 }
 
 // RunPush is the leader's loop: it pushes every declared change the local
-// store commits, from its revision rev on, retrying failures, until ctx
-// ends.
+// store commits, from its revision rev on, retrying failures, and
+// collects the chunks no declaration names any more, until ctx ends.
 func (r *Replica) RunPush(ctx context.Context, rev uint64) error {
 	w, err := r.cfg.Store.Watch(ctx, rev)
 	if err != nil {
@@ -746,6 +779,9 @@ func (r *Replica) RunPush(ctx context.Context, rev uint64) error {
 	}
 	retry := time.NewTicker(5 * time.Second)
 	defer retry.Stop()
+	r.resetCollection()
+	collect := time.NewTicker(collectEvery)
+	defer collect.Stop()
 	failed := map[string]bool{}
 	for {
 		pending := map[string]bool{}
@@ -772,11 +808,9 @@ func (r *Replica) RunPush(ctx context.Context, rev uint64) error {
 				for _, rec := range recs {
 					pending[rec.Key()] = true
 				}
-				r.mu.Lock()
-				for key := range r.known {
+				for _, key := range r.knownKeys() {
 					pending[key] = true
 				}
-				r.mu.Unlock()
 				break
 			}
 			if ch.Kind == store.ChangeStatus || ch.Kind == store.ChangeEvents {
@@ -803,6 +837,11 @@ func (r *Replica) RunPush(ctx context.Context, rev uint64) error {
 				continue
 			}
 			pending, failed = failed, map[string]bool{}
+		case <-collect.C:
+			if _, err := r.Collect(ctx); err != nil && ctx.Err() == nil {
+				r.log.Warn("cannot collect unused chunks; trying again later", "err", err)
+			}
+			continue
 		}
 		keys := slices.Sorted(maps.Keys(pending))
 		for _, key := range keys {

@@ -293,29 +293,35 @@ func TestFollowerPullsChanges(t *testing.T) {
 	})
 }
 
-func TestCheckPolicyRefusesWhatAVariableCannotHold(t *testing.T) {
+// Large declarations and long keys are replicated
+// (TestEveryValidDeclarationReplicatesWhole); what JSON cannot carry
+// byte for byte is still refused at apply time.
+func TestCheckPolicyRefusesOnlyWhatTheCopyCannotCarry(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		in := newEnv(t).instance()
 		big := sandbox("big", "img:1")
-		big.Spec.Env = map[string]string{"BLOB": strings.Repeat("x", replica.MaxVariableBytes)}
-		long := sandbox("ok", "img:1")
-		long.Namespace = strings.Repeat("n", 120)
+		big.Spec.Files = []spec.File{{Path: "/big", Content: strings.Repeat("x", 2*replica.MaxVariableBytes), Mode: "0644"}}
+		long := sandbox(strings.Repeat("s", spec.MaxNameLength), "img:1")
+		long.Namespace = strings.Repeat("n", 128)
+		binary := sandbox("binary", "img:1")
+		binary.Spec.Files = []spec.File{{Path: "/bin/blob", Content: "\xff\xfe", Mode: "0755"}}
 		tests := []struct {
 			name string
 			sb   spec.Sandbox
 			want string
 		}{
 			{"fits", sandbox("fits", "img:1"), ""},
-			{"too large", big, "too large to replicate"},
-			{"path too long", long, "Nomad Variable path"},
+			{"larger than a variable", big, ""},
+			{"a key too long for a path", long, ""},
+			{"a file that is not UTF-8", binary, "not UTF-8"},
 		}
 		for _, tt := range tests {
 			err := in.rep.CheckPolicy(&tt.sb)
 			switch {
 			case tt.want == "" && err != nil:
 				t.Errorf("%s: refused: %v", tt.name, err)
-			case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
-				t.Errorf("%s: error %v, want one saying %q", tt.name, err, tt.want)
+			case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want) || !errors.Is(err, replica.ErrUnreplicable)):
+				t.Errorf("%s: error %v, want ErrUnreplicable saying %q", tt.name, err, tt.want)
 			}
 		}
 	})
