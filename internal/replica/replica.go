@@ -487,10 +487,12 @@ type Term struct {
 //
 // With no copy yet (no P/meta), it seeds one from the local store, with
 // localOwner as the owner: it marks the copy "seeding", writes every
-// record, then marks it "ready". A copy left "seeding" by a leader that
-// died is merged with the local store (nothing is removed from either)
-// and finished. Only a "ready" copy is authoritative: the local records it
-// does not hold are removed.
+// record, then marks it "ready". Ready means whole: a record that cannot
+// be written fails the catch-up and leaves the copy "seeding", to be
+// retried. A copy left "seeding" by a leader that died is merged with the
+// local store (nothing is removed from either) and finished. Only a
+// "ready" copy is authoritative: the local records it does not hold are
+// removed.
 func (r *Replica) CatchUp(ctx context.Context, localOwner string) (Term, error) {
 	for {
 		m, found, err := r.ReadMeta(ctx)
@@ -523,7 +525,7 @@ func (r *Replica) CatchUp(ctx context.Context, localOwner string) (Term, error) 
 			if _, err := r.Pull(ctx, false); err != nil {
 				return Term{}, fmt.Errorf("merge the replicated copy: %w", err)
 			}
-			if err := r.pushAll(ctx, true); err != nil {
+			if err := r.PushAll(ctx); err != nil {
 				return Term{}, fmt.Errorf("seed the replicated copy: %w", err)
 			}
 			if m.Owner != localOwner {
@@ -575,11 +577,7 @@ func isCASConflict(err error) bool {
 }
 
 // PushAll writes every local record the copy does not hold as it is.
-func (r *Replica) PushAll(ctx context.Context) error { return r.pushAll(ctx, false) }
-
-// pushAll is PushAll; with skipUnreplicable, a record no variable can
-// hold is left out with an error in the log instead of failing the whole.
-func (r *Replica) pushAll(ctx context.Context, skipUnreplicable bool) error {
+func (r *Replica) PushAll(ctx context.Context) error {
 	recs, _, err := r.cfg.Store.List(ctx, store.ListOptions{})
 	if err != nil {
 		return err
@@ -593,21 +591,7 @@ func (r *Replica) pushAll(ctx context.Context, skipUnreplicable bool) error {
 			keys = append(keys, key)
 		}
 	}
-	if !skipUnreplicable {
-		return r.Push(ctx, keys)
-	}
-	var errs []error
-	for _, err := range r.push(ctx, keys) {
-		if errors.Is(err, ErrUnreplicable) {
-			r.log.Error("a sandbox is left out of the replicated copy: no Nomad Variable can hold it. Shrink it and apply it again; until then another leader will not know it", "err", err)
-			continue
-		}
-		errs = append(errs, err)
-	}
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("replicate to Nomad Variables: %w", err)
-	}
-	return nil
+	return r.Push(ctx, keys)
 }
 
 // Push writes the current local state of keys to the copy: the
