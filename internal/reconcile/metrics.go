@@ -76,7 +76,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "agentkernel_drift_repairs_total", Help: "Nomad jobs written again to undo a change made outside this controller (edited, stopped, started or purged out of band), by reason. Registering a new generation of a sandbox is not counted.",
 		}, []string{"reason"}),
 		gcRefusals: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "agentkernel_gc_refused_total", Help: "Starts at which garbage collection stayed off because the store declared nothing while Nomad ran owned jobs.",
+			Name: "agentkernel_gc_refused_total", Help: "Starts (with -ha, terms) at which garbage collection was held: the store declared nothing, or was behind, while Nomad ran owned jobs.",
 		}),
 		phases: map[string]store.Phase{},
 	}
