@@ -17,6 +17,12 @@ var (
 	// history. List again and watch from the revision the list returns.
 	ErrCompacted = errors.New("revision compacted")
 
+	// ErrFutureRevision: a watch asked for the changes after a revision
+	// this store has not reached, which can only come from another store
+	// (another instance's) or from this one before a restore. List again
+	// and watch from the revision the list returns.
+	ErrFutureRevision = errors.New("revision not reached")
+
 	// ErrStaleStatus: the status was computed for an older generation
 	// than the status already recorded.
 	ErrStaleStatus = errors.New("stale status")

@@ -113,14 +113,17 @@ const watchPage = 256
 // Watch streams every change after revision since: first those the feed
 // still holds, then new ones as they commit. If the feed was compacted
 // past since, Watch fails with ErrCompacted: list, then watch from the
-// list's revision (etcd's contract).
+// list's revision (etcd's contract). A since beyond the store's revision
+// was not read from this store, and waiting for the store to pass it
+// would skip every change on the way: Watch fails with ErrFutureRevision,
+// and the caller recovers the same way.
 func (s *Store) Watch(ctx context.Context, since uint64) (*Watcher, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("watch from revision %d: %w", since, err)
 	}
-	var compacted uint64
+	var compacted, current uint64
 	err := s.db.View(func(tx *bolt.Tx) error {
-		compacted = compactedRevisionImpl(tx)
+		compacted, current = compactedRevisionImpl(tx), revisionImpl(tx)
 		return nil
 	})
 	if err != nil {
@@ -128,6 +131,9 @@ func (s *Store) Watch(ctx context.Context, since uint64) (*Watcher, error) {
 	}
 	if since < compacted {
 		return nil, fmt.Errorf("watch from revision %d: history up to revision %d was compacted: %w", since, compacted, ErrCompacted)
+	}
+	if since > current {
+		return nil, fmt.Errorf("watch from revision %d: the store is at revision %d: %w", since, current, ErrFutureRevision)
 	}
 	// Registering under commitMu orders it with Close, which must not
 	// start waiting for watchers while one is still being added.

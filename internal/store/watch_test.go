@@ -137,6 +137,30 @@ func TestWatchOfCompactedHistoryFailsWithErrCompacted(t *testing.T) {
 	}
 }
 
+// A revision beyond the store's own was read from another store (another
+// instance's, or this one's before a restore): watching from it would skip
+// this store's changes up to it, so Watch refuses and the caller lists again.
+func TestWatchFromAFutureRevisionFailsWithErrFutureRevision(t *testing.T) {
+	s := openStore(t, store.Options{})
+	for i := range 3 {
+		mustApply(t, s, store.ApplyOptions{}, sandbox("team", fmt.Sprint("s", i), "img:1", nil))
+	}
+	for _, since := range []uint64{4, 100} {
+		if _, err := s.Watch(t.Context(), since); !errors.Is(err, store.ErrFutureRevision) {
+			t.Errorf("Watch(%d) at revision 3 = %v, want ErrFutureRevision", since, err)
+		}
+	}
+	// The current revision is not in the future: the watch waits for the next.
+	w, err := s.Watch(t.Context(), 3)
+	if err != nil {
+		t.Fatalf("Watch(3) at revision 3 = %v, want a watcher", err)
+	}
+	mustApply(t, s, store.ApplyOptions{}, sandbox("team", "late", "img:1", nil))
+	if c := next(t, w); c.Revision != 4 || c.Key != "team/late" {
+		t.Errorf("change %+v, want team/late at revision 4", c)
+	}
+}
+
 func TestWatcherThatFallsBehindStopsWithErrCompacted(t *testing.T) {
 	s := openStore(t, store.Options{RetainRevisions: 3})
 	mustApply(t, s, store.ApplyOptions{}, sandbox("team", "s", "img:1", nil))
