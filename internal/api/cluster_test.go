@@ -607,6 +607,57 @@ func TestClusterWatchStreamsThroughTheFollower(t *testing.T) {
 	}
 }
 
+// The instances' stores number their revisions apart. A watch pinned to
+// the store that answered the list is served by that store or refused:
+// here the leader that listed can no longer be reached, and the follower,
+// whose own store is further along, must not stream its changes after
+// the leader's revision.
+func TestClusterWatchIsServedOnlyByTheStoreThatListed(t *testing.T) {
+	p := newPair(t, nil, nil)
+	p.leader.mustApply(t, applyReq(sandbox("a")))
+	p.leader.mustApply(t, applyReq(sandbox("b")))
+	var list api.ItemList
+	resp, body := p.follower.do(t, "GET", "/v1/sandboxes", nil)
+	if resp.StatusCode != 200 {
+		t.Fatalf("list: status %d; body %s", resp.StatusCode, body)
+	}
+	if err := json.Unmarshal(body, &list); err != nil {
+		t.Fatal(err)
+	}
+	wantHeaders(t, resp.Header, map[string]string{api.HeaderServedBy: "a"})
+	if list.StoreID != p.leader.store.StoreID() || list.Revision != 2 {
+		t.Fatalf("list at revision %d of store %q, want revision 2 of the leader's store %q", list.Revision, list.StoreID, p.leader.store.StoreID())
+	}
+	pinned := "?since=" + itoa(list.Revision) + "&store=" + list.StoreID
+
+	// Through the leader, the pinned watch streams.
+	w := p.follower.openWatch(t, pinned)
+	wantHeaders(t, w.header, map[string]string{api.HeaderServedBy: "a"})
+	p.leader.mustApply(t, applyReq(sandbox("c")))
+	if l := w.next(); l.Key != "default/c" || l.Revision != 3 {
+		t.Fatalf("line %+v, want revision 3 of default/c", l)
+	}
+
+	// The follower's own store has seen other writes, up to revision 4.
+	putLocal(t, p.follower, sandbox("x"))
+	putLocal(t, p.follower, sandbox("y"))
+	putLocal(t, p.follower, sandbox("z"))
+	putLocal(t, p.follower, sandbox("b"))
+	// The leader goes away; reads fall back to the follower's own store.
+	p.leader.server.Close() // ends the stream above, which the test server would wait for
+	p.leader.http.Close()
+	for _, query := range []string{pinned, pinned + "&stale=true"} {
+		resp, body := p.follower.watchRefusal(t, query)
+		if resp.StatusCode != http.StatusGone {
+			t.Fatalf("watch%s: status %d, want 410; body %s", query, resp.StatusCode, body)
+		}
+		wantHeaders(t, resp.Header, map[string]string{api.HeaderServedBy: "b"})
+		if e := decodeError(t, body); e.Code != api.CodeUnknownRevision {
+			t.Errorf("watch%s: code %q, want %q", query, e.Code, api.CodeUnknownRevision)
+		}
+	}
+}
+
 func TestClusterStaleWatchIsLocal(t *testing.T) {
 	p := newPair(t, nil, nil)
 	w := p.follower.openWatch(t, "?since=0&stale=true")

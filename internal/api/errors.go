@@ -10,7 +10,8 @@ import (
 	"github.com/agentkernel/agentkernel-controller/internal/store"
 )
 
-// Error codes, one per HTTP status the API answers errors with.
+// Error codes. Each is answered with one HTTP status; 410 has two, which
+// ask the client for the same thing: list again and watch from the list.
 const (
 	CodeInvalid          = "invalid"            // 400
 	CodeUnauthorized     = "unauthorized"       // 401
@@ -18,6 +19,7 @@ const (
 	CodeMethodNotAllowed = "method_not_allowed" // 405
 	CodeConflict         = "conflict"           // 409
 	CodeCompacted        = "compacted"          // 410
+	CodeUnknownRevision  = "unknown_revision"   // 410: since is not a revision of the store serving the watch
 	CodeTooLarge         = "too_large"          // 413
 	CodeRefused          = "refused"            // 422
 	CodeInternal         = "internal"           // 500
@@ -96,6 +98,10 @@ func storeError(err error) *apiError {
 	case errors.Is(err, store.ErrCompacted):
 		return errorf(http.StatusGone, CodeCompacted,
 			"The change feed no longer holds that revision: list the sandboxes again and watch from the list's revision.").
+			with(err.Error())
+	case errors.Is(err, store.ErrFutureRevision):
+		return errorf(http.StatusGone, CodeUnknownRevision,
+			"This store has not reached that revision, so it was read from another store (another instance's): list the sandboxes again and watch from the list's revision.").
 			with(err.Error())
 	case errors.Is(err, ErrNotLeader):
 		e := errorf(http.StatusServiceUnavailable, CodeNotReady,

@@ -8,9 +8,13 @@ import (
 
 // ItemList is the body of GET /v1/sandboxes. Revision is the store
 // revision the list was read at: watching from it misses nothing.
+// StoreID names the store the revision belongs to: each instance of a
+// cluster has its own, numbered apart, so a watch passes it back as
+// ?store= and is served by that store or refused.
 type ItemList struct {
 	Items    []Item `json:"items"`
 	Revision uint64 `json:"revision"`
+	StoreID  string `json:"storeID"`
 }
 
 // EventList is the body of GET /v1/sandboxes/{namespace}/{name}/events,
@@ -31,7 +35,7 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	out := ItemList{Items: make([]Item, 0, len(recs)), Revision: rev}
+	out := ItemList{Items: make([]Item, 0, len(recs)), Revision: rev, StoreID: s.opts.Store.StoreID()}
 	for _, rec := range recs {
 		out.Items = append(out.Items, itemOf(rec))
 	}

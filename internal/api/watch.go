@@ -39,7 +39,9 @@ type watchLineNoItem struct {
 // and flushed per line. Without since it starts at the current revision.
 // ?namespace= and ?selector= filter by the sandbox as it is when the line
 // is written; finalized changes pass the selector (the labels are gone),
-// so clients ignore keys they do not hold.
+// so clients ignore keys they do not hold. ?store= names the store since
+// was read from (a list's storeID): any other store refuses the watch,
+// because its revisions count other writes.
 func (s *Server) watch(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
 	sel, err := parseSelector("selector", q.Get("selector"))
@@ -47,6 +49,11 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	namespace := q.Get("namespace")
+	if want, self := q.Get("store"), s.opts.Store.StoreID(); want != "" && want != self {
+		return errorf(http.StatusGone, CodeUnknownRevision,
+			"The watch's revision was read from store %s, but store %s serves it (another instance answers now: the leader changed or could not be reached); list the sandboxes again and watch from the list's revision.",
+			want, self)
+	}
 	var since uint64
 	if text := q.Get("since"); text != "" {
 		since, err = strconv.ParseUint(text, 10, 64)

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -46,6 +47,30 @@ func (e *testEnv) openWatch(t *testing.T, query string) *watchStream {
 		t.Errorf("Content-Type %q, want application/x-ndjson", ct)
 	}
 	return &watchStream{t: t, scanner: bufio.NewScanner(resp.Body), header: resp.Header}
+}
+
+// watchRefusal opens a watch that must be refused and returns the
+// response and its error body. A stream that starts instead fails the
+// test at once rather than being read to its (never coming) end.
+func (e *testEnv) watchRefusal(t *testing.T, query string) (*http.Response, []byte) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), "GET", e.http.URL+"/v1/watch"+query, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := e.http.Client().Do(req)
+	if err != nil {
+		t.Fatalf("watch%s: %v", query, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusOK {
+		t.Fatalf("watch%s: status 200, a stream; want it refused", query)
+	}
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("watch%s: read the refusal: %v", query, err)
+	}
+	return resp, body
 }
 
 // next returns the next line, skipping heartbeats.
@@ -178,6 +203,48 @@ func TestWatchRefusals(t *testing.T) {
 	env.mustApply(t, applyReq(sandbox("b")))
 	if l := w.next(); l.Key != "default/b" {
 		t.Errorf("after relist: %+v, want default/b", l)
+	}
+}
+
+// A since the store has not reached, or one read from another store, was
+// never a revision of the store that would serve the watch: streaming
+// from it would skip that store's changes up to it. The answer is 410
+// unknown_revision, before the stream starts, and the client lists again.
+func TestWatchRefusesARevisionOfAnotherStore(t *testing.T) {
+	env := newEnv(t)
+	for i := range 3 {
+		env.mustApply(t, applyReq(sandbox("a", memory(512+i*32))))
+	}
+	var list api.ItemList
+	env.mustDo(t, "GET", "/v1/sandboxes", nil, http.StatusOK, &list)
+	if list.StoreID != env.store.StoreID() {
+		t.Fatalf("list storeID %q, want the store's %q", list.StoreID, env.store.StoreID())
+	}
+	tests := []struct {
+		name  string
+		query string
+	}{
+		{"a revision the store has not reached", "?since=4"},
+		{"far ahead", "?since=1000000"},
+		{"another store's revision", "?since=2&store=other-store"},
+		{"another store, from now", "?store=other-store"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp, body := env.watchRefusal(t, tt.query)
+			if resp.StatusCode != http.StatusGone {
+				t.Fatalf("status %d, want 410; body %s", resp.StatusCode, body)
+			}
+			if e := decodeError(t, body); e.Code != api.CodeUnknownRevision || !strings.Contains(e.Message, "list") {
+				t.Errorf("error %+v, want %s telling to list again", e, api.CodeUnknownRevision)
+			}
+		})
+	}
+	// The list's own revision and store are watchable.
+	w := env.openWatch(t, "?since="+itoa(list.Revision)+"&store="+list.StoreID)
+	env.mustApply(t, applyReq(sandbox("b")))
+	if l := w.next(); l.Key != "default/b" || l.Revision != 4 {
+		t.Errorf("line %+v, want revision 4 of default/b", l)
 	}
 }
 
