@@ -338,11 +338,11 @@ func (c *client) watch(ctx context.Context, q url.Values, fn func(api.WatchLine)
 		case "heartbeat":
 			continue
 		case "error":
-			msg := "the controller ended the watch"
+			we := &watchEndedError{}
 			if line.Error != nil {
-				msg += ": " + line.Error.Message
+				we.detail = *line.Error
 			}
-			return errors.New(msg)
+			return we
 		}
 		if !fn(line) {
 			return nil
@@ -355,6 +355,31 @@ func (c *client) watch(ctx context.Context, q url.Values, fn func(api.WatchLine)
 		return ctx.Err()
 	}
 	return errors.New("the controller ended the watch")
+}
+
+// watchEndedError is the error line a watch stream ended with.
+type watchEndedError struct{ detail api.ErrorDetail }
+
+func (e *watchEndedError) Error() string {
+	if e.detail.Message == "" {
+		return "the controller ended the watch"
+	}
+	return "the controller ended the watch: " + e.detail.Message
+}
+
+// mustListAgain tells the watch failures that ask the client to list
+// again and watch from the new list: the stream fell behind the change
+// feed, or its revision is not one of the store that would serve it.
+func mustListAgain(err error) bool {
+	var ae *apiError
+	if errors.As(err, &ae) {
+		return ae.status == http.StatusGone
+	}
+	var we *watchEndedError
+	if errors.As(err, &we) {
+		return we.detail.Code == api.CodeCompacted || we.detail.Code == api.CodeUnknownRevision
+	}
+	return false
 }
 
 // isRead tells the requests that read sandboxes, which a follower

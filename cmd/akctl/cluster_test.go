@@ -2,8 +2,16 @@ package main
 
 import (
 	"bytes"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/agentkernel/agentkernel-controller/internal/api"
+	"github.com/agentkernel/agentkernel-controller/internal/spec"
+	"github.com/agentkernel/agentkernel-controller/internal/store"
 )
 
 func TestCluster(t *testing.T) {
@@ -85,5 +93,126 @@ func TestStaleAddsToReadsOnly(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestWaitFollowsOneInstance: the instances of a cluster keep stores of
+// their own, whose revisions count different writes. Here akctl talks to
+// follower b; its list is answered by leader a, and then leadership moves
+// to b, whose store already holds box as Ready. The watch from a's
+// revision must not be served from b's store (that would skip b's
+// changes up to it and wait in vain): it is refused, and wait lists again.
+func TestWaitFollowsOneInstance(t *testing.T) {
+	tests := []struct {
+		name string
+		// fillA and fillB are writes of other sandboxes after box's own,
+		// which set where each store's revision stands.
+		fillA, fillB int
+	}{
+		{name: "the leader's revision is beyond the follower's store", fillA: 5, fillB: 0},
+		{name: "the follower's store is further along", fillA: 1, fillB: 5},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := startTwoStores(t)
+			c.put(t, c.a, "box")
+			for i := range tt.fillA {
+				c.put(t, c.a, fmt.Sprint("a", i))
+			}
+			c.put(t, c.b, "box")
+			c.ready(t, c.b, "default/box")
+			for i := range tt.fillB {
+				c.put(t, c.b, fmt.Sprint("b", i))
+			}
+			// Once the leader has answered the list, b takes over.
+			c.afterListOnA = func() { c.lead(c.bc, c.ac) }
+
+			var stdout, stderr bytes.Buffer
+			code := run(t.Context(), []string{"--addr", c.bURL, "-v", "wait", "--for=ready", "box", "--timeout", "3s"},
+				&env{stdin: strings.NewReader(""), stdout: &stdout, stderr: &stderr})
+			got := stderr.String()
+			if code != exitOK || !strings.Contains(got, "sandbox/default/box ready (Running)") {
+				t.Errorf("exit %d, want 0 with box ready; stderr:\n%s", code, got)
+			}
+			// Listing again is the recovery; polling is for watches that
+			// cannot stream at all.
+			if !strings.Contains(got, "listing again") || strings.Contains(got, "polling") {
+				t.Errorf("want the refused watch followed by a new list, not polling; stderr:\n%s", got)
+			}
+		})
+	}
+}
+
+// twoStores is a leader a and a follower b, each over a store of its own.
+type twoStores struct {
+	a, b         *store.Store
+	ac, bc       *testCluster
+	aURL, bURL   string
+	afterListOnA func()
+}
+
+func startTwoStores(t *testing.T) *twoStores {
+	t.Helper()
+	c := &twoStores{}
+	open := func() *store.Store {
+		st, err := store.Open(t.TempDir(), store.Options{NoSync: true, Now: func() time.Time { return storeEpoch }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
+		return st
+	}
+	c.a, c.b = open(), open()
+	c.ac, c.bc = &testCluster{self: "a"}, &testCluster{self: "b"}
+	serve := func(st *store.Store, cl *testCluster, wrap func(http.Handler) http.Handler) string {
+		srv := api.NewServer(api.Options{Store: st, Cluster: cl, Version: "test"})
+		hs := httptest.NewServer(wrap(srv))
+		t.Cleanup(func() {
+			srv.Close()
+			hs.Close()
+		})
+		return hs.URL
+	}
+	c.aURL = serve(c.a, c.ac, func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			h.ServeHTTP(w, r)
+			if r.URL.Path == "/v1/sandboxes" && c.afterListOnA != nil {
+				c.afterListOnA()
+			}
+		})
+	})
+	c.bURL = serve(c.b, c.bc, func(h http.Handler) http.Handler { return h })
+	c.lead(c.ac, c.bc)
+	return c
+}
+
+// lead makes the first cluster's instance the leader, as both see it.
+func (c *twoStores) lead(leader, other *testCluster) {
+	addr := map[string]string{"a": c.aURL, "b": c.bURL}[leader.self]
+	leader.mu.Lock()
+	leader.leader = api.Leader{ID: leader.self, Address: addr, Self: true}
+	leader.mu.Unlock()
+	other.mu.Lock()
+	other.leader = api.Leader{ID: leader.self, Address: addr}
+	other.mu.Unlock()
+}
+
+func (c *twoStores) put(t *testing.T, st *store.Store, name string) {
+	t.Helper()
+	sb := spec.Sandbox{Namespace: "default", Name: name, Spec: spec.Spec{
+		Driver: spec.DriverDocker, Image: "alpine", Profile: spec.ProfileModerate, VCPUs: 1, MemoryMB: 512,
+		Network: spec.NetworkNone, State: spec.StateRunning,
+	}}
+	if _, err := st.Apply(t.Context(), []store.Object{{Sandbox: sb}}, store.ApplyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (c *twoStores) ready(t *testing.T, st *store.Store, key string) {
+	t.Helper()
+	err := st.UpdateStatus(t.Context(), key, store.Status{Phase: store.PhaseRunning, ObservedGeneration: 1,
+		Conditions: []store.Condition{{Type: "Ready", Status: store.ConditionTrue, Reason: "AllocationRunning"}}})
+	if err != nil {
+		t.Fatal(err)
 	}
 }

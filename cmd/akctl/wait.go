@@ -24,8 +24,10 @@ is Failed or in Conflict, or is deleted. --timeout, here, bounds the whole
 wait (default 5m); on timeout the sandboxes still waited for are listed
 with their phase and reason.
 
-The controller's watch stream is followed; if it fails, akctl polls every
-second instead.
+The controller's watch stream is followed from the revision of a list, on
+the instance whose store answered that list; when the stream is refused
+(the leader changed, or the stream fell behind) akctl lists again, and if
+watching keeps failing it polls every second instead.
 
 Examples:
   akctl wait --for=ready hello worker
@@ -151,6 +153,17 @@ func waitFor(ctx context.Context, e *env, c *client, keys []sandboxKey, goal wai
 	return err
 }
 
+// maxRelists bounds how many times in a row wait lists again because a
+// watch was refused or cut short before it brought anything: a follower
+// that keeps answering lists through a leader it cannot stream from
+// would otherwise make it spin. After that it polls.
+const maxRelists = 3
+
+// run lists the sandboxes, then watches from the list's revision on the
+// store that answered the list. Each instance of a cluster numbers its
+// store's revisions apart, so a watch that another store would serve is
+// refused; so is one that fell behind the change feed. Either way run
+// lists again, and never skips a change.
 func (w *waiter) run(ctx context.Context, c *client) error {
 	namespaces := map[string]bool{}
 	for _, k := range w.keys {
@@ -160,61 +173,76 @@ func (w *waiter) run(ctx context.Context, c *client) error {
 	if len(namespaces) == 1 {
 		ns = w.keys[0].namespace
 	}
-	l, err := c.list(ctx, ns, "")
-	if err != nil {
-		return err
-	}
-	present := map[sandboxKey]*api.Item{}
-	for i := range l.Items {
-		it := &l.Items[i]
-		present[sandboxKey{it.Namespace, it.Name}] = it
-	}
-	for _, k := range w.keys {
-		if w.goal == goalReady && present[k] == nil {
-			w.failed = fmt.Errorf("%s not found", k)
-			return w.failed
+	for listed, relists := false, 0; ; listed = true {
+		l, err := c.list(ctx, ns, "")
+		if err != nil {
+			return err
 		}
-		if w.observe(k, present[k]) {
-			return nil
+		present := map[sandboxKey]*api.Item{}
+		for i := range l.Items {
+			it := &l.Items[i]
+			present[sandboxKey{it.Namespace, it.Name}] = it
 		}
-		if w.failed != nil {
-			return w.failed
+		for _, k := range w.keys {
+			if w.goal == goalReady && present[k] == nil && !listed {
+				w.failed = fmt.Errorf("%s not found", k)
+				return w.failed
+			}
+			if w.observe(k, present[k]) {
+				return nil
+			}
+			if w.failed != nil {
+				return w.failed
+			}
 		}
-	}
 
-	q := url.Values{"since": {strconv.FormatUint(l.Revision, 10)}}
-	if ns != "" {
-		q.Set("namespace", ns)
-	}
-	finished := false
-	err = c.watch(ctx, q, func(line api.WatchLine) bool {
-		ns, name, _ := strings.Cut(line.Key, "/")
-		k := sandboxKey{ns, name}
-		if _, ok := w.items[k]; !ok {
-			return true
+		q := url.Values{"since": {strconv.FormatUint(l.Revision, 10)}}
+		if l.StoreID != "" {
+			q.Set("store", l.StoreID)
 		}
-		it := line.Item
-		if line.Type == "finalized" {
-			it = nil
-		} else if it == nil {
-			return true // finalized since; its own line follows
+		if ns != "" {
+			q.Set("namespace", ns)
 		}
-		finished = w.observe(k, it)
-		return !finished && w.failed == nil
-	})
-	if finished || w.failed != nil || ctx.Err() != nil {
-		if w.failed != nil {
+		finished, delivered := false, false
+		err = c.watch(ctx, q, func(line api.WatchLine) bool {
+			delivered = true
+			ns, name, _ := strings.Cut(line.Key, "/")
+			k := sandboxKey{ns, name}
+			if _, ok := w.items[k]; !ok {
+				return true
+			}
+			it := line.Item
+			if line.Type == "finalized" {
+				it = nil
+			} else if it == nil {
+				return true // finalized since; its own line follows
+			}
+			finished = w.observe(k, it)
+			return !finished && w.failed == nil
+		})
+		switch {
+		case w.failed != nil:
 			return w.failed
-		}
-		if finished {
+		case finished:
 			return nil
+		case ctx.Err() != nil:
+			return ctx.Err()
 		}
-		return ctx.Err()
+		if delivered {
+			relists = 0
+		}
+		if mustListAgain(err) && relists < maxRelists {
+			relists++
+			if c.log != nil {
+				fmt.Fprintf(c.log, "akctl: listing again: %v\n", err)
+			}
+			continue
+		}
+		if c.log != nil {
+			fmt.Fprintf(c.log, "akctl: watch failed (%v); polling every second\n", err)
+		}
+		return w.poll(ctx, c)
 	}
-	if c.log != nil {
-		fmt.Fprintf(c.log, "akctl: watch failed (%v); polling every second\n", err)
-	}
-	return w.poll(ctx, c)
 }
 
 // poll reads every sandbox not yet done once a second.
