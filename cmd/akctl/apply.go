@@ -31,9 +31,13 @@ Examples:
   akctl apply -f box.hcl --dry-run
   cat box.hcl | akctl apply -f -
 
+Ctrl-C during --wait stops akctl, not the apply: it says that the apply
+was committed and is still converging, prints the "akctl wait" command
+that keeps waiting, and exits 130.
+
 Exit codes: 0 applied (and ready under --wait), 1 invalid declarations, a
 request the controller refused or failed, or a failed or timed-out wait,
-2 usage error.
+2 usage error, 130 interrupted.
 `
 
 func runApply(ctx context.Context, e *env, args []string) error {
@@ -91,6 +95,9 @@ func runApply(ctx context.Context, e *env, args []string) error {
 	}
 	var resp api.ApplyResponse
 	if err := c.do(ctx, http.MethodPost, "/v1/apply", req, &resp); err != nil {
+		if ctx.Err() != nil && !*dryRun {
+			return &interruptedError{state: "the controller had not answered, so the apply may or may not have been committed: akctl get shows what it holds."}
+		}
 		return err
 	}
 	if *output == "json" {
@@ -117,5 +124,9 @@ func runApply(ctx context.Context, e *env, args []string) error {
 			keys = append(keys, sandboxKey{r.Namespace, r.Name})
 		}
 	}
-	return waitFor(ctx, e, c, keys, goalReady, *waitTimeout)
+	err = waitFor(ctx, e, c, keys, goalReady, *waitTimeout)
+	if ie, ok := errors.AsType[*interruptedError](err); ok {
+		ie.state = fmt.Sprintf("the apply was committed (store revision %d) and is still converging: the controller carries on without akctl.", resp.Revision)
+	}
+	return err
 }

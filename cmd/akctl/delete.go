@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"time"
@@ -24,7 +25,8 @@ Examples:
   akctl delete -f sandboxes/
 
 Exit codes: 0 deleted, 1 a sandbox does not exist, a request failed or
-the wait failed, 2 usage error.
+the wait failed, 2 usage error, 130 interrupted (the deletion stays
+requested).
 `
 
 func runDelete(ctx context.Context, e *env, args []string) error {
@@ -93,6 +95,9 @@ func runDelete(ctx context.Context, e *env, args []string) error {
 	}
 	if *wait {
 		if err := waitFor(ctx, e, c, deleted, goalDeleted, *waitTimeout); err != nil {
+			if ie, ok := errors.AsType[*interruptedError](err); ok {
+				ie.state = "the deletion was committed and is still in progress: the controller carries on without akctl."
+			}
 			return err
 		}
 	}

@@ -22,6 +22,9 @@ const (
 	exitFailure   = 1 // invalid declarations, files that need formatting, a failed request or wait; diff: differences
 	exitUsage     = 2 // bad command line
 	exitDiffError = 3 // diff only: the diff could not be computed
+	// exitInterrupted is 128 + SIGINT, what a shell reports for a command
+	// Ctrl-C stopped.
+	exitInterrupted = 130
 )
 
 // usageError marks errors in how akctl was called; they exit 2.
@@ -120,6 +123,8 @@ Exit codes:
      for diff: there are differences
   2  the command line is wrong
   3  diff only: the diff could not be computed
+  130  interrupted (Ctrl-C; 143 for SIGTERM): what was applied stays
+       applied, and the controller carries on
 `
 
 func printMainUsage(w io.Writer) {
@@ -164,6 +169,7 @@ func run(ctx context.Context, args []string, e *env) int {
 		err := c.run(ctx, e, args[1:])
 		var ue *usageError
 		var ee *exitError
+		var ie *interruptedError
 		switch {
 		case err == nil:
 			return exitOK
@@ -174,6 +180,13 @@ func run(ctx context.Context, args []string, e *env) int {
 			return exitUsage
 		case errors.As(err, &ee):
 			return ee.code
+		case errors.As(err, &ie):
+			fmt.Fprintf(e.stderr, "akctl %s: %v\n", name, ie)
+			return interruptCode(ctx)
+		case ctx.Err() != nil:
+			// A signal stopped a request: say so, not "context canceled".
+			fmt.Fprintf(e.stderr, "akctl %s: interrupted\n", name)
+			return interruptCode(ctx)
 		default:
 			fmt.Fprintf(e.stderr, "akctl %s: %v\n", name, err)
 			if name == "diff" {
@@ -187,9 +200,34 @@ func run(ctx context.Context, args []string, e *env) int {
 	return exitUsage
 }
 
+// signalled is the cause of run's context when a signal stops akctl.
+type signalled struct{ sig os.Signal }
+
+func (s signalled) Error() string { return s.sig.String() }
+
+// interruptCode is the exit code of a run whose context was cancelled:
+// 128 + the signal's number, as a shell reports it, and 130 (SIGINT)
+// when no signal is named.
+func interruptCode(ctx context.Context) int {
+	var s signalled
+	if errors.As(context.Cause(ctx), &s) {
+		if n, ok := s.sig.(syscall.Signal); ok {
+			return 128 + int(n)
+		}
+	}
+	return exitInterrupted
+}
+
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, cancel := context.WithCancelCause(context.Background())
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		s := <-sigs
+		// A second Ctrl-C ends akctl at once, without the message.
+		signal.Stop(sigs)
+		cancel(signalled{s})
+	}()
 	code := run(ctx, os.Args[1:], &env{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, environ: os.Environ()})
-	stop()
 	os.Exit(code)
 }

@@ -1,6 +1,11 @@
 package main
 
-import "testing"
+import (
+	"context"
+	"os"
+	"syscall"
+	"testing"
+)
 
 func TestMainCommand(t *testing.T) {
 	cases := []cliCase{
@@ -15,6 +20,27 @@ func TestMainCommand(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			runGolden(t, "akctl/"+c.name, c)
+		})
+	}
+}
+
+func TestInterruptCodeIsTheShells(t *testing.T) {
+	tests := []struct {
+		name  string
+		cause error
+		want  int
+	}{
+		{"Ctrl-C", signalled{os.Interrupt}, 130},
+		{"SIGTERM", signalled{syscall.SIGTERM}, 143},
+		{"cancelled without a signal", nil, 130},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, cancel := context.WithCancelCause(t.Context())
+			cancel(tt.cause)
+			if got := interruptCode(ctx); got != tt.want {
+				t.Errorf("exit code %d, want %d", got, tt.want)
+			}
 		})
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/url"
 	"slices"
@@ -34,7 +35,11 @@ Examples:
   akctl wait --for=deleted -n team-a hello --timeout 2m
   akctl wait --for=ready --all -n team-a
 
-Exit codes: 0 done, 1 failure or timeout, 2 usage error.
+Ctrl-C stops the wait, not the controller: akctl says the sandboxes are
+still converging, prints the command that keeps waiting for those not
+done yet, and exits 130.
+
+Exit codes: 0 done, 1 failure or timeout, 2 usage error, 130 interrupted.
 `
 
 type sandboxKey struct{ namespace, name string }
@@ -147,10 +152,55 @@ func waitFor(ctx context.Context, e *env, c *client, keys []sandboxKey, goal wai
 		return nil
 	case w.failed != nil:
 		return w.failed
-	case errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil:
+	case ctx.Err() != nil:
+		return w.interrupted(e)
+	case errors.Is(err, context.DeadlineExceeded):
 		return w.timedOut(timeout)
 	}
 	return err
+}
+
+// interruptedError is a command stopped by a signal (Ctrl-C). It says
+// where things stand, since akctl stopping does not stop the controller,
+// and how to pick the wait up again.
+type interruptedError struct {
+	// state is what holds now, as a clause: "the apply was committed ...".
+	state string
+	// resume are the commands that keep waiting, one per namespace.
+	resume []string
+}
+
+func (e *interruptedError) Error() string {
+	var b strings.Builder
+	b.WriteString("interrupted; " + e.state)
+	for _, r := range e.resume {
+		b.WriteString("\nTo keep waiting: " + r)
+	}
+	return b.String()
+}
+
+// interrupted reports a wait stopped by a signal, with the command that
+// waits for what was not done yet.
+func (w *waiter) interrupted(e *env) *interruptedError {
+	goal, state := "ready", "the sandboxes are still converging: the controller carries on without akctl."
+	if w.goal == goalDeleted {
+		goal, state = "deleted", "the deletions are still in progress: the controller carries on without akctl."
+	}
+	byNS := map[string][]string{}
+	for _, k := range w.keys {
+		if !w.done[k] {
+			byNS[k.namespace] = append(byNS[k.namespace], k.name)
+		}
+	}
+	ie := &interruptedError{state: state}
+	addr := ""
+	if e.globals.addr != "" {
+		addr = " --addr " + e.globals.addr
+	}
+	for _, ns := range slices.Sorted(maps.Keys(byNS)) {
+		ie.resume = append(ie.resume, fmt.Sprintf("akctl%s wait --for=%s -n %s %s", addr, goal, ns, strings.Join(byNS[ns], " ")))
+	}
+	return ie
 }
 
 // maxRelists bounds how many times in a row wait lists again because a

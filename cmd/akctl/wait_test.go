@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"strings"
 	"testing"
 )
@@ -71,5 +72,93 @@ func TestWaitPollsWhenWatchFails(t *testing.T) {
 	}
 	if n := strings.Count(got, "GET /v1/sandboxes/default/box -> 200"); n < 2 {
 		t.Errorf("polled %d times, want at least 2:\n%s", n, got)
+	}
+}
+
+// cancelOn is standard error that cancels the run's context once a line
+// containing mark is written: Ctrl-C at that moment.
+type cancelOn struct {
+	bytes.Buffer
+	mark   string
+	cancel context.CancelFunc
+}
+
+func (w *cancelOn) Write(p []byte) (int, error) {
+	n, err := w.Buffer.Write(p)
+	if strings.Contains(w.String(), w.mark) {
+		w.cancel()
+	}
+	return n, err
+}
+
+// TestInterruptedWaitSaysWhatGoesOnAndExits130: Ctrl-C while waiting
+// stops akctl, not the controller. The apply is committed and converges
+// without akctl; the message says so, says how to keep waiting, and the
+// exit code is a shell's for Ctrl-C.
+func TestInterruptedWaitSaysWhatGoesOnAndExits130(t *testing.T) {
+	tests := []struct {
+		name   string
+		before [][]string // runs made first, not interrupted
+		args   []string
+		want   []string
+	}{
+		{
+			name: "apply --wait",
+			args: []string{"apply", "-f", "box.hcl", "--wait"},
+			want: []string{
+				"akctl apply: interrupted; the apply was committed (store revision 1) and is still converging: the controller carries on without akctl.\n",
+				"To keep waiting: akctl --addr $ADDR wait --for=ready -n default box\n",
+			},
+		},
+		{
+			name:   "wait",
+			before: [][]string{{"apply", "-f", "box.hcl"}},
+			args:   []string{"wait", "--for=ready", "box"},
+			want: []string{
+				"akctl wait: interrupted; the sandboxes are still converging: the controller carries on without akctl.\n",
+				"To keep waiting: akctl --addr $ADDR wait --for=ready -n default box\n",
+			},
+		},
+		{
+			name:   "delete --wait",
+			before: [][]string{{"apply", "-f", "box.hcl"}},
+			args:   []string{"delete", "box", "--wait"},
+			want: []string{
+				"akctl delete: interrupted; the deletion was committed and is still in progress: the controller carries on without akctl.\n",
+				"To keep waiting: akctl --addr $ADDR wait --for=deleted -n default box\n",
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			// Without the docker driver box stays Pending.
+			tc := startController(t, ctlOptions{drivers: []string{"exec"}})
+			dir := t.TempDir()
+			layOut(t, dir, map[string]string{"box.hcl": boxHCL}, nil)
+			t.Chdir(dir)
+			for _, args := range tt.before {
+				var out bytes.Buffer
+				if code := run(t.Context(), append([]string{"--addr", tc.addr}, args...), &env{stdout: &out, stderr: &out}); code != exitOK {
+					t.Fatalf("%v: exit %d\n%s", args, code, &out)
+				}
+			}
+			ctx, cancel := context.WithCancel(t.Context())
+			defer cancel()
+			stderr := &cancelOn{mark: "waiting for", cancel: cancel}
+			var stdout bytes.Buffer
+			code := run(ctx, append([]string{"--addr", tc.addr}, tt.args...), &env{stdin: strings.NewReader(""), stdout: &stdout, stderr: stderr})
+			if code != exitInterrupted {
+				t.Errorf("exit %d, want %d", code, exitInterrupted)
+			}
+			got := stderr.String()
+			for _, want := range tt.want {
+				if want = strings.ReplaceAll(want, "$ADDR", tc.addr); !strings.Contains(got, want) {
+					t.Errorf("stderr lacks %q:\n%s", want, got)
+				}
+			}
+			if strings.Contains(got, "context canceled") {
+				t.Errorf("stderr speaks of a cancelled context:\n%s", got)
+			}
+		})
 	}
 }
