@@ -25,8 +25,23 @@ is written. Unchanged sandboxes are not listed.
     nomad: Edited, 1 destructive update
   - prune sandbox default/old
 
-With -o json the controller's answer is printed as it is; its revision
-can be passed to apply --expect-revision to apply exactly what was shown.
+A text value (a file's content, or any string with a newline or of 64
+bytes or more) is shown as its sizes and sha256 prefixes, then a unified
+diff of its changed lines with 3 lines of context: at most 24 lines, each
+cut to 96 bytes around where it changed ("[…N bytes]" marks what is left
+out), with control characters escaped.
+
+    spec.files[0].content: 43 bytes, sha256:c34a453e7730 -> 48 bytes, sha256:fb246b2bb914
+      @@ -1,4 +1,4 @@
+       # Agents
+
+      -Be careful.
+      +Be very careful.
+       Do not delete files.
+
+With -o json the controller's answer is printed as it is, full values
+included; its revision can be passed to apply --expect-revision to apply
+exactly what was shown.
 
 Examples:
   akctl diff -f sandboxes/
@@ -94,6 +109,10 @@ func writeDiff(w io.Writer, d *api.DiffResponse) {
 		}
 		fmt.Fprintf(w, "%s %s sandbox %s/%s\n", sign, o.Action, o.Namespace, o.Name)
 		for _, ch := range o.Changes {
+			if isText(ch.Old) || isText(ch.New) {
+				writeTextChange(w, "    ", ch.Path, textSide(ch.Old, ch.Op == "add"), textSide(ch.New, ch.Op == "remove"))
+				continue
+			}
 			fmt.Fprintf(w, "    %s: %s -> %s\n", ch.Path, diffValue(ch.Old, ch.Op == "add"), diffValue(ch.New, ch.Op == "remove"))
 		}
 		if o.Action == "prune" {
@@ -108,6 +127,19 @@ func writeDiff(w io.Writer, d *api.DiffResponse) {
 			fmt.Fprintf(w, "    nomad: plan unavailable: %s\n", d.PlanNote)
 		}
 	}
+}
+
+// textSide is one side of a text change: nil when the field is absent
+// there; any other value than a string is shown as its JSON.
+func textSide(v any, none bool) *string {
+	if none || v == nil {
+		return nil
+	}
+	if s, ok := v.(string); ok {
+		return &s
+	}
+	s := diffValue(v, false)
+	return &s
 }
 
 func diffValue(v any, none bool) string {
