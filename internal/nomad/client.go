@@ -2,9 +2,11 @@ package nomad
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"regexp"
+	"slices"
 	"strconv"
 	"time"
 
@@ -273,12 +275,86 @@ func deref[T any](p *T) T {
 	return *p
 }
 
+// NamespaceInfo reads a namespace. ErrNotFound when Nomad has none by
+// that name.
+func (c *Client) NamespaceInfo(ctx context.Context, name string) (*api.Namespace, error) {
+	ns, _, err := c.api.Namespaces().Info(name, query(ctx, ""))
+	if err != nil {
+		return nil, classify(fmt.Sprintf("get namespace %q", name), err)
+	}
+	return ns, nil
+}
+
 // Planner answers "what would Nomad do with this sandbox?" for akctl diff:
 // the job rendered as the controller would register it, planned with a
 // diff against the live job. Planning writes nothing.
 type Planner struct {
 	Client *Client
 	Render RenderOptions
+	// AdoptOwners are the owners whose jobs count as this controller's
+	// own, as the reconciler counts them.
+	AdoptOwners []string
+}
+
+// Reasons an Obstacle gives. The first two are the reasons of the Synced
+// condition the reconciler writes when it meets the job.
+const (
+	ObstacleForeignJob       = "ForeignJob"
+	ObstacleOtherOwner       = "OwnedByAnotherController"
+	ObstacleNamespaceMissing = "NamespaceMissing"
+)
+
+// Obstacle is what registering a sandbox's job would run into that a
+// plan does not show. The zero Obstacle is none.
+type Obstacle struct {
+	// Reason is one of the Obstacle* reasons.
+	Reason string
+	// Message says what stands in the way and what to do, in full
+	// sentences.
+	Message string
+}
+
+// Preflight says what the controller would meet in Nomad when it
+// registers the sandbox's job: a job by that ID that it does not own,
+// which it leaves untouched, or a namespace Nomad does not have, where
+// Nomad refuses the job. A token that may not read the job or the
+// namespace tells nothing: that is no obstacle (the plan reports it).
+// With an empty Render.Owner only a job that no controller owns counts.
+func (p Planner) Preflight(ctx context.Context, sb *spec.Sandbox) (Obstacle, error) {
+	jobID := sb.JobID()
+	live, err := p.Client.Job(ctx, sb.Namespace, jobID)
+	switch {
+	case err == nil:
+		switch OwnerOf(live, p.Render.Owner) {
+		case Foreign:
+			return Obstacle{Reason: ObstacleForeignJob, Message: fmt.Sprintf(
+				"Nomad job %s exists but was not created by this controller (no %s in its Meta); the controller would leave it untouched and the sandbox would be in Conflict. Remove or rename the job, or rename the sandbox.",
+				jobID, MetaOwner)}, nil
+		case OtherOwner:
+			// Without an owner of its own the planner cannot tell whose
+			// the job is.
+			if owner := live.Meta[MetaOwner]; p.Render.Owner != "" && !slices.Contains(p.AdoptOwners, owner) {
+				return Obstacle{Reason: ObstacleOtherOwner, Message: fmt.Sprintf(
+					"Nomad job %s belongs to another controller (owner %s); this one would leave it untouched and the sandbox would be in Conflict.",
+					jobID, owner)}, nil
+			}
+		}
+		return Obstacle{}, nil
+	case errors.Is(err, ErrPermissionDenied):
+		return Obstacle{}, nil
+	case !errors.Is(err, ErrNotFound):
+		return Obstacle{}, fmt.Errorf("check job %q: %w", jobID, err)
+	}
+	_, err = p.Client.NamespaceInfo(ctx, sb.Namespace)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return Obstacle{Reason: ObstacleNamespaceMissing, Message: fmt.Sprintf(
+			"Nomad has no namespace %q; it would refuse the sandbox's job and the sandbox would be Failed until the namespace is created.",
+			sb.Namespace)}, nil
+	case err == nil, errors.Is(err, ErrPermissionDenied):
+		return Obstacle{}, nil
+	}
+	return Obstacle{}, fmt.Errorf("check namespace %q: %w", sb.Namespace, err)
 }
 
 // Plan renders and plans one sandbox.

@@ -212,3 +212,64 @@ func TestOnRequestReportsOverAUnixSocket(t *testing.T) {
 		t.Errorf("reported codes %v, want one 200", codes)
 	}
 }
+
+// TestPreflightSaysWhatRegisteringWouldMeet: a job by the sandbox's ID
+// that this controller does not own, or a namespace Nomad lacks, is what
+// a diff must report instead of "create".
+func TestPreflightSaysWhatRegisteringWouldMeet(t *testing.T) {
+	const adopted = "fedcba9876543210fedcba9876543210"
+	tests := []struct {
+		name      string
+		namespace string
+		owner     string // the live job's owner Meta; "-" for no job
+		planOwner string // "-": the planner knows no owner of its own
+		want      string // the obstacle's reason
+	}{
+		{name: "no job", owner: "-", want: ""},
+		{name: "a job of this controller", owner: testRenderOptions.Owner, want: ""},
+		{name: "a job nobody owns", owner: "", want: ObstacleForeignJob},
+		{name: "another controller's job", owner: "another", want: ObstacleOtherOwner},
+		{name: "an adopted owner's job", owner: adopted, want: ""},
+		{name: "a namespace Nomad lacks", namespace: "team-a", owner: "-", want: ObstacleNamespaceMissing},
+		{name: "another controller's job, owner unknown", planOwner: "-", owner: "another", want: ""},
+		{name: "a job nobody owns, owner unknown", planOwner: "-", owner: "", want: ObstacleForeignJob},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := startTestServer(t)
+			sb := renderFile(t, "docker-minimal.hcl")
+			if tt.namespace != "" {
+				sb.Namespace = tt.namespace
+			}
+			if tt.owner != "-" {
+				ro := testRenderOptions
+				ro.Owner = "placeholder"
+				job, err := Render(sb, ro)
+				if err != nil {
+					t.Fatal(err)
+				}
+				job.Meta[MetaOwner] = tt.owner
+				if tt.owner == "" {
+					delete(job.Meta, MetaOwner)
+				}
+				if _, err := c.Register(t.Context(), job, 0); err != nil {
+					t.Fatal(err)
+				}
+			}
+			p := Planner{Client: c, Render: testRenderOptions, AdoptOwners: []string{adopted}}
+			if tt.planOwner == "-" {
+				p.Render.Owner = ""
+			}
+			got, err := p.Preflight(t.Context(), sb)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.Reason != tt.want {
+				t.Errorf("obstacle %+v, want reason %q", got, tt.want)
+			}
+			if (got.Reason == "") != (got.Message == "") {
+				t.Errorf("obstacle %+v: a reason goes with a message", got)
+			}
+		})
+	}
+}
