@@ -123,17 +123,32 @@ func (ps policies) CheckPolicy(sb *spec.Sandbox) error {
 }
 
 // ownerPlanner plans with the owner ID of the current term, so that a
-// leader's diffs match what it would write.
+// leader's diffs match what it would write and what it counts as its own.
 type ownerPlanner struct {
 	nc     *nomad.Client
 	render nomad.RenderOptions
+	adopt  []string
 	owner  func() string
 }
 
-func (p ownerPlanner) Plan(ctx context.Context, sb *spec.Sandbox) (*nomadapi.JobPlanResponse, error) {
+func (p ownerPlanner) planner() nomad.Planner {
 	r := p.render
 	if o := p.owner(); o != "" {
 		r.Owner = o
 	}
-	return nomad.Planner{Client: p.nc, Render: r}.Plan(ctx, sb)
+	return nomad.Planner{Client: p.nc, Render: r, AdoptOwners: p.adopt}
+}
+
+func (p ownerPlanner) Plan(ctx context.Context, sb *spec.Sandbox) (*nomadapi.JobPlanResponse, error) {
+	return p.planner().Plan(ctx, sb)
+}
+
+// Preflight without a term (a follower answering while the leader cannot
+// be reached) does not know the cluster's owner ID, so it cannot tell the
+// cluster's jobs from another controller's: it leaves the owner empty and
+// reports only what is true for any owner.
+func (p ownerPlanner) Preflight(ctx context.Context, sb *spec.Sandbox) (nomad.Obstacle, error) {
+	np := p.planner()
+	np.Render.Owner = p.owner()
+	return np.Preflight(ctx, sb)
 }

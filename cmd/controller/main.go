@@ -185,7 +185,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	opts := apiserver.Options{
 		Store:            st,
 		Policy:           rcfg,
-		Planner:          nomad.Planner{Client: nc, Render: rcfg.Render},
+		Planner:          nomad.Planner{Client: nc, Render: rcfg.Render, AdoptOwners: rcfg.AdoptOwners},
 		Token:            token,
 		Logger:           log,
 		Registerer:       reg,
@@ -203,7 +203,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		opts.Store = node.Store(st)
 		opts.Cluster = node
 		opts.Policy = policies{rcfg, node.replica}
-		opts.Planner = ownerPlanner{nc: nc, render: rcfg.Render, owner: node.Owner}
+		opts.Planner = ownerPlanner{nc: nc, render: rcfg.Render, adopt: rcfg.AdoptOwners, owner: node.Owner}
 		opts.Ready = func() (bool, string) {
 			if !reachable.Load() {
 				return false, "Nomad is unreachable"

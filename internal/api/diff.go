@@ -2,6 +2,7 @@ package api
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -12,6 +13,7 @@ import (
 
 	nomadapi "github.com/hashicorp/nomad/api"
 
+	"github.com/agentkernel/agentkernel-controller/internal/nomad"
 	"github.com/agentkernel/agentkernel-controller/internal/spec"
 	"github.com/agentkernel/agentkernel-controller/internal/store"
 )
@@ -34,14 +36,21 @@ type DiffResponse struct {
 type ObjectDiff struct {
 	Namespace string `json:"namespace"`
 	Name      string `json:"name"`
-	// Action is create, update, unchanged or prune.
+	// Action is create, update, unchanged or prune; or, for a sandbox
+	// apply would create or update but the controller could not run,
+	// conflict (its Nomad job ID is taken by a job this controller does
+	// not own) or missing_namespace (Nomad has no such namespace).
 	Action string `json:"action"`
+	// Message says, for conflict and missing_namespace, what stands in
+	// the way and what to do.
+	Message string `json:"message,omitempty"`
 	// Changes lists the fields that would change, leaf by leaf, with paths
 	// such as "spec.ports[0].to", "spec.env.LOG_LEVEL" or
 	// `labels["app.kubernetes.io/name"]`. Empty for unchanged and prune.
 	Changes []FieldChange `json:"changes"`
 	// Plan is Nomad's answer for the sandbox's job; PlanError is set
-	// instead when Nomad could not plan. Neither is set for prune.
+	// instead when Nomad could not plan. Neither is set for prune,
+	// conflict and missing_namespace.
 	Plan      *PlanSummary `json:"plan,omitempty"`
 	PlanError string       `json:"planError,omitempty"`
 }
@@ -83,6 +92,14 @@ var diffActions = map[store.Action]string{
 	store.ActionConfigured: "update",
 	store.ActionUnchanged:  "unchanged",
 	store.ActionPruned:     "prune",
+}
+
+// Actions of a sandbox apply would store but the controller could not
+// run, by what stands in the way.
+var obstacleActions = map[string]string{
+	nomad.ObstacleForeignJob:       "conflict",
+	nomad.ObstacleOtherOwner:       "conflict",
+	nomad.ObstacleNamespaceMissing: "missing_namespace",
 }
 
 func (s *Server) diff(w http.ResponseWriter, r *http.Request) error {
@@ -131,21 +148,45 @@ func (s *Server) diff(w http.ResponseWriter, r *http.Request) error {
 		// Unchanged sandboxes are not planned: one plan per sandbox of a
 		// large folder would load the Nomad servers for nothing, and drift
 		// in Nomad is the reconciler's to repair, not a change to review.
+		// An unchanged sandbox that cannot run says so in its status.
 		if s.opts.Planner != nil && o.Action != store.ActionUnchanged {
-			resp, err := s.opts.Planner.Plan(r.Context(), sb)
-			switch {
-			case err != nil:
-				if r.Context().Err() != nil {
-					return r.Context().Err()
-				}
-				d.PlanError = err.Error()
-			default:
-				d.Plan = planSummary(resp)
+			if err := s.planObject(r.Context(), sb, &d); err != nil {
+				return err
 			}
 		}
 		out.Objects = append(out.Objects, d)
 	}
 	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// planObject adds to d what Nomad would do with sb: what the controller
+// would meet there, which replaces the action and the plan (a job it
+// would not touch, a namespace that refuses every job), or else Nomad's
+// plan. Only the request's own end is an error; Nomad's failures are
+// reported in d.
+func (s *Server) planObject(ctx context.Context, sb *spec.Sandbox, d *ObjectDiff) error {
+	ob, err := s.opts.Planner.Preflight(ctx, sb)
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		d.PlanError = err.Error()
+		return nil
+	}
+	if action, ok := obstacleActions[ob.Reason]; ok {
+		d.Action, d.Message = action, ob.Message
+		return nil
+	}
+	resp, err := s.opts.Planner.Plan(ctx, sb)
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		d.PlanError = err.Error()
+		return nil
+	}
+	d.Plan = planSummary(resp)
 	return nil
 }
 

@@ -8,6 +8,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/agentkernel/agentkernel-controller/internal/api"
+	"github.com/agentkernel/agentkernel-controller/internal/nomad"
 	"github.com/agentkernel/agentkernel-controller/internal/spec"
 )
 
@@ -178,5 +179,46 @@ func TestDiffRefusesLikeApply(t *testing.T) {
 	}
 	if n := env.planner.callCount(); n != 0 {
 		t.Errorf("planner called %d times for refused diffs", n)
+	}
+}
+
+// TestDiffSaysWhatApplyWillMeet: a sandbox whose Nomad job ID is taken by
+// a job this controller does not own, or whose namespace Nomad lacks,
+// would be stored by apply but never run. The diff says so instead of
+// create or update, and plans nothing for it.
+func TestDiffSaysWhatApplyWillMeet(t *testing.T) {
+	env := newEnv(t)
+	env.mustApply(t, applyReq(sandbox("theirs")))
+	env.planner.obstacles = map[string]nomad.Obstacle{
+		"default/taken":  {Reason: nomad.ObstacleForeignJob, Message: "Nomad job agentkernel-taken exists but was not created by this controller."},
+		"default/theirs": {Reason: nomad.ObstacleOtherOwner, Message: "Nomad job agentkernel-theirs belongs to another controller."},
+		"team-x/web":     {Reason: nomad.ObstacleNamespaceMissing, Message: "Nomad has no namespace \"team-x\"."},
+	}
+	req := applyReq(sandbox("taken"), sandbox("theirs", memory(1024)), sandbox("web", inNamespace("team-x")), sandbox("fine"))
+	var out api.DiffResponse
+	env.mustDo(t, "POST", "/v1/diff", req, http.StatusOK, &out)
+
+	type brief struct {
+		Key, Action, Message string
+		Changes, Planned     bool
+	}
+	var got []brief
+	for _, o := range out.Objects {
+		got = append(got, brief{o.Namespace + "/" + o.Name, o.Action, o.Message, len(o.Changes) > 0, o.Plan != nil || o.PlanError != ""})
+	}
+	want := []brief{
+		{"default/taken", "conflict", "Nomad job agentkernel-taken exists but was not created by this controller.", true, false},
+		{"default/theirs", "conflict", "Nomad job agentkernel-theirs belongs to another controller.", true, false},
+		{"team-x/web", "missing_namespace", "Nomad has no namespace \"team-x\".", true, false},
+		{"default/fine", "create", "", true, true},
+	}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("objects (-want +got):\n%s", d)
+	}
+	if !out.Changed {
+		t.Error("changed is false; apply would still store these sandboxes")
+	}
+	if n := env.planner.callCount(); n != 1 {
+		t.Errorf("%d plans, want 1: a sandbox that cannot run is not planned", n)
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/agentkernel/agentkernel-controller/internal/nomad"
 	"github.com/agentkernel/agentkernel-controller/internal/spec"
 	"github.com/agentkernel/agentkernel-controller/internal/store"
 )
@@ -49,6 +50,10 @@ type Policy interface {
 // Planner asks Nomad what it would do with a sandbox, writing nothing.
 type Planner interface {
 	Plan(ctx context.Context, sb *spec.Sandbox) (*nomadapi.JobPlanResponse, error)
+	// Preflight says what the controller would meet in Nomad that a plan
+	// does not show: a job by the sandbox's ID that it does not own, or
+	// a namespace Nomad does not have. The zero Obstacle is none.
+	Preflight(ctx context.Context, sb *spec.Sandbox) (nomad.Obstacle, error)
 }
 
 // Options configure a Server. Store is required.
@@ -56,7 +61,8 @@ type Options struct {
 	Store Store
 	// Policy, when set, refuses sandboxes the controller will not run.
 	Policy Policy
-	// Planner, when set, adds Nomad's plan to diffs.
+	// Planner, when set, adds Nomad's plan to diffs and what the
+	// controller would meet there.
 	Planner Planner
 	// Ready reports readiness for /readyz. Nil means always ready.
 	Ready func() (ok bool, reason string)

@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/agentkernel/agentkernel-controller/internal/api"
+	"github.com/agentkernel/agentkernel-controller/internal/nomad"
 	"github.com/agentkernel/agentkernel-controller/internal/spec"
 	"github.com/agentkernel/agentkernel-controller/internal/store"
 )
@@ -70,11 +71,19 @@ func (fakePolicy) CheckPolicy(sb *spec.Sandbox) error {
 }
 
 // fakePlanner answers Added for sandboxes Nomad has never seen, Edited for
-// the others, and fails for sandboxes named "unplannable".
+// the others, and fails for sandboxes named "unplannable". Preflight
+// finds the obstacles set for a key.
 type fakePlanner struct {
-	mu    sync.Mutex
-	known map[string]bool
-	calls int
+	mu        sync.Mutex
+	known     map[string]bool
+	obstacles map[string]nomad.Obstacle
+	calls     int
+}
+
+func (p *fakePlanner) Preflight(_ context.Context, sb *spec.Sandbox) (nomad.Obstacle, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.obstacles[sb.Key()], nil
 }
 
 func (p *fakePlanner) Plan(_ context.Context, sb *spec.Sandbox) (*nomadapi.JobPlanResponse, error) {
