@@ -25,6 +25,17 @@ is written. Unchanged sandboxes are not listed.
     nomad: Edited, 1 destructive update
   - prune sandbox default/old
 
+A sandbox that apply would store but the controller could not run is
+marked "!", with what stands in the way instead of Nomad's plan: conflict
+when its Nomad job ID is taken by a job this controller does not own
+(which it never touches), missing namespace when Nomad has no such
+namespace. A line on standard error counts them; they are differences
+like any other (exit 1).
+
+  ! conflict sandbox default/box
+    Nomad job agentkernel-box exists but was not created by this controller ...
+    spec.image: (none) -> "alpine"
+
 A text value (a file's content, or any string with a newline or of 64
 bytes or more) is shown as its sizes and sha256 prefixes, then a unified
 diff of its changed lines with 3 lines of context: at most 24 lines, each
@@ -93,13 +104,29 @@ func runDiff(ctx context.Context, e *env, args []string) error {
 	} else {
 		writeDiff(e.stdout, &resp)
 	}
+	n := 0
+	for _, o := range resp.Objects {
+		if blocked(o.Action) {
+			n++
+		}
+	}
+	switch {
+	case n == 1:
+		fmt.Fprintln(e.stderr, "akctl diff: 1 sandbox would be stored but could not run (marked !)")
+	case n > 1:
+		fmt.Fprintf(e.stderr, "akctl diff: %d sandboxes would be stored but could not run (marked !)\n", n)
+	}
 	if resp.Changed {
 		return &exitError{code: exitFailure}
 	}
 	return nil
 }
 
-var diffSigns = map[string]string{"create": "+", "update": "~", "prune": "-"}
+var diffSigns = map[string]string{"create": "+", "update": "~", "prune": "-", "conflict": "!", "missing_namespace": "!"}
+
+// blocked tells the actions of a sandbox apply would store but the
+// controller could not run.
+func blocked(action string) bool { return action == "conflict" || action == "missing_namespace" }
 
 func writeDiff(w io.Writer, d *api.DiffResponse) {
 	for _, o := range d.Objects {
@@ -107,7 +134,10 @@ func writeDiff(w io.Writer, d *api.DiffResponse) {
 		if !ok {
 			continue // unchanged
 		}
-		fmt.Fprintf(w, "%s %s sandbox %s/%s\n", sign, o.Action, o.Namespace, o.Name)
+		fmt.Fprintf(w, "%s %s sandbox %s/%s\n", sign, strings.ReplaceAll(o.Action, "_", " "), o.Namespace, o.Name)
+		if blocked(o.Action) {
+			fmt.Fprintf(w, "    %s\n", o.Message)
+		}
 		for _, ch := range o.Changes {
 			if isText(ch.Old) || isText(ch.New) {
 				writeTextChange(w, "    ", ch.Path, textSide(ch.Old, ch.Op == "add"), textSide(ch.New, ch.Op == "remove"))
@@ -115,7 +145,7 @@ func writeDiff(w io.Writer, d *api.DiffResponse) {
 			}
 			fmt.Fprintf(w, "    %s: %s -> %s\n", ch.Path, diffValue(ch.Old, ch.Op == "add"), diffValue(ch.New, ch.Op == "remove"))
 		}
-		if o.Action == "prune" {
+		if o.Action == "prune" || blocked(o.Action) {
 			continue
 		}
 		switch {

@@ -48,6 +48,8 @@ sandbox "notes" {
 			name: "file_content_as_a_line_diff", args: ak("diff", "-f", "notes.hcl", "-var", "greeting=Be very careful."), files: notes, ctl: live,
 			before: [][]string{ak("apply", "-f", "notes.hcl", "--wait")},
 		},
+		{name: "job_name_taken_by_a_foreign_job", args: ak("diff", "-f", "decl/box.hcl"), files: two, ctl: &ctlOptions{foreignJob: "agentkernel-box"}},
+		{name: "namespace_nomad_does_not_have", args: ak("diff", "-f", "decl", "-namespace", "team-a"), files: two, ctl: live},
 		{name: "invalid_declarations_exit_3", args: ak("diff", "-f", "bad.hcl"), files: map[string]string{"bad.hcl": "sandbox \"box\" {\n  image = 1\n  memory_mb = 0\n}\n"}},
 		{name: "refused_exits_3", args: ak("diff", "-f", "raw.hcl"), files: map[string]string{"raw.hcl": rawHCL}, ctl: live},
 		{name: "unreachable_exits_3", args: []string{"--addr", "$DEAD", "diff", "-f", "box.hcl"}, files: map[string]string{"box.hcl": boxHCL}},
