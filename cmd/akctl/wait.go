@@ -204,9 +204,9 @@ func (w *waiter) interrupted(e *env) *interruptedError {
 }
 
 // maxRelists bounds how many times in a row wait lists again because a
-// watch was refused or cut short before it brought anything: a follower
-// that keeps answering lists through a leader it cannot stream from
-// would otherwise make it spin. After that it polls.
+// watch was refused before it brought anything: a follower that keeps
+// answering lists through a leader it cannot stream from would otherwise
+// make it spin. After that it polls.
 const maxRelists = 3
 
 // run lists the sandboxes, then watches from the list's revision on the

@@ -101,7 +101,7 @@ func storeError(err error) *apiError {
 			with(err.Error())
 	case errors.Is(err, store.ErrFutureRevision):
 		return errorf(http.StatusGone, CodeUnknownRevision,
-			"This store has not reached that revision, so it was read from another store (another instance's): list the sandboxes again and watch from the list's revision.").
+			"This store has not reached that revision, so it was read from another store (another instance's, or this one's before a restore): list the sandboxes again and watch from the list's revision.").
 			with(err.Error())
 	case errors.Is(err, ErrNotLeader):
 		e := errorf(http.StatusServiceUnavailable, CodeNotReady,
