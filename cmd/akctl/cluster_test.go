@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -214,5 +215,39 @@ func (c *twoStores) ready(t *testing.T, st *store.Store, key string) {
 		Conditions: []store.Condition{{Type: "Ready", Status: store.ConditionTrue, Reason: "AllocationRunning"}}})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestGetWatchFollowsOneInstance is TestWaitFollowsOneInstance for get
+// --watch: the watch from the leader's list must not be served from
+// another store; it lists again there and shows what that store holds.
+func TestGetWatchFollowsOneInstance(t *testing.T) {
+	c := startTwoStores(t)
+	c.put(t, c.a, "box")
+	for i := range 5 {
+		c.put(t, c.a, fmt.Sprint("a", i))
+	}
+	c.put(t, c.b, "box")
+	c.ready(t, c.b, "default/box")
+	c.afterListOnA = func() { c.lead(c.bc, c.ac) }
+
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	stdout, stderr := newSyncBuffer(), newSyncBuffer()
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, []string{"--addr", c.bURL, "-v", "get", "--watch"}, &env{stdin: strings.NewReader(""), stdout: stdout, stderr: stderr})
+	}()
+	// box shows Running once the second store is listed.
+	for !strings.Contains(stdout.String(), "Running") && ctx.Err() == nil {
+		select {
+		case <-stdout.wrote:
+		case <-ctx.Done():
+		}
+	}
+	cancel()
+	<-done
+	if !strings.Contains(stdout.String(), "Running") || !strings.Contains(stderr.String(), "listing again") {
+		t.Errorf("get --watch did not list again on the store that took over:\nstdout:\n%s\nstderr:\n%s", stdout.String(), stderr.String())
 	}
 }

@@ -99,6 +99,7 @@ func runGet(ctx context.Context, e *env, args []string) error {
 
 	var items []api.Item
 	var rev uint64
+	var storeID string
 	if len(names) == 1 {
 		it, err := c.get(ctx, ns, names[0])
 		if err != nil {
@@ -110,7 +111,7 @@ func runGet(ctx context.Context, e *env, args []string) error {
 		if err != nil {
 			return err
 		}
-		items, rev = l.Items, l.Revision
+		items, rev, storeID = l.Items, l.Revision, l.StoreID
 	}
 	c.noteStale(e)
 
@@ -139,15 +140,58 @@ func runGet(ctx context.Context, e *env, args []string) error {
 	if !*watch {
 		return nil
 	}
-	return watchItems(ctx, e, c, ns, *selector, names, rev, *output)
+	for relists := 0; ; relists++ {
+		delivered, err := watchItems(ctx, e, c, ns, *selector, names, rev, storeID, *output)
+		if delivered {
+			relists = 0
+		}
+		if len(names) == 1 || !mustListAgain(err) || relists >= maxRelists {
+			return err
+		}
+		// The store that listed cannot go on (with -ha: another leader
+		// answers now), and its revisions mean nothing to the next one:
+		// list there, print what changed meanwhile, and follow that store.
+		if c.log != nil {
+			fmt.Fprintf(c.log, "akctl: listing again: %v\n", err)
+		}
+		l, err := c.list(ctx, ns, *selector)
+		if err != nil {
+			return err
+		}
+		rev, storeID = l.Revision, l.StoreID
+		if err := printItems(e, l.Items, *output); err != nil {
+			return err
+		}
+	}
+}
+
+// printItems writes items as watch rows (json: one item a line).
+func printItems(e *env, items []api.Item, output string) error {
+	if output == "json" {
+		for _, it := range items {
+			if err := writeJSONLine(e.stdout, it); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	tw := newTable(e.stdout)
+	for i := range items {
+		writeRow(tw, &items[i], output == "wide", e.clock())
+	}
+	return tw.Flush()
 }
 
 // watchItems prints every change after rev until ctx ends. Rows are not
-// aligned with the earlier ones: each is written as it comes.
-func watchItems(ctx context.Context, e *env, c *client, ns, selector string, names []string, rev uint64, output string) error {
+// aligned with the earlier ones: each is written as it comes. storeID,
+// when set, pins the watch to the store whose revision rev is.
+func watchItems(ctx context.Context, e *env, c *client, ns, selector string, names []string, rev uint64, storeID, output string) (delivered bool, err error) {
 	q := url.Values{}
 	if rev > 0 {
 		q.Set("since", strconv.FormatUint(rev, 10))
+	}
+	if storeID != "" {
+		q.Set("store", storeID)
 	}
 	if ns != "" {
 		q.Set("namespace", ns)
@@ -156,7 +200,8 @@ func watchItems(ctx context.Context, e *env, c *client, ns, selector string, nam
 		q.Set("selector", selector)
 	}
 	last := map[string]api.Item{}
-	err := c.watch(ctx, q, func(line api.WatchLine) bool {
+	err = c.watch(ctx, q, func(line api.WatchLine) bool {
+		delivered = true
 		if len(names) == 1 && line.Key != ns+"/"+names[0] {
 			return true
 		}
@@ -185,9 +230,9 @@ func watchItems(ctx context.Context, e *env, c *client, ns, selector string, nam
 		return tw.Flush() == nil
 	})
 	if ctx.Err() != nil {
-		return nil // interrupted: the normal end of a watch
+		return delivered, nil // interrupted: the normal end of a watch
 	}
-	return err
+	return delivered, err
 }
 
 func notFound(err error, k sandboxKey) error {
