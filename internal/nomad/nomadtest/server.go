@@ -99,7 +99,7 @@ type Server struct {
 
 	lnMu    sync.Mutex
 	addr    string
-	ln      net.Listener
+	ln      *connTracker
 	httpSrv *http.Server
 	serveWG sync.WaitGroup
 }
@@ -177,10 +177,11 @@ func (s *Server) Start() error {
 }
 
 func (s *Server) listenLocked(addr string) error {
-	ln, err := net.Listen("tcp", addr)
+	inner, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", addr, err)
 	}
+	ln := &connTracker{Listener: inner, conns: make(map[*trackedConn]struct{})}
 	s.ln = ln
 	s.addr = ln.Addr().String()
 	srv := &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second}
@@ -204,8 +205,63 @@ func (s *Server) stopListeningLocked() {
 	s.CutEventStreams()
 	_ = s.httpSrv.Close()
 	s.serveWG.Wait()
+	// http.Server.Close leaves hijacked connections open, and a stream
+	// reopened the moment it was cut may have been hijacked but not yet
+	// registered for CutEventStreams: only closing what the listener
+	// accepted ends it, as a crash would.
+	s.ln.closeAll()
 	s.httpSrv = nil
 	s.ln = nil
+}
+
+// connTracker is a listener that remembers the connections it accepted
+// until they close, hijacked ones included.
+type connTracker struct {
+	net.Listener
+	mu     sync.Mutex
+	closed bool
+	conns  map[*trackedConn]struct{}
+}
+
+func (l *connTracker) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		c.Close()
+		return nil, net.ErrClosed
+	}
+	tc := &trackedConn{Conn: c, l: l}
+	l.conns[tc] = struct{}{}
+	return tc, nil
+}
+
+// closeAll closes the listener and every connection it accepted.
+func (l *connTracker) closeAll() {
+	l.mu.Lock()
+	l.closed = true
+	conns := l.conns
+	l.conns = nil
+	l.mu.Unlock()
+	_ = l.Listener.Close()
+	for c := range conns {
+		_ = c.Conn.Close()
+	}
+}
+
+type trackedConn struct {
+	net.Conn
+	l *connTracker
+}
+
+func (c *trackedConn) Close() error {
+	c.l.mu.Lock()
+	delete(c.l.conns, c)
+	c.l.mu.Unlock()
+	return c.Conn.Close()
 }
 
 // URL is the base URL of the listener started by Start, e.g.
