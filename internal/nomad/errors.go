@@ -29,7 +29,9 @@ var (
 	// ErrInvalid: Nomad refused the request itself (400, or 500 carrying
 	// job validation errors as in facts 66, 70, 71). Retrying cannot help.
 	ErrInvalid = errors.New("rejected as invalid")
-	// ErrPermissionDenied: the token lacks a capability (403).
+	// ErrPermissionDenied: the token lacks a capability (403, or 500
+	// "Permission denied" where Nomad forwards an ACL refusal over RPC,
+	// as it does for some event-stream refusals).
 	ErrPermissionDenied = errors.New("permission denied")
 	// ErrTransient: Nomad could not be reached or could not answer now
 	// (connection refused or reset, timeouts, no cluster leader, other
@@ -91,6 +93,11 @@ func kindOfStatus(status int, body string) error {
 		return ErrConflict
 	case status == http.StatusInternalServerError && validationBody.MatchString(body):
 		return ErrInvalid
+	case status >= 500 && strings.Contains(strings.ToLower(body), "permission denied"):
+		// An ACL refusal that came back through an RPC rather than the
+		// HTTP layer keeps its text but not its 403. Retrying cannot help
+		// until the token changes.
+		return ErrPermissionDenied
 	case status >= 500:
 		return ErrTransient
 	case status >= 400:

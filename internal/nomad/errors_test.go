@@ -31,6 +31,8 @@ func TestClassifyNomadAnswers(t *testing.T) {
 		{"no Job wrapper (fact 67)", 400, "Job must be specified", ErrInvalid},
 		{"malformed JSON (fact 65)", 400, "unexpected EOF", ErrInvalid},
 		{"permission denied", 403, "Permission denied", ErrPermissionDenied},
+		{"permission denied forwarded as a server error", 500, "Permission denied", ErrPermissionDenied},
+		{"permission denied wrapped by an RPC error", 500, "rpc error: Permission denied", ErrPermissionDenied},
 		{"no cluster leader", 500, "No cluster leader", ErrTransient},
 		{"other server error", 500, "rpc error: EOF", ErrTransient},
 		{"bad gateway", 502, "upstream down", ErrTransient},
