@@ -42,8 +42,11 @@ type WatchOptions struct {
 	// IdleTimeout bounds the silence between lines once the stream is up.
 	// Nomad sends a heartbeat every 30 s (facts 4.10); default 75 s.
 	IdleTimeout time.Duration
-	// FallbackAfter is how many stream attempts in a row may fail before
-	// the watcher falls back to blocking queries on the job list (3).
+	// FallbackAfter is how many stream attempts in a row may fail, for
+	// whatever reason, before the watcher falls back to blocking queries
+	// on the job list (3). A refused or silent stream falls back at once.
+	// Either way only while Nomad answers the list: if it does not, Nomad
+	// is down and the stream is retried with backoff.
 	FallbackAfter int
 	// BlockingWait is the wait of one blocking query (default 5 min);
 	// after each cycle in fallback the stream is tried again, every
@@ -116,32 +119,31 @@ func (w *Watcher) Stats() WatchStats {
 // Run watches until ctx ends, reconnecting with backoff. It returns only
 // the context's error.
 func (w *Watcher) Run(ctx context.Context, sink WatchSink) error {
-	// failures counts stream failures while Nomad itself answers: those
-	// lead to the fallback. Nomad being unreachable is not the stream's
-	// fault; the watcher just retries with backoff until it is back.
-	failures, attempts := 0, 0
+	// failures counts the attempts in a row that did not get as far as the
+	// relist, whatever the reason: a stream that cannot be had is not worth
+	// waiting for once Nomad's other endpoints answer, which the fallback
+	// checks with its first list before it takes over.
+	failures := 0
 	for first := true; ctx.Err() == nil; first = false {
 		if !first {
 			w.reconnects.Add(1)
 		}
-		healthy, opened, err := w.streamOnce(ctx, sink)
+		healthy, err := w.streamOnce(ctx, sink)
 		if ctx.Err() != nil {
 			break
 		}
-		attempts++
-		switch {
-		case healthy:
-			failures, attempts = 0, 0
-		case opened || !errors.Is(err, ErrTransient):
+		if healthy {
+			failures = 0
+		} else {
 			failures++
 		}
 		w.opts.Logger.Warn("nomad event stream ended", "err", err, "stream_failures", failures)
-		if errors.Is(err, ErrPermissionDenied) || errors.Is(err, errSilentStream) || failures >= w.opts.FallbackAfter {
-			failures, attempts = 0, 0
-			w.fallback(ctx, sink)
+		denied := errors.Is(err, ErrPermissionDenied) || errors.Is(err, errSilentStream)
+		if !healthy && (denied || failures >= w.opts.FallbackAfter) && w.fallback(ctx, sink) {
+			failures = 0
 			continue
 		}
-		if !sleep(ctx, w.opts.Backoff, attempts) {
+		if !sleep(ctx, w.opts.Backoff, failures) {
 			break
 		}
 	}
@@ -173,16 +175,15 @@ type decoded struct {
 
 // streamOnce runs one connection: open, wait for the first line, relist,
 // then handle lines until the stream ends. healthy reports whether it
-// got as far as the relist, which resets the failure count; opened
-// whether Nomad answered at all.
-func (w *Watcher) streamOnce(ctx context.Context, sink WatchSink) (healthy, opened bool, err error) {
+// got as far as the relist, which resets the failure count.
+func (w *Watcher) streamOnce(ctx context.Context, sink WatchSink) (healthy bool, err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	asked := w.last + 1
 	q := (&api.QueryOptions{Namespace: w.opts.Namespace, Params: map[string]string{"index": fmt.Sprint(asked)}}).WithContext(ctx)
 	body, err := w.c.api.Raw().Response("/v1/event/stream?topic=Job&topic=Allocation", q)
 	if err != nil {
-		return false, false, classify("open nomad event stream", err)
+		return false, classify("open nomad event stream", err)
 	}
 	defer body.Close()
 	w.connects.Add(1)
@@ -196,24 +197,24 @@ func (w *Watcher) streamOnce(ctx context.Context, sink WatchSink) (healthy, open
 	for {
 		select {
 		case <-ctx.Done():
-			return healthy, true, ctx.Err()
+			return healthy, ctx.Err()
 		case <-timer.C:
 			if first {
-				return false, true, errSilentStream
+				return false, errSilentStream
 			}
-			return healthy, true, fmt.Errorf("event stream silent for %s, longer than Nomad's heartbeat interval", w.opts.IdleTimeout)
+			return healthy, fmt.Errorf("event stream silent for %s, longer than Nomad's heartbeat interval", w.opts.IdleTimeout)
 		case d := <-lines:
 			if d.err != nil {
 				// An error is never a heartbeat: EOF, a cut connection or a
 				// line that is not JSON all end this connection.
-				return healthy, true, &Error{Op: "read nomad event stream", Kind: ErrTransient, Err: d.err}
+				return healthy, &Error{Op: "read nomad event stream", Kind: ErrTransient, Err: d.err}
 			}
 			timer.Reset(w.opts.IdleTimeout)
 			if bytes.Equal(bytes.TrimSpace(d.raw), []byte("{}")) {
 				w.heartbeats.Add(1)
 			} else {
 				if err := w.handleLine(d.raw, asked, firstBatch, sink); err != nil {
-					return healthy, true, err
+					return healthy, err
 				}
 				firstBatch = false
 			}
@@ -222,7 +223,7 @@ func (w *Watcher) streamOnce(ctx context.Context, sink WatchSink) (healthy, open
 				// The stream is open: a list taken now covers everything
 				// before it, including whatever the stream skipped.
 				if err := w.relist(ctx, sink); err != nil {
-					return false, true, err
+					return false, err
 				}
 				healthy = true
 			}
@@ -304,7 +305,16 @@ func (w *Watcher) relist(ctx context.Context, sink WatchSink) error {
 // fallback follows the owned-job list with blocking queries for a while,
 // then returns so that the stream is tried again. Each change of the list
 // index relists; keys are reported for jobs whose stub changed.
-func (w *Watcher) fallback(ctx context.Context, sink WatchSink) {
+//
+// It lists once before it takes over: when Nomad does not answer that
+// either, Nomad is down rather than its stream, and fallback returns false
+// at once so that the caller keeps retrying the stream with backoff.
+func (w *Watcher) fallback(ctx context.Context, sink WatchSink) bool {
+	stubs, index, err := w.blockingList(ctx, 0)
+	if err != nil {
+		w.opts.Logger.Warn("nomad does not answer a list either; retrying the event stream", "err", err)
+		return false
+	}
 	w.fallbacks.Add(1)
 	w.blocking.Store(true)
 	defer w.blocking.Store(false)
@@ -313,47 +323,53 @@ func (w *Watcher) fallback(ctx context.Context, sink WatchSink) {
 	deadline := time.NewTimer(w.opts.RetryStreamEvery)
 	defer deadline.Stop()
 	seen := map[string]string{}
-	var index uint64
-	for failures := 0; ctx.Err() == nil; {
+	for listed, failures := true, 0; ctx.Err() == nil; {
+		if listed {
+			w.relists.Add(1)
+			sink.Relisted(stubs, index)
+			seen = reportChanged(sink, stubs, seen)
+		}
 		select {
 		case <-deadline.C:
-			return
+			return true
 		default:
 		}
-		stubs, next, err := w.blockingList(ctx, index)
+		var next uint64
+		stubs, next, err = w.blockingList(ctx, index)
 		if err != nil {
-			failures++
+			listed, failures = false, failures+1
 			w.opts.Logger.Warn("blocking list of owned jobs failed", "err", err)
 			if !sleep(ctx, w.opts.Backoff, failures) {
-				return
+				return true
 			}
 			continue
 		}
-		failures = 0
-		if next == index && index != 0 {
-			continue // the wait timed out without a change
-		}
-		index = next
-		w.relists.Add(1)
-		sink.Relisted(stubs, next)
-		now := map[string]string{}
-		for _, s := range stubs {
-			key, ok := sandboxKey(s.Namespace, s.ID)
-			if !ok {
-				continue
-			}
-			now[key] = stubVersion(s)
-			if seen[key] != now[key] {
-				sink.Changed(key)
-			}
-		}
-		for key := range seen {
-			if _, still := now[key]; !still {
-				sink.Changed(key)
-			}
-		}
-		seen = now
+		// An unchanged index is a wait that timed out without a change.
+		listed, failures, index = next != index, 0, next
 	}
+	return true
+}
+
+// reportChanged reports the keys of the jobs whose stub differs from the
+// one seen before, gone ones included, and returns what it saw.
+func reportChanged(sink WatchSink, stubs []*api.JobListStub, seen map[string]string) map[string]string {
+	now := map[string]string{}
+	for _, s := range stubs {
+		key, ok := sandboxKey(s.Namespace, s.ID)
+		if !ok {
+			continue
+		}
+		now[key] = stubVersion(s)
+		if seen[key] != now[key] {
+			sink.Changed(key)
+		}
+	}
+	for key := range seen {
+		if _, still := now[key]; !still {
+			sink.Changed(key)
+		}
+	}
+	return now
 }
 
 // blockingList waits until the job list index passes index (or the wait

@@ -109,9 +109,9 @@ func runWatcher(t *testing.T, w *Watcher, sink WatchSink) {
 	t.Cleanup(func() { cancel(); <-done })
 }
 
-// startWatch runs a watcher against the test server. Call it inside
-// synctest.Test.
-func startWatch(t *testing.T, srvOpts nomadtest.Options, opts WatchOptions) *watchEnv {
+// startWatch runs a watcher against the test server, after prepare has
+// set the scene. Call it inside synctest.Test.
+func startWatch(t *testing.T, srvOpts nomadtest.Options, opts WatchOptions, prepare ...func(e *watchEnv)) *watchEnv {
 	t.Helper()
 	srvOpts.SchedulingDelay = -1
 	srvOpts.Drivers = []string{"docker", "exec", "raw_exec"}
@@ -128,6 +128,9 @@ func startWatch(t *testing.T, srvOpts nomadtest.Options, opts WatchOptions) *wat
 		opts.FirstLineTimeout = 2 * time.Second
 	}
 	env := &watchEnv{srv: srv, mem: mem, client: c, w: NewWatcher(c, opts), sink: newSink()}
+	for _, p := range prepare {
+		p(env)
+	}
 	runWatcher(t, env.w, env.sink)
 	return env
 }
@@ -329,4 +332,59 @@ func testWatchFallsBackWhenTheStreamIsSilent(t *testing.T) {
 	if st := w.Stats(); st.Fallbacks < 1 || !st.Blocking {
 		t.Errorf("stats %+v: want the watcher in blocking mode", st)
 	}
+}
+
+// TestWatchFallsBackWhenTheStreamIsRefused has Nomad answer every endpoint
+// but the event stream. An ACL refusal, which Nomad sends as 500
+// "Permission denied" when it comes back through an RPC, is given up on at
+// once; any other failure after FallbackAfter attempts in a row. Either way
+// changes keep arriving through blocking queries.
+func TestWatchFallsBackWhenTheStreamIsRefused(t *testing.T) {
+	tests := []struct {
+		name     string
+		status   int
+		body     string
+		attempts int
+	}{
+		{"500 permission denied forwarded over RPC", 500, "Permission denied", 1},
+		{"403 permission denied", 403, "Permission denied", 1},
+		{"500 from a stream RPC that keeps failing", 500, "rpc error: stream reset", 3},
+		{"502 from a proxy that cannot stream", 502, "Bad Gateway", 3},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				e := startWatch(t, nomadtest.Options{}, WatchOptions{}, func(e *watchEnv) {
+					e.srv.FailRequests(nomadtest.ErrorFault{Status: tt.status, Body: tt.body, PathPrefix: "/v1/event/stream"})
+				})
+				e.sink.waitFor(t, "the first relist, by a blocking list", func(s *recordingSink) bool { return len(s.relists) >= 1 })
+				if n := e.srv.RequestCount("GET /v1/event/stream"); n != tt.attempts {
+					t.Errorf("fell back after %d stream attempts, want %d", n, tt.attempts)
+				}
+				e.register(t, "seen-by-blocking")
+				e.sink.waitFor(t, "the change through blocking queries", func(s *recordingSink) bool { return s.changed["default/seen-by-blocking"] > 0 })
+				if st := e.w.Stats(); st.Fallbacks != 1 || !st.Blocking || st.Connects != 0 {
+					t.Errorf("stats %+v: want one fallback to blocking queries and no stream", st)
+				}
+			})
+		})
+	}
+}
+
+// TestWatchKeepsRetryingTheStreamWhileNomadIsDown: when the list fails as
+// well as the stream, Nomad is down rather than its stream; the watcher
+// keeps retrying the stream and takes it as soon as Nomad is back.
+func TestWatchKeepsRetryingTheStreamWhileNomadIsDown(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := startWatch(t, nomadtest.Options{}, WatchOptions{}, func(e *watchEnv) { e.mem.SetDown(true) })
+		time.Sleep(time.Second) // on the bubble's clock: a hundred attempts or so, each refused
+		if st := e.w.Stats(); st.Reconnects < 10 || st.Fallbacks != 0 || st.Relists != 0 {
+			t.Fatalf("stats %+v while Nomad is down: want attempts on the stream and no fallback", st)
+		}
+		e.mem.SetDown(false)
+		e.sink.waitFor(t, "the relist once Nomad is back", func(s *recordingSink) bool { return len(s.relists) >= 1 })
+		if st := e.w.Stats(); st.Connects != 1 || st.Fallbacks != 0 || st.Blocking {
+			t.Errorf("stats %+v: want the stream back, never blocking queries", st)
+		}
+	})
 }
