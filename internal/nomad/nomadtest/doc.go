@@ -8,7 +8,9 @@
 // register with check-and-set and validation errors, server-filled
 // defaults, stop and purge, list with prefix, go-bexpr filters over the full
 // job, meta=true and pagination tokens, plan with diff and update counts,
-// allocations, summaries, evaluations, namespaces, variables with
+// allocations (the list in create order with go-bexpr filters over the
+// full allocation, pagination and task_states=false), summaries,
+// evaluations, namespaces, variables with
 // check-and-set, variable locks with their TTL and delay timers, ACL
 // policies and tokens enforced endpoint by endpoint, blocking queries with
 // Nomad's wait and wake-up rules, and the NDJSON event stream with its

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/hashicorp/go-bexpr"
@@ -393,28 +394,90 @@ func (s *Server) handleAllocation(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
+// handleAllocations answers GET /v1/allocations as the agent's paginator
+// does: allocations in create order, (CreateIndex, ID), across namespaces
+// for namespace=* (447); a go-bexpr filter evaluated against the full
+// allocation, with the same 400s as the job list; pages cut after
+// filtering, the next token "<CreateIndex>.<ID>" of the first allocation
+// of the next page; and task_states=false leaving out TaskStates.
 func (s *Server) handleAllocations(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet {
 		invalidMethod(w)
 		return
 	}
+	q := r.URL.Query()
 	ns := requestNamespace(r)
+	var eval *bexpr.Evaluator
+	if f := q.Get("filter"); f != "" {
+		ev, err := bexpr.CreateEvaluator(f)
+		if err != nil {
+			writeText(w, http.StatusBadRequest, "failed to create result paginator: failed to read filter expression: "+err.Error())
+			return
+		}
+		eval = ev
+	}
+	perPage, _ := strconv.Atoi(q.Get("per_page"))
+	token := q.Get("next_token")
+	withTaskStates := q.Get("task_states") != "false"
 	if !s.allowNs(w, r, ns, capReadJob) {
 		return
 	}
 	acl := aclOf(r)
 	s.blockingQuery(w, r, func() (queryResult, <-chan struct{}) {
-		out := []allocListStub{}
-		for _, je := range s.sortedJobs(ns) {
-			if !acl.allowNs(deref(je.job.Namespace), capReadJob) {
-				continue
-			}
-			for _, a := range je.allocs {
-				out = append(out, allocStub(a))
+		res := queryResult{index: s.tables["allocs"]}
+		var all []*alloc
+		for _, a := range s.allocs {
+			if ns == "*" || a.a.Namespace == ns {
+				all = append(all, a)
 			}
 		}
-		return queryResult{index: s.tables["allocs"], body: out}, s.watch.ch("allocs")
+		slices.SortFunc(all, func(a, b *alloc) int {
+			return cmp.Or(cmp.Compare(a.a.CreateIndex, b.a.CreateIndex), strings.Compare(a.a.ID, b.a.ID))
+		})
+		out := []allocListStub{}
+		for _, a := range all {
+			if token != "" && beforeAllocToken(a.a, token) {
+				continue
+			}
+			if eval != nil {
+				ok, err := eval.Evaluate(a.a)
+				if err != nil {
+					return queryResult{index: res.index, bare: true, status: http.StatusBadRequest,
+						text: "failed to read result page: " + err.Error()}, s.watch.ch("allocs")
+				}
+				if !ok {
+					continue
+				}
+			}
+			if !acl.allowNs(a.a.Namespace, capReadJob) {
+				continue
+			}
+			if perPage > 0 && len(out) == perPage {
+				res.nextToken = fmt.Sprintf("%d.%s", a.a.CreateIndex, a.a.ID)
+				break
+			}
+			st := allocStub(a)
+			if !withTaskStates {
+				st.TaskStates = nil
+			}
+			out = append(out, st)
+		}
+		res.body = out
+		return res, s.watch.ch("allocs")
 	})
+}
+
+// beforeAllocToken reports whether a comes before the allocation a next
+// token "<CreateIndex>.<ID>" names: the index compared as a number, the ID
+// as text, and a token that does not parse compared whole as text, as the
+// agent's tokenizer does.
+func beforeAllocToken(a *api.Allocation, token string) bool {
+	idx, id, ok := strings.Cut(token, ".")
+	n, err := strconv.ParseUint(idx, 10, 64)
+	if !ok || err != nil {
+		return fmt.Sprintf("%d.%s", a.CreateIndex, a.ID) < token
+	}
+	return cmp.Or(cmp.Compare(a.CreateIndex, n), strings.Compare(a.ID, id)) < 0
 }
 
 func (s *Server) handleJobSummary(w http.ResponseWriter, r *http.Request) {
