@@ -1,6 +1,7 @@
 package nomad
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -201,6 +202,43 @@ func (c *Client) ListOwned(ctx context.Context, ns, owner string) ([]*api.JobLis
 		}
 		if meta.NextToken == "" {
 			return all, index, nil
+		}
+		next = meta.NextToken
+	}
+}
+
+// ListWantedAllocs lists the allocations Nomad wants running (desired
+// status run) of the given jobs, in ns ("*" for every namespace), with
+// one paged request for all of them rather than one per job: the filter
+// keeps the jobs named as the controller names them, and only those of
+// jobs are returned. Task states are left out; nothing here reads them.
+func (c *Client) ListWantedAllocs(ctx context.Context, ns string, jobs []*api.JobListStub) ([]*api.AllocationListStub, error) {
+	type jobRef struct{ ns, id string }
+	want := make(map[jobRef]bool, len(jobs))
+	for _, j := range jobs {
+		want[jobRef{cmp.Or(j.Namespace, "default"), j.ID}] = true
+	}
+	filter := fmt.Sprintf(`JobID matches %s and DesiredStatus == %s`,
+		strconv.Quote("^"+regexp.QuoteMeta(spec.JobIDPrefix)), strconv.Quote(api.AllocDesiredStatusRun))
+	var all []*api.AllocationListStub
+	next := ""
+	for {
+		q := query(ctx, ns)
+		q.Filter = filter
+		q.PerPage = listPageSize
+		q.NextToken = next
+		q.Params = map[string]string{"task_states": "false"}
+		allocs, meta, err := c.api.Allocations().List(q)
+		if err != nil {
+			return nil, classify(fmt.Sprintf("list allocations of owned jobs in namespace %q", ns), err)
+		}
+		for _, a := range allocs {
+			if want[jobRef{cmp.Or(a.Namespace, "default"), a.JobID}] {
+				all = append(all, a)
+			}
+		}
+		if meta.NextToken == "" {
+			return all, nil
 		}
 		next = meta.NextToken
 	}

@@ -5,14 +5,12 @@ import (
 	"context"
 	"strings"
 	"testing"
-
-	"github.com/hashicorp/nomad/api"
 )
 
 type keySink struct{ keys []string }
 
-func (k *keySink) Changed(key string)                         { k.keys = append(k.keys, key) }
-func (k *keySink) Relisted(jobs []*api.JobListStub, _ uint64) {}
+func (k *keySink) Changed(key string) { k.keys = append(k.keys, key) }
+func (k *keySink) Relisted(Listing)   {}
 
 // FuzzEventStream feeds arbitrary bytes through the event-stream reader
 // as a connection would deliver them. It must never panic, and every key

@@ -21,11 +21,23 @@ type WatchSink interface {
 	// Changed says the job of sandbox key ("namespace/name") may have
 	// changed: look at it again.
 	Changed(key string)
-	// Relisted hands over every job this controller owns, as listed at
-	// index. It comes after every (re)connection, so anything the event
-	// stream may have missed is covered, and it is what garbage
-	// collection of jobs whose sandbox is gone is decided on.
-	Relisted(jobs []*api.JobListStub, index uint64)
+	// Relisted hands over every job this controller owns and the
+	// allocations Nomad wants running for them. It comes after every
+	// (re)connection, so anything the event stream may have missed is
+	// covered, allocations that changed while it was away included, and
+	// it is what garbage collection of jobs whose sandbox is gone is
+	// decided on.
+	Relisted(l Listing)
+}
+
+// Listing is one full list of what the controller owns in Nomad.
+type Listing struct {
+	// Jobs are every job stamped with the owner, listed at Index.
+	Jobs  []*api.JobListStub
+	Index uint64
+	// Allocs are the allocations of those jobs whose desired status is
+	// run, listed right after the jobs.
+	Allocs []*api.AllocationListStub
 }
 
 // WatchOptions tune a Watcher. Zero values take the defaults.
@@ -290,16 +302,30 @@ func sandboxKey(ns, jobID string) (string, bool) {
 }
 
 func (w *Watcher) relist(ctx context.Context, sink WatchSink) error {
-	stubs, index, err := w.c.ListOwned(ctx, w.opts.Namespace, w.opts.Owner)
+	l, err := w.list(ctx)
 	if err != nil {
 		return err
 	}
 	w.relists.Add(1)
-	if index > w.last {
-		w.last = index
+	if l.Index > w.last {
+		w.last = l.Index
 	}
-	sink.Relisted(stubs, index)
+	sink.Relisted(l)
 	return nil
+}
+
+// list lists every owned job, then their allocations: two paged requests
+// whatever the number of sandboxes.
+func (w *Watcher) list(ctx context.Context) (Listing, error) {
+	jobs, index, err := w.c.ListOwned(ctx, w.opts.Namespace, w.opts.Owner)
+	if err != nil {
+		return Listing{}, err
+	}
+	allocs, err := w.c.ListWantedAllocs(ctx, w.opts.Namespace, jobs)
+	if err != nil {
+		return Listing{}, err
+	}
+	return Listing{Jobs: jobs, Index: index, Allocs: allocs}, nil
 }
 
 // fallback follows the owned-job list with blocking queries for a while,
@@ -310,7 +336,7 @@ func (w *Watcher) relist(ctx context.Context, sink WatchSink) error {
 // either, Nomad is down rather than its stream, and fallback returns false
 // at once so that the caller keeps retrying the stream with backoff.
 func (w *Watcher) fallback(ctx context.Context, sink WatchSink) bool {
-	stubs, index, err := w.blockingList(ctx, 0)
+	l, err := w.blockingList(ctx, 0)
 	if err != nil {
 		w.opts.Logger.Warn("nomad does not answer a list either; retrying the event stream", "err", err)
 		return false
@@ -326,16 +352,15 @@ func (w *Watcher) fallback(ctx context.Context, sink WatchSink) bool {
 	for listed, failures := true, 0; ctx.Err() == nil; {
 		if listed {
 			w.relists.Add(1)
-			sink.Relisted(stubs, index)
-			seen = reportChanged(sink, stubs, seen)
+			sink.Relisted(l)
+			seen = reportChanged(sink, l.Jobs, seen)
 		}
 		select {
 		case <-deadline.C:
 			return true
 		default:
 		}
-		var next uint64
-		stubs, next, err = w.blockingList(ctx, index)
+		next, err := w.blockingList(ctx, l.Index)
 		if err != nil {
 			listed, failures = false, failures+1
 			w.opts.Logger.Warn("blocking list of owned jobs failed", "err", err)
@@ -345,7 +370,10 @@ func (w *Watcher) fallback(ctx context.Context, sink WatchSink) bool {
 			continue
 		}
 		// An unchanged index is a wait that timed out without a change.
-		listed, failures, index = next != index, 0, next
+		listed, failures = next.Index != l.Index, 0
+		if listed {
+			l = next
+		}
 	}
 	return true
 }
@@ -373,20 +401,22 @@ func reportChanged(sink WatchSink, stubs []*api.JobListStub, seen map[string]str
 }
 
 // blockingList waits until the job list index passes index (or the wait
-// ends), then lists every owned job at the new index.
-func (w *Watcher) blockingList(ctx context.Context, index uint64) ([]*api.JobListStub, uint64, error) {
+// ends), then lists every owned job and their allocations at the new
+// index. A wait that ends without a change returns a listing at index
+// with nothing in it.
+func (w *Watcher) blockingList(ctx context.Context, index uint64) (Listing, error) {
 	if index != 0 {
 		q := (&api.QueryOptions{Namespace: w.opts.Namespace, WaitIndex: index, WaitTime: w.opts.BlockingWait, PerPage: 1,
 			Filter: fmt.Sprintf("Meta[%q] == %q", MetaOwner, w.opts.Owner)}).WithContext(ctx)
 		_, meta, err := w.c.api.Jobs().List(q)
 		if err != nil {
-			return nil, 0, classify("wait for owned jobs to change", err)
+			return Listing{}, classify("wait for owned jobs to change", err)
 		}
 		if meta.LastIndex == index {
-			return nil, index, nil
+			return Listing{Index: index}, nil
 		}
 	}
-	return w.c.ListOwned(ctx, w.opts.Namespace, w.opts.Owner)
+	return w.list(ctx)
 }
 
 // stubVersion changes whenever the job, its status or its allocations'

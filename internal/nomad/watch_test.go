@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"slices"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -20,6 +21,7 @@ type recordingSink struct {
 	mu       sync.Mutex
 	changed  map[string]int
 	relists  [][]*api.JobListStub
+	listings []Listing
 	notifyCh chan struct{}
 }
 
@@ -34,9 +36,10 @@ func (s *recordingSink) Changed(key string) {
 	s.notify()
 }
 
-func (s *recordingSink) Relisted(jobs []*api.JobListStub, _ uint64) {
+func (s *recordingSink) Relisted(l Listing) {
 	s.mu.Lock()
-	s.relists = append(s.relists, jobs)
+	s.relists = append(s.relists, l.Jobs)
+	s.listings = append(s.listings, l)
 	s.mu.Unlock()
 	s.notify()
 }
@@ -66,6 +69,12 @@ func (s *recordingSink) waitFor(t *testing.T, what string, cond func(s *recordin
 			t.Fatalf("timed out waiting for %s", what)
 		}
 	}
+}
+
+func (s *recordingSink) listing(i int) Listing {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.listings[i]
 }
 
 func (s *recordingSink) changes(key string) int {
@@ -262,7 +271,7 @@ func testWatchHeartbeatsAndErrors(t *testing.T) {
 			mu.Unlock()
 			w.Header().Set("Content-Type", "application/json")
 			fmt.Fprint(w, "{}\n{}\n{\"Index\":7,\"Events\":[{\"Topic\":\"Job\",\"Type\":\"JobRegistered\",\"Key\":\"agentkernel-x\",\"Namespace\":\"default\",\"Index\":7,\"Payload\":{}}]}\nnot json\n")
-		case "/v1/jobs":
+		case "/v1/jobs", "/v1/allocations":
 			w.Header().Set("X-Nomad-Index", "7")
 			fmt.Fprint(w, "[]")
 		default:
@@ -385,6 +394,47 @@ func TestWatchKeepsRetryingTheStreamWhileNomadIsDown(t *testing.T) {
 		e.sink.waitFor(t, "the relist once Nomad is back", func(s *recordingSink) bool { return len(s.relists) >= 1 })
 		if st := e.w.Stats(); st.Connects != 1 || st.Fallbacks != 0 || st.Blocking {
 			t.Errorf("stats %+v: want the stream back, never blocking queries", st)
+		}
+	})
+}
+
+// TestWatchRelistHandsOverAllocations: a relist carries the allocations
+// of the owned jobs, and only theirs, so that an allocation that died
+// while the stream was away shows in the relist that follows it.
+func TestWatchRelistHandsOverAllocations(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := startWatch(t, nomadtest.Options{EventBufferSize: 4}, WatchOptions{}, func(e *watchEnv) {
+			foreign := mustRender(t, "foreign")
+			foreign.Meta[MetaOwner] = "another-controller"
+			unmanaged := mustRender(t, "x")
+			unmanaged.ID, unmanaged.Name = ptr("unmanaged"), ptr("unmanaged")
+			for _, j := range []*api.Job{mustRender(t, "mine"), foreign, unmanaged} {
+				if _, _, err := e.srv.RunJob(j); err != nil {
+					t.Fatal(err)
+				}
+			}
+		})
+		allocOf := func(l Listing) (ids []string, status string) {
+			for _, a := range l.Allocs {
+				ids = append(ids, a.JobID)
+				status = a.ClientStatus
+			}
+			return ids, status
+		}
+		e.sink.waitFor(t, "the first relist", func(s *recordingSink) bool { return len(s.listings) >= 1 })
+		if jobs, status := allocOf(e.sink.listing(0)); !slices.Equal(jobs, []string{"agentkernel-mine"}) || status != api.AllocClientStatusRunning {
+			t.Fatalf("first relist has allocations of %v (%s), want the running one of agentkernel-mine only", jobs, status)
+		}
+
+		e.mem.SetDown(true)
+		if err := e.srv.FailTask("default", "agentkernel-mine"); err != nil {
+			t.Fatal(err)
+		}
+		e.srv.JumpIndex(100) // the resumed stream cannot replay the failure
+		e.mem.SetDown(false)
+		e.sink.waitFor(t, "the relist after the outage", func(s *recordingSink) bool { return len(s.listings) >= 2 })
+		if jobs, status := allocOf(e.sink.listing(1)); !slices.Equal(jobs, []string{"agentkernel-mine"}) || status != api.AllocClientStatusFailed {
+			t.Errorf("relist after the outage has allocations of %v (%s), want the failed one of agentkernel-mine", jobs, status)
 		}
 	})
 }

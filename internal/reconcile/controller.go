@@ -1,11 +1,13 @@
 package reconcile
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -331,18 +333,26 @@ type queueSink struct{ c *Controller }
 
 func (s queueSink) Changed(key string) { s.c.o.Queue.Add(key) }
 
-// Relisted compares a full list of the owned jobs with the store and
-// queues what differs: a declared sandbox whose job is missing (purged
-// while the stream was away, or skipped by it), a job that is stopped,
-// dead, or of another spec or version than last seen, and an owned job
-// with no sandbox (garbage). Unchanged sandboxes are not queued, so a
-// reconnection costs one list, not a reconcile per sandbox.
-func (s queueSink) Relisted(jobs []*api.JobListStub, _ uint64) {
+// Relisted compares a full list of the owned jobs and their allocations
+// with the store and queues what differs: a declared sandbox whose job is
+// missing (purged while the stream was away, or skipped by it), a job
+// that is stopped, dead, or of another spec or version than last seen, a
+// sandbox whose allocation is no longer the one its status reports, and
+// an owned job with no sandbox (garbage). Unchanged sandboxes are not
+// queued, so a reconnection costs two lists, not a reconcile per sandbox.
+func (s queueSink) Relisted(l nomad.Listing) {
 	o := s.c.o
-	live := make(map[string]*api.JobListStub, len(jobs))
-	for _, j := range jobs {
+	live := make(map[string]*api.JobListStub, len(l.Jobs))
+	for _, j := range l.Jobs {
 		if key, ok := jobKey(j); ok {
 			live[key] = j
+		}
+	}
+	allocs := make(map[string][]*api.AllocationListStub, len(live))
+	for _, a := range l.Allocs {
+		key := cmp.Or(a.Namespace, "default") + "/" + strings.TrimPrefix(a.JobID, "agentkernel-")
+		if j, ok := live[key]; ok && j.ID == a.JobID {
+			allocs[key] = append(allocs[key], a)
 		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -365,7 +375,8 @@ func (s queueSink) Relisted(jobs []*api.JobListStub, _ uint64) {
 		case !ok, r.Deleting(), j.Stop, j.Status == "dead",
 			j.Meta[nomad.MetaSpecHash] != r.Hash,
 			j.JobModifyIndex != r.Status.JobModifyIndex,
-			r.Status.ObservedGeneration != r.Generation:
+			r.Status.ObservedGeneration != r.Generation,
+			s.c.allocChanged(r, allocs[key]):
 			o.Queue.Add(key)
 		}
 	}
@@ -374,6 +385,27 @@ func (s queueSink) Relisted(jobs []*api.JobListStub, _ uint64) {
 			o.Queue.Add(key)
 		}
 	}
+}
+
+// allocChanged reports whether a sandbox's status no longer says what its
+// allocations do: the allocation it reports died, was replaced or went
+// away, or one appeared where there was none. Only a status read from the
+// allocations is compared; a stopped, refused or conflicting sandbox has
+// nothing to say about them.
+func (c *Controller) allocChanged(r store.Record, allocs []*api.AllocationListStub) bool {
+	ready, ok := r.Status.Condition(CondReady)
+	if !ok {
+		return false
+	}
+	switch ready.Reason {
+	case ReasonAllocRunning, ReasonAllocPending, ReasonAllocFailed, ReasonNoAlloc:
+	default:
+		return false
+	}
+	// What a reconcile would write now, from the same rule.
+	var now store.Status
+	cond := c.o.Reconciler.observeAlloc(&now, allocs)
+	return now.Phase != r.Status.Phase || now.AllocID != r.Status.AllocID || cond.Reason != ready.Reason
 }
 
 // jobKey is the sandbox key of an owned job.

@@ -299,6 +299,41 @@ func testControllerRelistCatchesWhatTheStreamSkipped(t *testing.T) {
 	}
 }
 
+// TestControllerRelistCatchesAnAllocationThatDiedWhileTheStreamWasAway
+// fails a running sandbox's task while the controller's event stream is
+// away and pushes Nomad's index past its event buffer: the job itself is
+// unchanged, so only the allocations listed with the relist can show that
+// the sandbox is no longer running, well before any resync and before
+// Nomad reschedules it.
+func TestControllerRelistCatchesAnAllocationThatDiedWhileTheStreamWasAway(t *testing.T) {
+	synctest.Test(t, testControllerRelistCatchesAnAllocationThatDiedWhileTheStreamWasAway)
+}
+
+func testControllerRelistCatchesAnAllocationThatDiedWhileTheStreamWasAway(t *testing.T) {
+	h := newMemHarness(t)
+	src, keys := fleet(3)
+	h.apply(src)
+	h.startController(func(o *Options) { o.ResyncPeriod = time.Hour })
+	h.eventually("every sandbox running", h.allPhase(keys, store.PhaseRunning))
+	time.Sleep(2 * DefaultPendingRecheck) // let the rechecks left from convergence fire first
+	before := h.record("default/s001").Status
+	h.mem.SetDown(true) // cuts the event stream too
+	if err := h.srv.FailTask("default", "agentkernel-s001"); err != nil {
+		t.Fatal(err)
+	}
+	h.srv.JumpIndex(1000)
+	time.Sleep(time.Second)
+	h.mem.SetDown(false)
+	// Reconnect, relist and reconcile: well within the 15 s before Nomad
+	// reschedules the allocation, which the stream would report.
+	time.Sleep(DefaultPendingRecheck / 3)
+	after := h.record("default/s001").Status
+	if after.Phase != store.PhaseFailed || after.AllocID != before.AllocID {
+		t.Errorf("status %s with allocation %s after the relist, want %s with the failed allocation %s",
+			after.Phase, after.AllocID, store.PhaseFailed, before.AllocID)
+	}
+}
+
 func TestControllerWithEmptyStoreNeverPurges(t *testing.T) {
 	synctest.Test(t, testControllerWithEmptyStoreNeverPurges)
 }
