@@ -274,7 +274,8 @@ func (c *Controller) work(ctx context.Context, worker int) {
 
 // feedStore queues every sandbox, then every spec change or deletion from
 // the change feed. Status and event writes are the controller's own and
-// are skipped. A watcher that falls behind the retained feed lists again.
+// are skipped. A watcher that falls behind the retained feed, or a feed
+// compacted between the list and the watch, lists again.
 func (c *Controller) feedStore(ctx context.Context) error {
 	o := c.o
 	for ctx.Err() == nil {
@@ -286,6 +287,12 @@ func (c *Controller) feedStore(ctx context.Context) error {
 			o.Queue.Add(r.Key())
 		}
 		w, err := o.Store.Watch(ctx, rev)
+		if errors.Is(err, store.ErrCompacted) {
+			// Compacted between the list and the watch: the changes
+			// since the list left the feed, and the next list covers them.
+			o.Logger.Info("store change feed compacted right after the list; listing again")
+			continue
+		}
 		if err != nil {
 			return fmt.Errorf("watch sandboxes: %w", err)
 		}

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -332,6 +333,46 @@ func testControllerRelistCatchesAnAllocationThatDiedWhileTheStreamWasAway(t *tes
 		t.Errorf("status %s with allocation %s after the relist, want %s with the failed allocation %s",
 			after.Phase, after.AllocID, store.PhaseFailed, before.AllocID)
 	}
+}
+
+// compactedOnce is a store whose change feed is compacted between the
+// first list and the first watch that follows it.
+type compactedOnce struct {
+	*store.Store
+	done atomic.Bool
+}
+
+func (s *compactedOnce) Watch(ctx context.Context, since uint64) (*store.Watcher, error) {
+	if s.done.CompareAndSwap(false, true) {
+		return nil, fmt.Errorf("watch from revision %d: %w", since, store.ErrCompacted)
+	}
+	return s.Store.Watch(ctx, since)
+}
+
+func TestControllerListsAgainWhenTheFeedIsCompactedRightAfterTheList(t *testing.T) {
+	synctest.Test(t, testControllerListsAgainWhenTheFeedIsCompactedRightAfterTheList)
+}
+
+// A feed compacted between the list and the watch is the same news as a
+// watcher that fell behind: list again, never stop the controller.
+func testControllerListsAgainWhenTheFeedIsCompactedRightAfterTheList(t *testing.T) {
+	h := newMemHarness(t)
+	src, keys := fleet(2)
+	h.apply(src)
+	r := h.startController(func(o *Options) { o.Store = &compactedOnce{Store: h.st} })
+	running := func() {
+		select {
+		case err := <-r.done:
+			r.done <- err // for the cleanup's stop
+			t.Fatalf("the controller stopped: %v", err)
+		default:
+		}
+	}
+	h.eventually("every sandbox running", func() bool { running(); return h.allPhase(keys, store.PhaseRunning)() })
+	// The change feed is followed: a sandbox declared now is run too.
+	src, keys = fleet(3)
+	h.apply(src)
+	h.eventually("the new sandbox running", func() bool { running(); return h.allPhase(keys, store.PhaseRunning)() })
 }
 
 func TestControllerWithEmptyStoreNeverPurges(t *testing.T) {
