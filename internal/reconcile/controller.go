@@ -378,6 +378,15 @@ func (s queueSink) Relisted(l nomad.Listing) {
 		key := r.Key()
 		declared[key] = true
 		j, ok := live[key]
+		if settledStopped(r) {
+			// Stopped as declared (or expired): a stopped job, or none,
+			// is what it should be; only a job running again or written
+			// since the controller's stop is news.
+			if r.Deleting() || ok && (!j.Stop || j.JobModifyIndex != r.Status.JobModifyIndex) {
+				o.Queue.Add(key)
+			}
+			continue
+		}
 		switch {
 		case !ok, r.Deleting(), j.Stop, j.Status == "dead",
 			j.Meta[nomad.MetaSpecHash] != r.Hash,
@@ -392,6 +401,13 @@ func (s queueSink) Relisted(l nomad.Listing) {
 			o.Queue.Add(key)
 		}
 	}
+}
+
+// settledStopped reports a sandbox whose current generation the
+// controller has stopped, as declared or at its expiry.
+func settledStopped(r store.Record) bool {
+	return r.Status.ObservedGeneration == r.Generation &&
+		(r.Status.Phase == store.PhaseStopped || r.Status.Phase == store.PhaseExpired)
 }
 
 // allocChanged reports whether a sandbox's status no longer says what its

@@ -275,3 +275,49 @@ func TestTTLExpiryDoesNotDeleteASandboxAppliedAgainMeanwhile(t *testing.T) {
 		t.Errorf("requeue after %v, want the 2h left of the new ttl", res.RequeueAfter)
 	}
 }
+
+// A relist queues what differs from the store, and a sandbox stopped as
+// declared differs in nothing: neither when the controller stopped its
+// job nor when it was declared stopped from the start and has none.
+func TestRelistDoesNotRequeueStoppedSandboxes(t *testing.T) {
+	h := newHarness(t)
+	h.apply(box)
+	h.reconcile("default/box")
+	h.apply(`sandbox "box" {
+  image = "alpine:3"
+  state = "stopped"
+}
+sandbox "never" {
+  image = "alpine:3"
+  state = "stopped"
+}`)
+	h.reconcile("default/box")
+	h.reconcile("default/never")
+	q := NewQueue(QueueOptions{})
+	c := New(Options{Reconciler: h.rec, Queue: q, Store: h.st, Nomad: h.nc, Owner: h.st.StoreID()})
+	listing := func() nomad.Listing {
+		jobs, idx, err := h.nc.ListOwned(t.Context(), "*", h.st.StoreID())
+		if err != nil {
+			t.Fatal(err)
+		}
+		allocs, err := h.nc.ListWantedAllocs(t.Context(), "*", jobs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return nomad.Listing{Jobs: jobs, Index: idx, Allocs: allocs}
+	}
+	queueSink{c}.Relisted(listing())
+	if n := q.Len(); n != 0 {
+		t.Errorf("a relist queued %d stopped sandboxes, want none", n)
+	}
+	// Started again behind the controller's back: that is news.
+	j := h.job("agentkernel-box")
+	j.Stop = ptrTo(false)
+	if _, _, err := h.srv.RunJob(j); err != nil {
+		t.Fatal(err)
+	}
+	queueSink{c}.Relisted(listing())
+	if n := q.Len(); n != 1 {
+		t.Errorf("a relist queued %d sandboxes after a stopped job was started out of band, want 1", n)
+	}
+}
