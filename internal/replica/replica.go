@@ -753,13 +753,55 @@ func (r *Replica) changedUnderUs(path string, had uint64, cur *api.Variable) err
 	return fmt.Errorf("%s: expected index %d, found %d: %w", path, had, now, ErrChangedUnderUs)
 }
 
+// follow watches the store from rev. When the feed no longer holds rev
+// (it may be compacted even between a list and the watch that follows
+// it), it lists instead, and returns every key to push with a watch from
+// the list's revision.
+func (r *Replica) follow(ctx context.Context, rev uint64) (*store.Watcher, map[string]bool, error) {
+	w, err := r.cfg.Store.Watch(ctx, rev)
+	if errors.Is(err, store.ErrCompacted) {
+		return r.relist(ctx)
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("watch the store: %w", err)
+	}
+	return w, nil, nil
+}
+
+// relist lists the store and watches from the list's revision, listing
+// again for as long as the feed is compacted past it. Every listed key,
+// and every key the copy holds, is to be pushed.
+func (r *Replica) relist(ctx context.Context) (*store.Watcher, map[string]bool, error) {
+	for {
+		recs, cur, err := r.cfg.Store.List(ctx, store.ListOptions{})
+		if err != nil {
+			return nil, nil, fmt.Errorf("list the store after falling behind its feed: %w", err)
+		}
+		w, err := r.cfg.Store.Watch(ctx, cur)
+		if errors.Is(err, store.ErrCompacted) {
+			continue
+		}
+		if err != nil {
+			return nil, nil, fmt.Errorf("watch the store: %w", err)
+		}
+		all := map[string]bool{}
+		for _, rec := range recs {
+			all[rec.Key()] = true
+		}
+		for _, key := range r.knownKeys() {
+			all[key] = true
+		}
+		return w, all, nil
+	}
+}
+
 // RunPush is the leader's loop: it pushes every declared change the local
 // store commits, from its revision rev on, retrying failures, and
 // collects the chunks no declaration names any more, until ctx ends.
 func (r *Replica) RunPush(ctx context.Context, rev uint64) error {
-	w, err := r.cfg.Store.Watch(ctx, rev)
+	w, carry, err := r.follow(ctx, rev)
 	if err != nil {
-		return fmt.Errorf("watch the store: %w", err)
+		return err
 	}
 	retry := time.NewTicker(5 * time.Second)
 	defer retry.Stop()
@@ -768,64 +810,59 @@ func (r *Replica) RunPush(ctx context.Context, rev uint64) error {
 	defer collect.Stop()
 	failed := map[string]bool{}
 	for {
-		pending := map[string]bool{}
-		select {
-		case <-ctx.Done():
-			return nil
-		case ch, ok := <-w.Changes():
-			if !ok {
-				if ctx.Err() != nil {
-					return nil
+		pending := carry
+		carry = nil
+		if pending == nil {
+			// Wait for something to push.
+			pending = map[string]bool{}
+			select {
+			case <-ctx.Done():
+				return nil
+			case ch, ok := <-w.Changes():
+				if !ok {
+					if ctx.Err() != nil {
+						return nil
+					}
+					if !errors.Is(w.Err(), store.ErrCompacted) {
+						return fmt.Errorf("store change feed ended: %w", w.Err())
+					}
+					// Fell behind the retained feed: push everything, then
+					// follow from now.
+					if w, pending, err = r.relist(ctx); err != nil {
+						return err
+					}
+					break
 				}
-				if !errors.Is(w.Err(), store.ErrCompacted) {
-					return fmt.Errorf("store change feed ended: %w", w.Err())
+				if ch.Kind == store.ChangeStatus || ch.Kind == store.ChangeEvents {
+					continue
 				}
-				// Fell behind the retained feed: push everything, then
-				// follow from now.
-				recs, cur, err := r.cfg.Store.List(ctx, store.ListOptions{})
-				if err != nil {
-					return fmt.Errorf("list the store after falling behind its feed: %w", err)
-				}
-				if w, err = r.cfg.Store.Watch(ctx, cur); err != nil {
-					return fmt.Errorf("watch the store: %w", err)
-				}
-				for _, rec := range recs {
-					pending[rec.Key()] = true
-				}
-				for _, key := range r.knownKeys() {
-					pending[key] = true
-				}
-				break
-			}
-			if ch.Kind == store.ChangeStatus || ch.Kind == store.ChangeEvents {
-				continue
-			}
-			pending[ch.Key] = true
-			// Take what else is already queued, to push in parallel.
-		drain:
-			for {
-				select {
-				case ch, ok := <-w.Changes():
-					if !ok {
+				pending[ch.Key] = true
+				// Take what else is already queued, to push in parallel.
+			drain:
+				for {
+					select {
+					case ch, ok := <-w.Changes():
+						if !ok {
+							break drain
+						}
+						if ch.Kind != store.ChangeStatus && ch.Kind != store.ChangeEvents {
+							pending[ch.Key] = true
+						}
+					default:
 						break drain
 					}
-					if ch.Kind != store.ChangeStatus && ch.Kind != store.ChangeEvents {
-						pending[ch.Key] = true
-					}
-				default:
-					break drain
 				}
-			}
-		case <-retry.C:
-			if len(failed) == 0 {
+			case <-retry.C:
+				if len(failed) == 0 {
+					continue
+				}
+				pending, failed = failed, map[string]bool{}
+			case <-collect.C:
+				if _, err := r.Collect(ctx); err != nil && ctx.Err() == nil {
+					r.log.Warn("cannot collect unused chunks; trying again later", "err", err)
+				}
 				continue
 			}
-			pending, failed = failed, map[string]bool{}
-		case <-collect.C:
-			if _, err := r.Collect(ctx); err != nil && ctx.Err() == nil {
-				r.log.Warn("cannot collect unused chunks; trying again later", "err", err)
-			}
-			continue
 		}
 		keys := slices.Sorted(maps.Keys(pending))
 		for _, key := range keys {

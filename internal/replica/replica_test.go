@@ -3,6 +3,7 @@ package replica_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -323,6 +324,59 @@ func TestCheckPolicyRefusesOnlyWhatTheCopyCannotCarry(t *testing.T) {
 			case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want) || !errors.Is(err, replica.ErrUnreplicable)):
 				t.Errorf("%s: error %v, want ErrUnreplicable saying %q", tt.name, err, tt.want)
 			}
+		}
+	})
+}
+
+// A leader's push loop that starts from a revision the store's feed no
+// longer holds (compacted between the catch-up and the watch) lists the
+// store and pushes it all, instead of ending the term.
+func TestRunPushFromACompactedRevisionListsAgain(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := newEnv(t)
+		st, err := store.Open(t.TempDir(), store.Options{NoSync: true, RetainRevisions: 16})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = st.Close() })
+		rep, err := replica.New(replica.Config{Client: e.client(), Namespace: "default", Prefix: "agentkernel", Store: st})
+		if err != nil {
+			t.Fatal(err)
+		}
+		in := &instance{st: st, rep: rep}
+		for i := range 40 {
+			in.apply(t, sandbox(fmt.Sprintf("s%02d", i), "img:1"))
+		}
+		if _, err := st.Watch(t.Context(), 1); !errors.Is(err, store.ErrCompacted) {
+			t.Fatalf("watch from revision 1 = %v; the test needs it compacted", err)
+		}
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan error, 1)
+		go func() { done <- rep.RunPush(ctx, 1) }()
+		time.Sleep(time.Second)
+		synctest.Wait()
+		select {
+		case err := <-done:
+			t.Fatalf("RunPush ended: %v", err)
+		default:
+		}
+		metas, _, err := e.client().Variables().PrefixList("agentkernel/sandboxes/", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(metas) != 40 {
+			t.Errorf("the copy holds %d sandboxes, want all 40", len(metas))
+		}
+		// And it follows the store from there.
+		in.apply(t, sandbox("late", "img:1"))
+		time.Sleep(time.Second)
+		synctest.Wait()
+		if _, _, err := e.client().Variables().Read("agentkernel/sandboxes/default/late", nil); err != nil {
+			t.Errorf("a sandbox applied after the relist was not pushed: %v", err)
+		}
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("RunPush = %v on cancel", err)
 		}
 	})
 }
