@@ -64,3 +64,76 @@ func TestRealNomadNoDriftAfterRegister(t *testing.T) {
 		})
 	}
 }
+
+// The relist's one allocation request, with its filter and paging, as a
+// real agent answers it.
+func TestRealNomadListWantedAllocs(t *testing.T) {
+	if os.Getenv("NOMAD_ADDR") == "" {
+		t.Skip("NOMAD_ADDR is not set: no real Nomad agent to test against")
+	}
+	c, err := NewClient(Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	sb := loadSandbox(t, filepath.Join("testdata", "render", "raw-exec.hcl"))
+	sb.Name = "real-allocs"
+	sb.Spec.Network = "host" // group network mode none fails on some hosts
+	opts := testRenderOptions
+	opts.Owner, opts.AllowRawExec = "realnomad-allocs", true
+	job, err := Render(&sb, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := api.NewServiceJob("not-a-sandbox", "not-a-sandbox", "global", 50)
+	other.AddTaskGroup(api.NewTaskGroup("g", 1).AddTask(api.NewTask("t", "raw_exec").
+		SetConfig("command", "/bin/sleep").SetConfig("args", []string{"3600"})))
+	other.TaskGroups[0].Networks = []*api.NetworkResource{{Mode: "host"}}
+	for _, j := range []*api.Job{job, other} {
+		id, ns := *j.ID, "default"
+		if j.Namespace != nil {
+			ns = *j.Namespace
+		}
+		t.Cleanup(func() {
+			cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if err := c.Purge(cctx, ns, id); err != nil {
+				t.Errorf("purge %s: %v", id, err)
+			}
+		})
+		if _, _, err := c.API().Jobs().Register(j, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		jobs, _, err := c.ListOwned(ctx, "*", opts.Owner)
+		if err != nil {
+			t.Fatal(err)
+		}
+		allocs, err := c.ListWantedAllocs(ctx, "*", jobs)
+		if err != nil {
+			t.Fatalf("list allocations with the relist's filter: %v", err)
+		}
+		// Both jobs placed: the agent itself must leave the other out.
+		everything, _, err := c.API().Allocations().List(&api.QueryOptions{Namespace: "*"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		filtered, _, err := c.API().Allocations().List(&api.QueryOptions{Namespace: "*",
+			Filter: `JobID matches "^agentkernel-" and DesiredStatus == "run"`})
+		if err != nil {
+			t.Fatalf("the agent refused the relist's filter: %v", err)
+		}
+		if len(everything) == 2 && len(allocs) == 1 && allocs[0].JobID == sb.JobID() && allocs[0].DesiredStatus == api.AllocDesiredStatusRun {
+			if len(filtered) != 1 || filtered[0].JobID != sb.JobID() {
+				t.Errorf("the agent's filtered list holds %d allocations; want only %s's", len(filtered), sb.JobID())
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("allocations %+v; want the one of %s and none of not-a-sandbox", allocs, sb.JobID())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
