@@ -113,4 +113,8 @@
 //     client updates are batched per evaluation, not across jobs.
 //   - At most 50 finished evaluations are kept per job; unknown paths get
 //     Go's default 404 body.
+//   - Job validation is narrower: a node pool that does not exist, and a
+//     task kill timeout longer than the group's progress deadline, are
+//     accepted where the agent refuses them with 500 (both seen with make
+//     test-nomad).
 package nomadtest
