@@ -10,6 +10,8 @@ import (
 
 	"github.com/hashicorp/nomad/api"
 	"golang.org/x/sync/errgroup"
+
+	"github.com/agentkernel/agentkernel-controller/internal/store"
 )
 
 // The leader collects the chunks no manifest names, and never one that a
@@ -163,29 +165,12 @@ func (r *Replica) referenced(ctx context.Context) (map[string]bool, error) {
 
 	read := map[string]refsAt{}
 	var mu sync.Mutex
-	cr := r.newChunkReader()
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(r.cfg.Parallel)
-	for _, path := range toRead {
-		g.Go(func() error {
-			v, _, err := r.cfg.Client.Variables().Read(path, r.qo(gctx))
-			if errors.Is(err, api.ErrVariablePathNotFound) {
-				return nil
-			}
-			if err != nil {
-				return fmt.Errorf("read %s: %w", path, err)
-			}
-			_, refs, err := r.decode(gctx, v, cr)
-			if err != nil {
-				return err
-			}
-			mu.Lock()
-			read[path] = refsAt{index: v.ModifyIndex, refs: refs}
-			mu.Unlock()
-			return nil
-		})
-	}
-	if err := g.Wait(); err != nil {
+	err = r.readDecoded(ctx, toRead, func(path string, index uint64, _ store.Declaration, refs []string) {
+		mu.Lock()
+		read[path] = refsAt{index: index, refs: refs}
+		mu.Unlock()
+	})
+	if err != nil {
 		return nil, err
 	}
 	others := map[string]refsAt{}

@@ -331,14 +331,26 @@ func (r *Replica) fetch(ctx context.Context, listed map[string]uint64) (stale, g
 	}
 	r.mu.Unlock()
 	slices.Sort(stale)
+	err = r.readDecoded(ctx, stale, func(path string, index uint64, d store.Declaration, refs []string) {
+		r.mu.Lock()
+		r.known[path] = knownVar{index: index, decl: d, refs: refs}
+		r.mu.Unlock()
+	})
+	return stale, gone, err
+}
+
+// readDecoded reads the declaration variables at paths in parallel, with
+// their chunks, and hands each to got (from several goroutines at once).
+// A variable deleted since it was listed is skipped: the next list says
+// so. A declaration whose chunks are missing or corrupt fails the read.
+func (r *Replica) readDecoded(ctx context.Context, paths []string, got func(path string, index uint64, d store.Declaration, refs []string)) error {
 	cr := r.newChunkReader()
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(r.cfg.Parallel)
-	for _, path := range stale {
+	for _, path := range paths {
 		g.Go(func() error {
 			v, _, err := r.cfg.Client.Variables().Read(path, r.qo(gctx))
 			if errors.Is(err, api.ErrVariablePathNotFound) {
-				// Deleted since the list; the next list says so.
 				return nil
 			}
 			if err != nil {
@@ -348,13 +360,11 @@ func (r *Replica) fetch(ctx context.Context, listed map[string]uint64) (stale, g
 			if err != nil {
 				return err
 			}
-			r.mu.Lock()
-			r.known[path] = knownVar{index: v.ModifyIndex, decl: d, refs: refs}
-			r.mu.Unlock()
+			got(path, v.ModifyIndex, d, refs)
 			return nil
 		})
 	}
-	return stale, gone, g.Wait()
+	return g.Wait()
 }
 
 // knownDecls returns the known declarations at paths, or of every path
