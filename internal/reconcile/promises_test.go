@@ -125,33 +125,64 @@ func TestDriftMetricCountsOnlyOutOfBandChanges(t *testing.T) {
 	}
 }
 
+// outOfBandChange is a change made to a sandbox's job outside the
+// controller, as `nomad job run` would make it.
+type outOfBandChange struct {
+	name   string
+	change func(j *api.Job)
+	// byIndexOnly: only the job's modify index tells this change apart,
+	// so a controller with no index recorded cannot see it.
+	byIndexOnly bool
+}
+
+// outOfBandChanges are the fields that widen what a sandbox may do, and
+// one more that nothing but the index shows.
+var outOfBandChanges = []outOfBandChange{
+	{name: "user root", change: func(j *api.Job) { j.TaskGroups[0].Tasks[0].User = "root" }},
+	{name: "host volume mount", change: func(j *api.Job) {
+		j.TaskGroups[0].Volumes = map[string]*api.VolumeRequest{"hostfs": {Name: "hostfs", Type: "host", Source: "hostfs"}}
+		j.TaskGroups[0].Tasks[0].VolumeMounts = []*api.VolumeMount{{Volume: ptrTo("hostfs"), Destination: ptrTo("/host")}}
+	}},
+	{name: "artifact", change: func(j *api.Job) {
+		j.TaskGroups[0].Tasks[0].Artifacts = []*api.TaskArtifact{{GetterSource: ptrTo("https://example.invalid/payload.tgz"), RelativeDest: ptrTo("local/")}}
+	}},
+	{name: "reserved port 22", change: func(j *api.Job) {
+		j.TaskGroups[0].Networks[0].ReservedPorts = []api.Port{{Label: "ssh", Value: 22}}
+	}},
+	// A real agent refuses a kill timeout longer than the group's
+	// progress deadline (10m).
+	{name: "kill timeout", byIndexOnly: true, change: func(j *api.Job) {
+		j.TaskGroups[0].Tasks[0].KillTimeout = ptrTo(2 * time.Minute)
+	}},
+}
+
+// leftOver names what of outOfBandChanges the job still carries.
+func leftOver(j *api.Job) []string {
+	tg := j.TaskGroups[0]
+	var out []string
+	for _, c := range []struct {
+		what string
+		left bool
+	}{
+		{"user", tg.Tasks[0].User != ""},
+		{"volumes", len(tg.Volumes) > 0 || len(tg.Tasks[0].VolumeMounts) > 0},
+		{"artifacts", len(tg.Tasks[0].Artifacts) > 0},
+		{"reserved ports", len(tg.Networks[0].ReservedPorts) > 0},
+		{"kill timeout", deref(tg.Tasks[0].KillTimeout) == 2*time.Minute},
+	} {
+		if c.left {
+			out = append(out, c.what)
+		}
+	}
+	return out
+}
+
 // Changes to fields the controller does not render are drift: caught by
 // value for the fields that widen what a sandbox may do, and for any
 // other field by the job's modify index having moved since the
 // controller's own write.
 func TestDriftOutsideRenderedFieldsIsRepaired(t *testing.T) {
-	tests := []struct {
-		name   string
-		change func(j *api.Job)
-		// byIndexOnly: only the modify index tells this change apart, so
-		// a controller with no index recorded cannot see it.
-		byIndexOnly bool
-	}{
-		{name: "user root", change: func(j *api.Job) { j.TaskGroups[0].Tasks[0].User = "root" }},
-		{name: "host volume mount", change: func(j *api.Job) {
-			j.TaskGroups[0].Volumes = map[string]*api.VolumeRequest{"hostfs": {Name: "hostfs", Type: "host", Source: "hostfs"}}
-			j.TaskGroups[0].Tasks[0].VolumeMounts = []*api.VolumeMount{{Volume: ptrTo("hostfs"), Destination: ptrTo("/host")}}
-		}},
-		{name: "artifact", change: func(j *api.Job) {
-			j.TaskGroups[0].Tasks[0].Artifacts = []*api.TaskArtifact{{GetterSource: ptrTo("https://example.com/payload.tgz"), RelativeDest: ptrTo("local/")}}
-		}},
-		{name: "reserved port 22", change: func(j *api.Job) {
-			j.TaskGroups[0].Networks[0].ReservedPorts = []api.Port{{Label: "ssh", Value: 22}}
-		}},
-		{name: "kill timeout", byIndexOnly: true, change: func(j *api.Job) {
-			j.TaskGroups[0].Tasks[0].KillTimeout = ptrTo(2 * time.Minute)
-		}},
-	}
+	tests := outOfBandChanges
 	for _, tt := range tests {
 		for _, fresh := range []bool{false, true} {
 			name := tt.name + "/index recorded"
@@ -162,7 +193,6 @@ func TestDriftOutsideRenderedFieldsIsRepaired(t *testing.T) {
 				h := newHarness(t)
 				h.apply(box)
 				h.reconcile("default/box")
-				want := h.job("agentkernel-box")
 				j := h.job("agentkernel-box")
 				tt.change(j)
 				if _, _, err := h.srv.RunJob(j); err != nil {
@@ -188,19 +218,8 @@ func TestDriftOutsideRenderedFieldsIsRepaired(t *testing.T) {
 				if h.writes() != w+1 {
 					t.Fatalf("%d writes after the change, want 1 repair", h.writes()-w)
 				}
-				for _, diff := range []struct {
-					what string
-					ok   bool
-				}{
-					{"user", got.TaskGroups[0].Tasks[0].User == want.TaskGroups[0].Tasks[0].User},
-					{"volumes", len(got.TaskGroups[0].Volumes) == 0 && len(got.TaskGroups[0].Tasks[0].VolumeMounts) == 0},
-					{"artifacts", len(got.TaskGroups[0].Tasks[0].Artifacts) == 0},
-					{"reserved ports", len(got.TaskGroups[0].Networks[0].ReservedPorts) == 0},
-					{"kill timeout", deref(got.TaskGroups[0].Tasks[0].KillTimeout) != 2*time.Minute},
-				} {
-					if !diff.ok {
-						t.Errorf("%s not put back after the repair", diff.what)
-					}
+				if left := leftOver(got); len(left) > 0 {
+					t.Errorf("not put back after the repair: %v", left)
 				}
 				if ev := h.lastEvent("default/box"); ev.Reason != store.ReasonRepaired {
 					t.Errorf("event %+v, want Repaired", ev)

@@ -18,8 +18,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/nomad/api"
-
 	"github.com/agentkernel/agentkernel-controller/internal/nomad"
 	"github.com/agentkernel/agentkernel-controller/internal/store"
 )
@@ -95,26 +93,7 @@ func (h *realHarness) purge(id string) {
 // TestRealNomadDriftOutsideRenderedFieldsIsRepaired is
 // TestDriftOutsideRenderedFieldsIsRepaired against a real agent.
 func TestRealNomadDriftOutsideRenderedFieldsIsRepaired(t *testing.T) {
-	tests := []struct {
-		name        string
-		change      func(j *api.Job)
-		byIndexOnly bool
-	}{
-		{name: "user root", change: func(j *api.Job) { j.TaskGroups[0].Tasks[0].User = "root" }},
-		{name: "host volume mount", change: func(j *api.Job) {
-			j.TaskGroups[0].Volumes = map[string]*api.VolumeRequest{"hostfs": {Name: "hostfs", Type: "host", Source: "hostfs"}}
-			j.TaskGroups[0].Tasks[0].VolumeMounts = []*api.VolumeMount{{Volume: ptrTo("hostfs"), Destination: ptrTo("/host")}}
-		}},
-		{name: "artifact", change: func(j *api.Job) {
-			j.TaskGroups[0].Tasks[0].Artifacts = []*api.TaskArtifact{{GetterSource: ptrTo("https://example.invalid/payload.tgz"), RelativeDest: ptrTo("local/")}}
-		}},
-		{name: "reserved port 22", change: func(j *api.Job) {
-			j.TaskGroups[0].Networks[0].ReservedPorts = []api.Port{{Label: "ssh", Value: 22}}
-		}},
-		{name: "kill timeout", byIndexOnly: true, change: func(j *api.Job) {
-			j.TaskGroups[0].Tasks[0].KillTimeout = ptrTo(2 * time.Minute)
-		}},
-	}
+	tests := outOfBandChanges
 	for _, tt := range tests {
 		for _, fresh := range []bool{false, true} {
 			name := tt.name + "/index recorded"
@@ -159,20 +138,8 @@ func TestRealNomadDriftOutsideRenderedFieldsIsRepaired(t *testing.T) {
 				if n := h.nomadWrites.Load() - w; n != 1 {
 					t.Fatalf("%d writes after the change, want 1 repair", n)
 				}
-				tg := got.TaskGroups[0]
-				for _, c := range []struct {
-					what string
-					ok   bool
-				}{
-					{"user", tg.Tasks[0].User == ""},
-					{"volumes", len(tg.Volumes) == 0 && len(tg.Tasks[0].VolumeMounts) == 0},
-					{"artifacts", len(tg.Tasks[0].Artifacts) == 0},
-					{"reserved ports", len(tg.Networks[0].ReservedPorts) == 0},
-					{"kill timeout", deref(tg.Tasks[0].KillTimeout) != 2*time.Minute},
-				} {
-					if !c.ok {
-						t.Errorf("%s not put back after the repair", c.what)
-					}
+				if left := leftOver(got); len(left) > 0 {
+					t.Errorf("not put back after the repair: %v", left)
 				}
 				if ev := h.lastEvent(key); ev.Reason != store.ReasonRepaired {
 					t.Errorf("event %+v, want Repaired", ev)
