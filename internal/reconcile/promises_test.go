@@ -340,3 +340,54 @@ sandbox "never" {
 		t.Errorf("a relist queued %d sandboxes after a stopped job was started out of band, want 1", n)
 	}
 }
+
+// failingReads fails the job reads a test names (1 is the first).
+type failingReads struct {
+	*nomad.Client
+	n    int
+	fail map[int]bool
+}
+
+func (f *failingReads) Job(ctx context.Context, ns, id string) (*api.Job, error) {
+	f.n++
+	if f.fail[f.n] {
+		return nil, &nomad.Error{Op: "get job", Kind: nomad.ErrTransient, Err: errors.New("connection reset")}
+	}
+	return f.Client.Job(ctx, ns, id)
+}
+
+// The controller's own register, whose read-back failed, is not taken
+// for someone else's change on the next pass: no second write, and no
+// drift counted.
+func TestOwnWriteWithAFailedReadBackIsNotDrift(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := NewMetrics(reg)
+	h := newHarness(t)
+	h.apply(box)
+	h.reconcile("default/box")
+	h.apply(boxBigger)
+	fr := &failingReads{Client: h.nc, fail: map[int]bool{2: true}} // the read after the register
+	rec := NewReconciler(h.st, fr, Config{Render: nomad.RenderOptions{Owner: h.st.StoreID()}, Metrics: m}, nil, h.now)
+	if _, err := rec.Reconcile(t.Context(), "default/box"); err == nil {
+		t.Fatal("the failed read-back did not fail the reconcile")
+	}
+	if ev := h.lastEvent("default/box"); ev.Reason != store.ReasonUpdated {
+		t.Errorf("last event %+v, want the update recorded though its read-back failed", ev)
+	}
+	if c, _ := h.record("default/box").Status.Condition(CondReady); c.Status == store.ConditionTrue {
+		t.Errorf("Ready %s right after a register whose allocation was not seen", c.Status)
+	}
+	w := h.writes()
+	if _, err := rec.Reconcile(t.Context(), "default/box"); err != nil {
+		t.Fatal(err)
+	}
+	if h.writes() != w {
+		t.Errorf("%d more writes: the controller's own register was taken for an out-of-band change", h.writes()-w)
+	}
+	for _, r := range nomad.DriftReasons {
+		if n := testutil.ToFloat64(m.driftRepairs.WithLabelValues(r)); n != 0 {
+			t.Errorf("drift %q counted %v", r, n)
+		}
+	}
+	h.expectStatus("default/box", store.PhaseRunning, store.ConditionTrue)
+}

@@ -353,7 +353,9 @@ func (r *Reconciler) sync(ctx context.Context, rec store.Record, jobID string) (
 			if live, err = r.nomad.Job(ctx, sb.Namespace, jobID); errors.Is(err, nomad.ErrNotFound) {
 				live = nil
 			} else if err != nil {
-				return r.nomadFailed(ctx, rec, st, err, true)
+				// The stop moved the index to one not seen yet.
+				st.JobModifyIndex = 0
+				return r.nomadFailed(ctx, rec, st, err, true, *event)
 			}
 		}
 		if st.Phase == "" {
@@ -419,7 +421,11 @@ func (r *Reconciler) sync(ctx context.Context, rec store.Record, jobID string) (
 		}
 		event = &ev
 		if live, err = r.nomad.Job(ctx, sb.Namespace, jobID); err != nil {
-			return r.nomadFailed(ctx, rec, st, err, true)
+			// The register moved the index to one not seen yet: the
+			// next pass records it rather than taking it for someone
+			// else's write.
+			st.JobModifyIndex = 0
+			return r.nomadFailed(ctx, rec, st, err, true, ev)
 		}
 	}
 	st.JobModifyIndex = deref(live.JobModifyIndex)
@@ -588,7 +594,7 @@ func (r *Reconciler) conflict(ctx context.Context, key string, st store.Status, 
 // only then does the status say it observed that generation. Otherwise
 // the observed generation stays where it was, and Ready is not claimed
 // for a generation Nomad has never seen.
-func (r *Reconciler) nomadFailed(ctx context.Context, rec store.Record, st store.Status, err error, acted bool) (Result, error) {
+func (r *Reconciler) nomadFailed(ctx context.Context, rec store.Record, st store.Status, err error, acted bool, events ...store.Event) (Result, error) {
 	key := rec.Key()
 	prev := rec.Status
 	if cur, gerr := r.store.Get(ctx, key); gerr == nil {
@@ -600,28 +606,34 @@ func (r *Reconciler) nomadFailed(ctx context.Context, rec store.Record, st store
 	}
 	st.LastError = err.Error()
 	st.AllocID, st.Node, st.Ports = prev.AllocID, prev.Node, prev.Ports
-	if st.JobModifyIndex == 0 {
+	if !acted {
+		// Nothing was written: the index last seen still stands.
 		st.JobModifyIndex = prev.JobModifyIndex
 	}
 	st.Conditions = []store.Condition{{Type: CondSynced, Status: store.ConditionUnknown, Reason: ReasonNomadError, Message: err.Error()}}
 	if !acted {
 		st.ObservedGeneration = min(prev.ObservedGeneration, rec.Generation)
 	}
+	// wrote: this pass wrote the job (events say what), so whatever was
+	// seen of its allocation before no longer holds.
+	wrote := len(events) > 0
 	ready, ok := prev.Condition(CondReady)
 	switch {
 	case st.ObservedGeneration < rec.Generation:
 		// Whatever runs is an older generation.
 		st.Conditions = append(st.Conditions, store.Condition{Type: CondReady, Status: store.ConditionUnknown, Reason: ReasonNomadError,
 			Message: fmt.Sprintf("Generation %d has not reached Nomad yet; the controller retries.", rec.Generation)})
-	case ok && (!acted || prev.ObservedGeneration == rec.Generation):
+	case ok && !wrote:
 		st.Conditions = append(st.Conditions, ready)
-	default:
-		// Registered, but its allocation was not seen.
+	case wrote:
 		st.Phase = store.PhasePending
 		st.Conditions = append(st.Conditions, store.Condition{Type: CondReady, Status: store.ConditionUnknown, Reason: ReasonNomadError,
-			Message: "The job was registered; its allocation could not be read yet."})
+			Message: "The job was written; its allocation could not be read yet."})
+	default:
+		st.Conditions = append(st.Conditions, store.Condition{Type: CondReady, Status: store.ConditionUnknown, Reason: ReasonNomadError,
+			Message: "Nomad could not be read."})
 	}
-	r.writeStatus(ctx, key, st)
+	r.writeStatus(ctx, key, st, events...)
 	return Result{}, err
 }
 
