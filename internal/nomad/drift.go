@@ -89,6 +89,14 @@ func FieldDiffs(desired, live *api.Job) []string {
 	return diffs
 }
 
+// ignoredPaths are rendered but never compared. The update strategy was
+// added to the rendering after jobs existed without it (Nomad filled in
+// its default there): a job picks it up at its next real change rather
+// than through a register of every job at once. A change to it made out
+// of band still moves the job's modify index, which the reconciler
+// compares.
+var ignoredPaths = []string{"Update", "TaskGroups[].Update"}
+
 // exactPaths are maps compared whole: a key added out of band (an extra
 // env var, a Meta entry, a driver option) is drift, not a server default.
 var exactPaths = []string{"Meta", "TaskGroups[].Tasks[].Env", "TaskGroups[].Tasks[].Config"}
@@ -129,6 +137,9 @@ func toGeneric(v any) any {
 // from Nomad (numbers as float64, lists as []any) equals the rendering.
 func compareSubset(path string, want, got any, diffs *[]string) {
 	shape := digits.Replace(path)
+	if slices.Contains(ignoredPaths, shape) {
+		return
+	}
 	if slices.Contains(exactPaths, shape) {
 		if !reflect.DeepEqual(emptyAsNil(want), emptyAsNil(got)) {
 			*diffs = append(*diffs, path)

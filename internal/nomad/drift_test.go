@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/hashicorp/nomad/api"
@@ -127,4 +128,27 @@ func jsonRoundTrip(j *api.Job) (*api.Job, error) {
 		return nil, err
 	}
 	return &out, json.Unmarshal(b, &out)
+}
+
+// Jobs registered before the update strategy was rendered carry Nomad's
+// default (max_parallel 1): that is not drift, so they are not all
+// registered again at once; they pick it up at their next real change.
+func TestUpdateStrategyRenderedLaterIsNotDrift(t *testing.T) {
+	sb := loadSandbox(t, filepath.Join("testdata", "render", "exec.hcl"))
+	desired, err := Render(&sb, testRenderOptions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if mp := desired.TaskGroups[0].Update; mp == nil || mp.MaxParallel == nil || *mp.MaxParallel != 0 {
+		t.Fatalf("group update %+v, want max_parallel 0: no deployment for a sandbox", mp)
+	}
+	old, err := jsonRoundTrip(desired)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old.Update = &api.UpdateStrategy{Stagger: ptr(30 * time.Second), MaxParallel: ptr(1)}
+	old.TaskGroups[0].Update = &api.UpdateStrategy{MaxParallel: ptr(1), HealthCheck: ptr("checks"), MinHealthyTime: ptr(10 * time.Second)}
+	if got := Drift(desired, old); len(got) != 0 {
+		t.Errorf("a job rendered before with Nomad's default update strategy drifts: %v (%v)", got, FieldDiffs(desired, old))
+	}
 }

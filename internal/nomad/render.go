@@ -114,6 +114,7 @@ func Render(sb *spec.Sandbox, opts RenderOptions) (*api.Job, error) {
 	group := &api.TaskGroup{
 		Name:             ptr(GroupName),
 		Count:            ptr(1),
+		Update:           noDeployment(),
 		Tasks:            []*api.Task{task},
 		RestartPolicy:    ptr(restartPolicy),
 		ReschedulePolicy: ptr(reschedulePolicy),
@@ -133,6 +134,7 @@ func Render(sb *spec.Sandbox, opts RenderOptions) (*api.Job, error) {
 			MetaSpecHash: sp.Hash(),
 		},
 		TaskGroups: []*api.TaskGroup{group},
+		Update:     noDeployment(),
 	}
 	if sp.Placement.NodePool != "" {
 		job.NodePool = ptr(sp.Placement.NodePool)
@@ -145,6 +147,15 @@ func Render(sb *spec.Sandbox, opts RenderOptions) (*api.Job, error) {
 	}
 	return job, nil
 }
+
+// noDeployment is the update strategy of a sandbox: max_parallel 0, so
+// that Nomad makes no deployment. One allocation gains nothing from one
+// (no canary, no rolling, no auto-revert), while each version's
+// deployment more than doubles the events Nomad emits for the sandbox
+// and adds a deployment-watcher evaluation (recorded on a real agent).
+// Job and group level both, as Nomad reads the group's and a job-level
+// block fills in groups that have none.
+func noDeployment() *api.UpdateStrategy { return &api.UpdateStrategy{MaxParallel: ptr(0)} }
 
 // network is the group network: "none" gives the sandbox its own empty
 // network namespace, for every driver that can have one.

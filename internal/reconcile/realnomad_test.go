@@ -11,7 +11,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"os"
 	"sync/atomic"
@@ -154,9 +153,10 @@ func TestRealNomadDriftOutsideRenderedFieldsIsRepaired(t *testing.T) {
 	}
 }
 
-// The agent marks a job version stable and moves its allocations about
-// without touching JobModifyIndex: none of that is drift.
-func TestRealNomadOwnWritesAndDeploymentsAreNotDrift(t *testing.T) {
+// A sandbox's job gets no deployment (update max_parallel 0), and
+// nothing the agent does to it afterwards (allocation updates, evaluations)
+// is taken for drift.
+func TestRealNomadNoDeploymentAndNoWriteAfterConverging(t *testing.T) {
 	h := newRealHarness(t)
 	sb := randomName(t)
 	key, id := "default/"+sb, "agentkernel-"+sb
@@ -164,22 +164,20 @@ func TestRealNomadOwnWritesAndDeploymentsAreNotDrift(t *testing.T) {
 	h.apply(sandboxSrc(sb))
 	h.reconcileUntilRunning(key)
 	w := h.nomadWrites.Load()
-	// Long enough for the deployment to turn healthy (min_healthy_time
-	// 10 s) and mark the version stable.
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		h.reconcile(key)
-		j, err := h.nc.Job(t.Context(), "default", id)
-		if err != nil && !errors.Is(err, nomad.ErrNotFound) {
-			t.Fatal(err)
-		}
-		if j != nil && j.Stable != nil && *j.Stable {
-			break
-		}
+	// Longer than a deployment's min_healthy_time (10 s), had there been
+	// one.
+	for range 12 {
 		time.Sleep(time.Second)
+		h.reconcile(key)
 	}
-	h.reconcile(key)
 	if n := h.nomadWrites.Load() - w; n != 0 {
 		t.Errorf("%d writes to a job nobody changed, want none", n)
+	}
+	dep, _, err := h.nc.API().Jobs().LatestDeployment(id, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dep != nil {
+		t.Errorf("the sandbox's job has deployment %s (%s), want none", dep.ID, dep.Status)
 	}
 }
