@@ -162,7 +162,7 @@ func (w *Watcher) Run(ctx context.Context, sink WatchSink) error {
 	return ctx.Err()
 }
 
-var errSilentStream = errors.New("event stream sent nothing, not even a heartbeat (denied by ACL?)")
+var errSilentStream = errors.New("event stream sent nothing, not even a heartbeat, before it went silent or closed (denied by ACL?)")
 
 // streamLine is one NDJSON line. Only what routes a change is decoded;
 // payloads (full jobs, allocations) are skipped.
@@ -217,6 +217,11 @@ func (w *Watcher) streamOnce(ctx context.Context, sink WatchSink) (healthy bool,
 			return healthy, fmt.Errorf("event stream silent for %s, longer than Nomad's heartbeat interval", w.opts.IdleTimeout)
 		case d := <-lines:
 			if d.err != nil {
+				if first && errors.Is(d.err, io.EOF) {
+					// Closed before the heartbeat a real agent sends at
+					// once: how a denied stream ends (more/ 3).
+					return false, errSilentStream
+				}
 				// An error is never a heartbeat: EOF, a cut connection or a
 				// line that is not JSON all end this connection.
 				return healthy, &Error{Op: "read nomad event stream", Kind: ErrTransient, Err: d.err}

@@ -438,3 +438,21 @@ func TestWatchRelistHandsOverAllocations(t *testing.T) {
 		}
 	})
 }
+
+// A denied stream may also end at once: 200, then the connection closed
+// before the heartbeat an allowed stream sends first (more/ 3). That is
+// a refusal: the watcher falls back after that one attempt.
+func TestWatchFallsBackWhenTheStreamClosesBeforeItsHeartbeat(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := startWatch(t, nomadtest.Options{}, WatchOptions{}, func(e *watchEnv) {
+			e.srv.FailRequests(nomadtest.ErrorFault{Status: 200, Body: "", PathPrefix: "/v1/event/stream"})
+		})
+		e.sink.waitFor(t, "the first relist, by a blocking list", func(s *recordingSink) bool { return len(s.relists) >= 1 })
+		if n := e.srv.RequestCount("GET /v1/event/stream"); n != 1 {
+			t.Errorf("fell back after %d stream attempts, want 1", n)
+		}
+		if st := e.w.Stats(); st.Fallbacks != 1 || !st.Blocking {
+			t.Errorf("stats %+v: want one fallback to blocking queries", st)
+		}
+	})
+}
