@@ -226,6 +226,9 @@ func (n *Node) Ready() (bool, string) {
 		case !t.ctrl.InitialListDone():
 			return false, "leading; waiting for the initial list of owned Nomad jobs"
 		}
+		if err := t.ctrl.Stalled(); err != nil {
+			return false, "leading, but the reconcile loop has stalled: " + err.Error()
+		}
 		return true, ""
 	}
 	if at, _ := n.cfg.Replica.Freshness(); at.IsZero() {

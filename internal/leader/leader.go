@@ -246,6 +246,9 @@ func (e *Elector) lead(ctx context.Context, locks *api.Locks, acquired time.Time
 	release := true
 	stepDown := func(cause error) {
 		cancel(cause)
+		// No longer the leader from this moment, whether or not the work
+		// returns: another instance may take the lock.
+		e.set(Instance{}, false)
 		<-done
 	}
 loop:

@@ -311,3 +311,51 @@ func TestStalledWorkStopsTheRenewals(t *testing.T) {
 		b.term(t, 2*ttl+delay+time.Second)
 	})
 }
+
+// Work that is truly wedged (it ignores its context) does not keep the
+// instance claiming leadership once its lease has expired and another
+// instance holds the lock.
+func TestWedgedWorkDoesNotKeepClaimingLeadership(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := newEnv(t)
+		wedge := make(chan struct{})
+		var stalled atomic.Bool
+		mkEl := func(name string, h func() error) *leader.Elector {
+			el, err := leader.New(leader.Config{Client: e.client(nil), Namespace: "default", Path: path, TTL: ttl, Delay: delay,
+				Self: leader.Instance{ID: name, Address: "http://" + name}, Healthy: h})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return el
+		}
+		a := mkEl("a", func() error {
+			if stalled.Load() {
+				return errors.New("the work is stuck")
+			}
+			return nil
+		})
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		started := make(chan struct{}, 1)
+		go func() { _ = a.Run(ctx, func(ctx context.Context) error { started <- struct{}{}; <-wedge; return nil }) }()
+		<-started
+		b := mkEl("b", nil)
+		bLead := make(chan struct{}, 1)
+		go func() {
+			_ = b.Run(ctx, func(ctx context.Context) error { bLead <- struct{}{}; <-ctx.Done(); return nil })
+		}()
+		time.Sleep(ttl)
+		stalled.Store(true)
+		select {
+		case <-bLead:
+		case <-time.After(5 * ttl):
+			t.Fatal("b never led")
+		}
+		if a.IsLeader() && b.IsLeader() {
+			t.Errorf("a (wedged, lease expired) and b both report IsLeader: a=%+v b=%+v", a.State(), b.State())
+		}
+		close(wedge)
+		cancel()
+		synctest.Wait()
+	})
+}
