@@ -151,6 +151,11 @@ type RegisterResult struct {
 	// Nomad returns the job's ModifyIndex there (fact 4.5), so the next
 	// write must take JobModifyIndex from a read or a plan.
 	Index uint64
+	// Changed reports whether Nomad took the job as a new version: its
+	// JobModifyIndex is then the register's own index, which is also the
+	// evaluation's. An identical job gets an evaluation but keeps its
+	// JobModifyIndex (fact 80).
+	Changed bool
 }
 
 // Register writes a job with check-and-set, always: modifyIndex 0 creates
@@ -165,7 +170,7 @@ func (c *Client) Register(ctx context.Context, job *api.Job, modifyIndex uint64)
 	if err != nil {
 		return RegisterResult{}, classify(fmt.Sprintf("register job %q (check-and-set index %d)", deref(job.ID), modifyIndex), err)
 	}
-	return RegisterResult{EvalID: resp.EvalID, Index: resp.JobModifyIndex}, nil
+	return RegisterResult{EvalID: resp.EvalID, Index: resp.JobModifyIndex, Changed: resp.JobModifyIndex == resp.EvalCreateIndex}, nil
 }
 
 // ownerRE keeps the owner ID a plain token, so it can stand inside a

@@ -87,9 +87,11 @@ type Controller struct {
 
 	gcMu sync.Mutex
 	gc   GCState
-	// busySince holds, per worker, when its current reconcile started
-	// (Unix nanoseconds; 0 while it waits for a key).
-	busySince []atomic.Int64
+	// busy holds, per worker, when its current reconcile started, or got
+	// its turn at the write limiter; nil while it waits for a key or that
+	// turn. time.Time keeps the monotonic reading, so
+	// a step of the wall clock is not taken for a stall.
+	busy []atomic.Pointer[time.Time]
 
 	// owned is the initial list of owned jobs, and ownedIndex the
 	// highest Nomad index on it: what a confirmation covers.
@@ -129,20 +131,19 @@ func New(o Options) *Controller {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	return &Controller{o: o, gc: GCState{Reason: "The initial list of owned Nomad jobs is not done yet."},
-		busySince: make([]atomic.Int64, o.Workers)}
+		busy: make([]atomic.Pointer[time.Time], o.Workers)}
 }
 
 // Stalled reports a worker that has been in one reconcile for longer
 // than StallAfter: the loop no longer makes progress, and a leader should
 // let another instance take over.
 func (c *Controller) Stalled() error {
-	now := time.Now()
-	for i := range c.busySince {
-		since := c.busySince[i].Load()
-		if since == 0 {
+	for i := range c.busy {
+		since := c.busy[i].Load()
+		if since == nil {
 			continue
 		}
-		if d := now.Sub(time.Unix(0, since)); d > c.o.StallAfter {
+		if d := time.Since(*since); d > c.o.StallAfter {
 			return fmt.Errorf("worker %d has been in one reconcile for %s, longer than %s", i, d.Round(time.Second), c.o.StallAfter)
 		}
 	}
@@ -246,9 +247,16 @@ func (c *Controller) work(ctx context.Context, worker int) {
 			return
 		}
 		start := time.Now()
-		c.busySince[worker].Store(start.UnixNano())
-		res, err := o.Reconciler.Reconcile(ctx, key)
-		c.busySince[worker].Store(0)
+		c.busy[worker].Store(&start)
+		res, err := o.Reconciler.Reconcile(withQueueNotice(ctx, func(waiting bool) {
+			if waiting {
+				c.busy[worker].Store(nil)
+				return
+			}
+			now := time.Now()
+			c.busy[worker].Store(&now)
+		}), key)
+		c.busy[worker].Store(nil)
 		switch {
 		case err != nil && errors.Is(err, ErrTerminal):
 			o.Metrics.observeReconcile("error", time.Since(start))
@@ -421,13 +429,15 @@ func (c *Controller) allocChanged(r store.Record, allocs []*api.AllocationListSt
 		return false
 	}
 	switch ready.Reason {
-	case ReasonAllocRunning, ReasonAllocPending, ReasonAllocFailed, ReasonNoAlloc:
+	case ReasonAllocRunning, ReasonAllocPending, ReasonAllocFailed, ReasonNoAlloc, ReasonVersionPending:
 	default:
 		return false
 	}
 	// What a reconcile would write now, from the same rule.
 	var now store.Status
-	cond := c.o.Reconciler.observeAlloc(&now, allocs)
+	// The list's job stubs carry no version; a job whose index moved is
+	// queued anyway, so the recorded version is the job's.
+	cond := c.o.Reconciler.observeAlloc(&now, allocs, r.Status.JobVersion)
 	return now.Phase != r.Status.Phase || now.AllocID != r.Status.AllocID || cond.Reason != ready.Reason
 }
 

@@ -131,6 +131,9 @@ func (c *Controller) checkStore(ctx context.Context, owned []*api.JobListStub, d
 			// a sandbox this one does not.
 		case declared && s.Meta[nomad.MetaSpecHash] != rec.Hash && s.JobModifyIndex > known:
 			// Registered with another spec after the store's last look.
+		case declared && rec.Deleting() && s.CreateIndex > known:
+			// Marked for deletion here, but created after the store's
+			// last look: applied again by a store that knew more.
 		default:
 			continue
 		}

@@ -206,3 +206,159 @@ func TestConfirmCannotLiftAnIncompleteCopy(t *testing.T) {
 		}
 	})
 }
+
+// A restored store whose record has expired by its old ttl (the user has
+// since extended it) does not delete the sandbox while garbage
+// collection is held.
+func TestRestoredStoreDoesNotExpireAByNowLongerTTLWhileHeld(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newMemHarness(t)
+		h.apply(`sandbox "a" {
+  image = "alpine:3"
+  ttl   = "1h"
+}`)
+		r := h.gcController()
+		h.eventually("a running", h.allPhase([]string{"default/a"}, store.PhaseRunning))
+		var backup bytes.Buffer
+		if _, err := h.st.Backup(t.Context(), &backup); err != nil {
+			t.Fatal(err)
+		}
+		// The user extends the ttl.
+		h.apply(`sandbox "a" {
+  image = "alpine:3"
+  ttl   = "72h"
+}`)
+		h.eventually("a running gen 2", h.allPhase([]string{"default/a"}, store.PhaseRunning))
+		owner := h.st.StoreID()
+		r.stop()
+		_ = h.st.Close()
+		dir := filepath.Join(t.TempDir(), "restored")
+		if err := store.Restore(&backup, dir); err != nil {
+			t.Fatal(err)
+		}
+		var err error
+		if h.st, err = store.Open(dir, store.Options{NoSync: true, Now: h.now}); err != nil {
+			t.Fatal(err)
+		}
+		if h.st.StoreID() != owner {
+			t.Fatal("owner")
+		}
+		h.advance(2 * time.Hour) // past the old ttl, well within the new one
+		h.srv.ResetRequests()
+		r = h.gcController()
+		h.eventually("initial list", r.c.InitialListDone)
+		settle()
+		settle()
+		if h.job("agentkernel-a") == nil {
+			t.Errorf("job purged by a restored store while gc is held (writes=%d)", h.writes())
+		}
+		if rec := h.record("default/a"); rec.Deleting() {
+			t.Error("the restored record was marked for deletion by its old ttl")
+		}
+	})
+}
+
+// A backup taken while sandbox a was being deleted; a was finalized and
+// applied again afterwards. The restored store still marks a for
+// deletion: it must not purge the job the newer store declared.
+func TestRestoredStoreDoesNotPurgeAJobCreatedAfterItsDeletionMark(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newMemHarness(t)
+		h.apply(`sandbox "a" {
+  image = "alpine:3"
+}`)
+		// No controller yet: mark for deletion and back up, as a backup taken mid-delete.
+		r := h.gcController()
+		h.eventually("a registered", func() bool { return h.job("agentkernel-a") != nil })
+		r.stop()
+		if _, err := h.st.Delete(t.Context(), "default/a"); err != nil {
+			t.Fatal(err)
+		}
+		var backup bytes.Buffer
+		if _, err := h.st.Backup(t.Context(), &backup); err != nil {
+			t.Fatal(err)
+		}
+		r = h.gcController()
+		h.eventually("a finalized", func() bool { _, err := h.st.Get(t.Context(), "default/a"); return err != nil })
+		settle()
+		h.apply(`sandbox "a" {
+  image = "alpine:3"
+}`)
+		h.eventually("a running again", h.allPhase([]string{"default/a"}, store.PhaseRunning))
+		owner := h.st.StoreID()
+		r.stop()
+		_ = h.st.Close()
+		dir := filepath.Join(t.TempDir(), "restored")
+		if err := store.Restore(&backup, dir); err != nil {
+			t.Fatal(err)
+		}
+		var err error
+		if h.st, err = store.Open(dir, store.Options{NoSync: true, Now: h.now}); err != nil {
+			t.Fatal(err)
+		}
+		if h.st.StoreID() != owner {
+			t.Fatal("owner")
+		}
+		r = h.gcController()
+		h.eventually("initial list", r.c.InitialListDone)
+		settle()
+		if h.job("agentkernel-a") == nil {
+			t.Errorf("job re-created after the backup was purged by the restored store")
+		}
+	})
+}
+
+// StoreBehind says to apply the sandbox's current declaration: doing so
+// lifts it for that sandbox, while the hold stays for the rest.
+func TestApplyingTheCurrentDeclarationLiftsStoreBehind(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newMemHarness(t)
+		src := `sandbox "a" {
+  image = "alpine:3"
+}`
+		h.apply(src)
+		r := h.gcController()
+		h.eventually("a running", h.allPhase([]string{"default/a"}, store.PhaseRunning))
+		var backup bytes.Buffer
+		if _, err := h.st.Backup(t.Context(), &backup); err != nil {
+			t.Fatal(err)
+		}
+		h.apply(`sandbox "a" {
+  image     = "alpine:3"
+  memory_mb = 1024
+}`)
+		h.eventually("a gen2", h.allPhase([]string{"default/a"}, store.PhaseRunning))
+		owner := h.st.StoreID()
+		r.stop()
+		_ = h.st.Close()
+		dir := filepath.Join(t.TempDir(), "restored")
+		if err := store.Restore(&backup, dir); err != nil {
+			t.Fatal(err)
+		}
+		var err error
+		if h.st, err = store.Open(dir, store.Options{NoSync: true, Now: h.now}); err != nil {
+			t.Fatal(err)
+		}
+		if h.st.StoreID() != owner {
+			t.Fatal("owner")
+		}
+		r = h.gcController()
+		h.eventually("initial list", r.c.InitialListDone)
+		settle()
+		if c, _ := h.record("default/a").Status.Condition(CondSynced); c.Reason != ReasonStoreBehind {
+			t.Fatalf("restored store: Synced %+v, want %s", c, ReasonStoreBehind)
+		}
+		h.advance(time.Minute)
+		h.apply(`sandbox "a" {
+  image     = "alpine:3"
+  memory_mb = 1024
+}`) // the current declaration, as the message says
+		settle()
+		if c, _ := h.record("default/a").Status.Condition(CondSynced); c.Reason == ReasonStoreBehind {
+			t.Errorf("after applying the current declaration as the message says, still %s", c.Reason)
+		}
+		if st := r.c.GCState(); st.Enabled {
+			t.Error("applying one sandbox released the hold")
+		}
+	})
+}

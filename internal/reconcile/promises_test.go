@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/hashicorp/nomad/api"
@@ -390,4 +391,93 @@ func TestOwnWriteWithAFailedReadBackIsNotDrift(t *testing.T) {
 		}
 	}
 	h.expectStatus("default/box", store.PhaseRunning, store.ConditionTrue)
+}
+
+// As on a real agent, Nomad plans after the register returns: for a
+// moment the previous version's allocation is still wanted and running.
+// The sandbox is not Ready until an allocation of the job's current
+// version runs.
+func TestReadyOnlyWhenTheCurrentVersionRuns(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := &harness{t: t, mem: nomadtest.NewMemNet()}
+		h.srv = nomadtest.New(nomadtest.Options{EvalDelay: 30 * time.Millisecond, SchedulingDelay: 500 * time.Millisecond, Drivers: []string{"docker"}})
+		hs := &http.Server{Handler: h.srv}
+		go func() { _ = hs.Serve(h.mem.Listener()) }()
+		t.Cleanup(func() {
+			_ = h.srv.Close()
+			h.mem.Close()
+			_ = hs.Close()
+		})
+		h.finish(nomad.Config{Address: h.mem.URL(), HTTPClient: h.mem.HTTPClient()}, nil)
+		h.apply(box)
+		h.reconcile("default/box")
+		time.Sleep(time.Second)
+		h.reconcile("default/box")
+		h.expectStatus("default/box", store.PhaseRunning, store.ConditionTrue)
+
+		h.apply(boxBigger)
+		h.reconcile("default/box") // registers version 1; version 0 still runs
+		st := h.record("default/box").Status
+		ready, _ := st.Condition(CondReady)
+		if ready.Status == store.ConditionTrue || st.Phase == store.PhaseRunning {
+			t.Fatalf("right after the register: phase %s, Ready %s (%s); want Pending until version %d runs", st.Phase, ready.Status, ready.Message, st.JobVersion)
+		}
+		if ready.Reason != ReasonVersionPending && ready.Reason != ReasonAllocPending && ready.Reason != ReasonNoAlloc {
+			t.Errorf("Ready reason %s, want the new version being placed", ready.Reason)
+		}
+		time.Sleep(time.Second)
+		h.reconcile("default/box")
+		st = h.expectStatus("default/box", store.PhaseRunning, store.ConditionTrue)
+		if st.JobVersion != 1 || st.AllocJobVersion != 1 {
+			t.Errorf("status says job version %d, allocation version %d; want 1 and 1", st.JobVersion, st.AllocJobVersion)
+		}
+	})
+}
+
+// A register that went through, followed by a failed read of the
+// allocations, does not claim Ready for the new generation from the old
+// one's allocation, and keeps the register's event.
+func TestAllocationReadFailureAfterARegisterDoesNotClaimReady(t *testing.T) {
+	h := newHarness(t)
+	h.apply(box)
+	h.reconcile("default/box")
+	h.expectStatus("default/box", store.PhaseRunning, store.ConditionTrue)
+	h.apply(boxBigger)
+	h.srv.FailRequests(nomadtest.ErrorFault{Status: http.StatusInternalServerError, Body: nomadtest.NoLeaderText, Count: 1, PathPrefix: "/v1/job/agentkernel-box/allocations"})
+	if _, err := h.rec.Reconcile(t.Context(), "default/box"); err == nil {
+		t.Fatal("fault did not fail")
+	}
+	if mem := *h.job("agentkernel-box").TaskGroups[0].Tasks[0].Resources.MemoryMB; mem != 1024 {
+		t.Fatalf("register did not happen")
+	}
+	rec := h.record("default/box")
+	ready, _ := rec.Status.Condition(CondReady)
+	if rec.Status.ObservedGeneration == rec.Generation && ready.Status == store.ConditionTrue {
+		t.Errorf("generation %d claimed observed and Ready from the previous generation's allocation: %s", rec.Generation, ready.Message)
+	}
+	if ev := h.lastEvent("default/box"); ev.Reason != store.ReasonUpdated {
+		t.Errorf("last event %+v, want the update", ev)
+	}
+}
+
+// A user's update that Nomad refused once and that goes through on the
+// scheduled retry is an update, not a drift repair.
+func TestUpdateRegisteredOnTheRetryAfterARejectionIsNotDrift(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := NewMetrics(reg)
+	h := newHarness(t, func(c *Config) { c.Metrics = m })
+	h.apply(box)
+	h.reconcile("default/box")
+	h.apply(boxBigger)
+	h.srv.FailRequests(nomadtest.ErrorFault{Status: http.StatusForbidden, Body: "Permission denied", Count: 1, PathPrefix: "/v1/jobs"})
+	h.reconcile("default/box") // rejected, retried later
+	h.reconcile("default/box") // the retry after RejectedRecheck
+	var n float64
+	for _, r := range nomad.DriftReasons {
+		n += testutil.ToFloat64(m.driftRepairs.WithLabelValues(r))
+	}
+	ev := h.lastEvent("default/box")
+	if n != 0 || ev.Reason == store.ReasonRepaired {
+		t.Errorf("a user's update registered on the retry after a rejection counted as drift repair")
+	}
 }

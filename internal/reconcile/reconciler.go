@@ -68,6 +68,9 @@ const (
 	ReasonExpired       = "Expired"
 	ReasonDeleting      = "Deleting"
 	ReasonStoreBehind   = "StoreBehind"
+	// ReasonVersionPending: the job's current version has no allocation
+	// yet; an older one may still run.
+	ReasonVersionPending = "NewVersionPending"
 )
 
 // Config is the controller policy rendering and reconciling follow.
@@ -147,6 +150,30 @@ func (r *Reconciler) AllowGC() { r.gcAllowed.Store(true) }
 // holdAt sets or (nil) clears the garbage collection hold.
 func (r *Reconciler) holdAt(h *store.GCHold) { r.hold.Store(h) }
 
+// storeBehindAdvice ends every StoreBehind message.
+const storeBehindAdvice = "Apply the sandbox's current declaration (where it differs from this store's, the store takes it), or confirm this store (akctl gc confirm) to bring Nomad back to it."
+
+// behindHold reports, while garbage collection is held, a record that is
+// likely older than what Nomad runs, and why. A record applied since the
+// hold is the user's word and goes ahead.
+func (r *Reconciler) behindHold(rec store.Record, live *api.Job) (string, bool) {
+	h := r.hold.Load()
+	if h == nil || rec.UpdatedAt.After(h.Since) {
+		return "", false
+	}
+	jobID := spec.JobIDPrefix + rec.Sandbox.Name
+	switch {
+	case live == nil && rec.Status.JobModifyIndex != 0:
+		// This store had the job; a newer one may have deleted it.
+		return fmt.Sprintf("Nomad no longer has job %s, which this store recorded; the store looks older than what was applied (restored from a backup?), so the job is not created again. %s", jobID, storeBehindAdvice), true
+	case live != nil && live.Meta[nomad.MetaSpecHash] != rec.Hash && deref(live.JobModifyIndex) > h.NomadIndex:
+		return fmt.Sprintf("Nomad job %s runs a spec registered after the newest Nomad state this store recorded (index %d); the store looks older than what was applied (restored from a backup?), so the job is not reverted. %s", jobID, h.NomadIndex, storeBehindAdvice), true
+	case live != nil && rec.Deleting() && deref(live.CreateIndex) > h.NomadIndex:
+		return fmt.Sprintf("Nomad job %s was created after the newest Nomad state this store recorded (index %d), yet the store marks its sandbox deleted; the store looks older than what was applied, so the job is not purged. %s", jobID, h.NomadIndex, storeBehindAdvice), true
+	}
+	return "", false
+}
+
 // Writes is the number of Nomad writes made so far.
 func (r *Reconciler) Writes() int64 { return r.writes.Load() }
 
@@ -157,7 +184,11 @@ func (r *Reconciler) beforeWrite(ctx context.Context) error {
 		return fmt.Errorf("not writing to Nomad: %w", context.Cause(ctx))
 	}
 	if r.cfg.WriteLimiter != nil {
-		if err := r.cfg.WriteLimiter.Wait(ctx); err != nil {
+		// Waiting for a turn is not being stuck, however low the rate.
+		queued(ctx, true)
+		err := r.cfg.WriteLimiter.Wait(ctx)
+		queued(ctx, false)
+		if err != nil {
 			return fmt.Errorf("wait for the Nomad write limit: %w", err)
 		}
 		if err := ctx.Err(); err != nil {
@@ -176,6 +207,21 @@ func (r *Reconciler) ownership(live *api.Job) nomad.Ownership {
 		return nomad.Owned
 	}
 	return own
+}
+
+// queueKey carries, in a reconcile's context, what the worker is told
+// of the reconcile waiting in a queue (the write limiter): the stall
+// detection does not count that time.
+type queueKey struct{}
+
+func withQueueNotice(ctx context.Context, f func(waiting bool)) context.Context {
+	return context.WithValue(ctx, queueKey{}, f)
+}
+
+func queued(ctx context.Context, waiting bool) {
+	if f, ok := ctx.Value(queueKey{}).(func(bool)); ok {
+		f(waiting)
+	}
 }
 
 // ErrTerminal marks a failure that retrying cannot fix (an invalid spec,
@@ -256,6 +302,9 @@ func (r *Reconciler) delete(ctx context.Context, rec store.Record, jobID string)
 		r.cfg.Metrics.setPhase(key, "")
 		return Result{}, nil
 	}
+	if why, behind := r.behindHold(rec, live); behind {
+		return r.conflict(ctx, key, r.baseStatus(rec, jobID), ReasonStoreBehind, why)
+	}
 	if err := r.beforeWrite(ctx); err != nil {
 		return Result{}, err
 	}
@@ -285,6 +334,27 @@ func (r *Reconciler) sync(ctx context.Context, rec store.Record, jobID string) (
 		return r.terminal(ctx, rec, st, err)
 	}
 
+	live, err := r.nomad.Job(ctx, sb.Namespace, jobID)
+	if err != nil && !errors.Is(err, nomad.ErrNotFound) {
+		return r.nomadFailed(ctx, rec, st, err, false)
+	}
+	if err != nil {
+		live = nil
+	}
+	if live != nil {
+		switch r.ownership(live) {
+		case nomad.Foreign:
+			return r.conflict(ctx, key, st, ReasonForeignJob, fmt.Sprintf("Nomad job %s exists but was not created by this controller (no %s in its Meta); it is left untouched. Remove or rename it, or rename the sandbox.", jobID, nomad.MetaOwner))
+		case nomad.OtherOwner:
+			return r.conflict(ctx, key, st, ReasonOtherOwner, fmt.Sprintf("Nomad job %s belongs to another controller (owner %s); it is left untouched.", jobID, live.Meta[nomad.MetaOwner]))
+		}
+	}
+	// Before anything is decided on the record (its expiry included):
+	// under a hold, the record may be older than what runs.
+	if why, behind := r.behindHold(rec, live); behind {
+		return r.conflict(ctx, key, st, ReasonStoreBehind, why)
+	}
+
 	var requeue time.Duration
 	wantRunning := sb.Spec.State == spec.StateRunning
 	if expiry, ok := expiresAt(rec); ok {
@@ -306,34 +376,9 @@ func (r *Reconciler) sync(ctx context.Context, rec store.Record, jobID string) (
 		}
 	}
 
-	live, err := r.nomad.Job(ctx, sb.Namespace, jobID)
-	if err != nil && !errors.Is(err, nomad.ErrNotFound) {
-		return r.nomadFailed(ctx, rec, st, err, false)
-	}
-	if err != nil {
-		live = nil
-	}
-	if live != nil {
-		switch r.ownership(live) {
-		case nomad.Foreign:
-			return r.conflict(ctx, key, st, ReasonForeignJob, fmt.Sprintf("Nomad job %s exists but was not created by this controller (no %s in its Meta); it is left untouched. Remove or rename it, or rename the sandbox.", jobID, nomad.MetaOwner))
-		case nomad.OtherOwner:
-			return r.conflict(ctx, key, st, ReasonOtherOwner, fmt.Sprintf("Nomad job %s belongs to another controller (owner %s); it is left untouched.", jobID, live.Meta[nomad.MetaOwner]))
-		}
-	}
-
 	// observed: this generation was acted on before, so a write now
-	// undoes a change made by someone else.
+	// may undo a change made by someone else.
 	observed := rec.Status.ObservedGeneration == rec.Generation
-	if h := r.hold.Load(); h != nil && live != nil && live.Meta[nomad.MetaSpecHash] != rec.Hash &&
-		deref(live.JobModifyIndex) > h.NomadIndex && !rec.UpdatedAt.After(h.Since) {
-		// The job runs a spec written after the newest state this store
-		// knows, and nobody has applied this sandbox since the hold: the
-		// store's spec is likely the older one. A sandbox applied after
-		// the hold is the user's word and goes ahead.
-		return r.conflict(ctx, key, st, ReasonStoreBehind, fmt.Sprintf("Nomad job %s runs a spec registered after the newest Nomad state this store recorded (index %d); the store looks older than what was applied (restored from a backup?), so the job is not reverted. Apply this sandbox again to make the store's spec the one that runs, or confirm the store (akctl gc confirm).", jobID, h.NomadIndex))
-	}
-
 	var event *store.Event
 	if !wantRunning {
 		if live != nil && !(live.Stop != nil && *live.Stop) {
@@ -341,6 +386,8 @@ func (r *Reconciler) sync(ctx context.Context, rec store.Record, jobID string) (
 				return Result{}, err
 			}
 			if err := r.nomad.Stop(ctx, sb.Namespace, jobID); err != nil {
+				// It may have gone through: the index is unknown.
+				st.JobModifyIndex = 0
 				return r.nomadFailed(ctx, rec, st, err, false)
 			}
 			if observed && (rec.Status.Phase == store.PhaseStopped || rec.Status.Phase == store.PhaseExpired) {
@@ -392,7 +439,8 @@ func (r *Reconciler) sync(ctx context.Context, rec store.Record, jobID string) (
 		if err := r.beforeWrite(ctx); err != nil {
 			return Result{}, err
 		}
-		if _, err := r.nomad.Register(ctx, desired, index); err != nil {
+		res, err := r.nomad.Register(ctx, desired, index)
+		if err != nil {
 			if errors.Is(err, nomad.ErrInvalid) || errors.Is(err, nomad.ErrPermissionDenied) {
 				// Nomad refused the job itself (a namespace that does not
 				// exist, a token without the capability): retrying at once
@@ -400,17 +448,30 @@ func (r *Reconciler) sync(ctx context.Context, rec store.Record, jobID string) (
 				// later rather than never.
 				return r.rejected(ctx, rec, st, err)
 			}
+			if !errors.Is(err, nomad.ErrConflict) {
+				// The register may have gone through (a lost answer): the
+				// job's index is unknown until the next look records it.
+				st.JobModifyIndex = 0
+			}
 			// A conflict means someone wrote the job since we read it:
 			// the retry re-reads it.
 			return r.nomadFailed(ctx, rec, st, err, false)
+		}
+		if !res.Changed && len(reasons) == 1 && reasons[0] == nomad.DriftModified {
+			// Nomad found the job as rendered: the index moved for a
+			// change that was undone since, or was recorded by another
+			// term. Nothing was repaired; the look below records the
+			// index.
+			reasons = nil
 		}
 		// A repair undoes a change made by someone else to a generation
 		// already in Nomad: a job changed, stopped or purged behind the
 		// controller's back. Registering a user's new generation is an
 		// update, and the first register a create; neither is drift.
-		repair := observed && (live != nil || rec.Status.JobModifyIndex != 0)
+		repair := observed && (live != nil && live.Meta[nomad.MetaSpecHash] == rec.Hash || live == nil && rec.Status.JobModifyIndex != 0)
 		ev := store.Event{Type: store.EventNormal, Reason: store.ReasonCreated, Message: fmt.Sprintf("Registered Nomad job %s.", jobID)}
 		switch {
+		case len(reasons) == 0:
 		case repair:
 			r.cfg.Metrics.driftRepaired(reasons)
 			ev.Reason = store.ReasonRepaired
@@ -419,13 +480,15 @@ func (r *Reconciler) sync(ctx context.Context, rec store.Record, jobID string) (
 			ev.Reason = store.ReasonUpdated
 			ev.Message = fmt.Sprintf("Registered Nomad job %s (%s).", jobID, strings.Join(reasons, ", "))
 		}
-		event = &ev
+		if len(reasons) > 0 {
+			event = &ev
+		}
 		if live, err = r.nomad.Job(ctx, sb.Namespace, jobID); err != nil {
 			// The register moved the index to one not seen yet: the
 			// next pass records it rather than taking it for someone
 			// else's write.
 			st.JobModifyIndex = 0
-			return r.nomadFailed(ctx, rec, st, err, true, ev)
+			return r.nomadFailed(ctx, rec, st, err, true, eventsOf(event)...)
 		}
 	}
 	st.JobModifyIndex = deref(live.JobModifyIndex)
@@ -436,9 +499,9 @@ func (r *Reconciler) sync(ctx context.Context, rec store.Record, jobID string) (
 
 	allocs, err := r.nomad.Allocations(ctx, sb.Namespace, jobID)
 	if err != nil {
-		return r.nomadFailed(ctx, rec, st, err, true)
+		return r.nomadFailed(ctx, rec, st, err, true, eventsOf(event)...)
 	}
-	ready := r.observeAlloc(&st, allocs)
+	ready := r.observeAlloc(&st, allocs, deref(live.Version))
 	st.Conditions = []store.Condition{synced, ready}
 	r.writeStatus(ctx, key, st, eventsOf(event)...)
 	if ready.Status != store.ConditionTrue && (requeue == 0 || requeue > r.cfg.PendingRecheck) {
@@ -447,33 +510,39 @@ func (r *Reconciler) sync(ctx context.Context, rec store.Record, jobID string) (
 	return Result{RequeueAfter: requeue}, nil
 }
 
-// observeAlloc fills phase, allocation, node and ports from the newest
-// allocation that Nomad wants running, and returns the Ready condition.
-func (r *Reconciler) observeAlloc(st *store.Status, allocs []*api.AllocationListStub) store.Condition {
-	var cur *api.AllocationListStub
+// observeAlloc fills phase, allocation, node and ports from the
+// allocations Nomad wants running, and returns the Ready condition. Only
+// an allocation of the job's current version proves the current spec
+// runs: right after a register, the previous version's allocation still
+// looks wanted and running for a moment (recorded on a real agent), and
+// until Nomad has placed the new one the sandbox is Pending.
+func (r *Reconciler) observeAlloc(st *store.Status, allocs []*api.AllocationListStub, version uint64) store.Condition {
+	var cur, older *api.AllocationListStub
 	for _, a := range allocs {
 		if a.DesiredStatus != api.AllocDesiredStatusRun {
 			continue
 		}
-		if cur == nil || a.CreateIndex > cur.CreateIndex {
-			cur = a
+		if a.JobVersion == version {
+			if cur == nil || a.CreateIndex > cur.CreateIndex {
+				cur = a
+			}
+		} else if older == nil || a.CreateIndex > older.CreateIndex {
+			older = a
 		}
+	}
+	st.JobVersion = version
+	if cur == nil && older != nil {
+		// What runs is an older version: say so, and which.
+		st.Phase = store.PhasePending
+		r.allocFields(st, older)
+		return store.Condition{Type: CondReady, Status: store.ConditionFalse, Reason: ReasonVersionPending,
+			Message: fmt.Sprintf("Nomad is placing version %d of the job; allocation %s still runs version %d.", version, shortID(older.ID), older.JobVersion)}
 	}
 	if cur == nil {
 		st.Phase = store.PhasePending
 		return store.Condition{Type: CondReady, Status: store.ConditionFalse, Reason: ReasonNoAlloc, Message: "Nomad has not placed an allocation yet."}
 	}
-	st.AllocID, st.Node = cur.ID, cur.NodeName
-	if st.Node == "" {
-		st.Node = cur.NodeID
-	}
-	if cur.AllocatedResources != nil {
-		for _, n := range cur.AllocatedResources.Shared.Networks {
-			for _, p := range append(append([]api.Port(nil), n.ReservedPorts...), n.DynamicPorts...) {
-				st.Ports = append(st.Ports, store.AllocatedPort{Label: p.Label, HostIP: n.IP, Value: p.Value, To: p.To})
-			}
-		}
-	}
+	r.allocFields(st, cur)
 	switch cur.ClientStatus {
 	case api.AllocClientStatusRunning:
 		st.Phase = store.PhaseRunning
@@ -487,9 +556,21 @@ func (r *Reconciler) observeAlloc(st *store.Status, allocs []*api.AllocationList
 	}
 }
 
-// baseStatus starts the status of this pass. The job's modify index is
-// carried over until the pass sees the job: it is the mark a later pass
-// tells someone else's write by.
+// allocFields records which allocation the status speaks of.
+func (r *Reconciler) allocFields(st *store.Status, a *api.AllocationListStub) {
+	st.AllocID, st.Node, st.AllocJobVersion = a.ID, a.NodeName, a.JobVersion
+	if st.Node == "" {
+		st.Node = a.NodeID
+	}
+	if a.AllocatedResources != nil {
+		for _, n := range a.AllocatedResources.Shared.Networks {
+			for _, p := range append(append([]api.Port(nil), n.ReservedPorts...), n.DynamicPorts...) {
+				st.Ports = append(st.Ports, store.AllocatedPort{Label: p.Label, HostIP: n.IP, Value: p.Value, To: p.To})
+			}
+		}
+	}
+}
+
 func (r *Reconciler) baseStatus(rec store.Record, jobID string) store.Status {
 	return store.Status{ObservedGeneration: rec.Generation, JobID: jobID, JobModifyIndex: rec.Status.JobModifyIndex}
 }
@@ -606,10 +687,6 @@ func (r *Reconciler) nomadFailed(ctx context.Context, rec store.Record, st store
 	}
 	st.LastError = err.Error()
 	st.AllocID, st.Node, st.Ports = prev.AllocID, prev.Node, prev.Ports
-	if !acted {
-		// Nothing was written: the index last seen still stands.
-		st.JobModifyIndex = prev.JobModifyIndex
-	}
 	st.Conditions = []store.Condition{{Type: CondSynced, Status: store.ConditionUnknown, Reason: ReasonNomadError, Message: err.Error()}}
 	if !acted {
 		st.ObservedGeneration = min(prev.ObservedGeneration, rec.Generation)

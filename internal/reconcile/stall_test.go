@@ -74,3 +74,30 @@ func TestStalledNamesAWorkerStuckInOneReconcile(t *testing.T) {
 		}
 	})
 }
+
+// Waiting for the write limiter is progress, not a stall: a low write
+// rate must not make a leader give up its lock.
+func TestWaitingForTheWriteLimitIsNotAStall(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newMemHarness(t)
+		// One write every 90 s, after a burst of one: the second sandbox
+		// waits that long for its turn, longer than StallAfter.
+		lim := NewWriteLimiter(1.0/90, 1)
+		rec := NewReconciler(h.st, h.nc, Config{Render: nomad.RenderOptions{Owner: h.st.StoreID()}, WriteLimiter: lim}, nil, h.now)
+		r := h.startController(func(o *Options) { o.Reconciler = rec; o.StallAfter = time.Minute; o.Workers = 1 })
+		h.eventually("the initial list", r.c.InitialListDone)
+		h.apply(`sandbox "a" {
+  image = "alpine:3"
+}
+sandbox "b" {
+  image = "alpine:3"
+}`)
+		for range 100 {
+			time.Sleep(time.Second)
+			if err := r.c.Stalled(); err != nil {
+				t.Fatalf("a worker waiting its turn at the write limiter counts as stalled: %v", err)
+			}
+		}
+		h.eventually("both running", h.allPhase([]string{"default/a", "default/b"}, store.PhaseRunning))
+	})
+}

@@ -59,13 +59,17 @@ type Status struct {
 	Phase      Phase       `json:"phase,omitempty"`
 	Conditions []Condition `json:"conditions,omitempty"`
 	// ObservedGeneration is the generation this status was computed for.
-	ObservedGeneration uint64          `json:"observedGeneration"`
-	JobID              string          `json:"jobID,omitempty"`
-	JobModifyIndex     uint64          `json:"jobModifyIndex,omitempty"`
-	AllocID            string          `json:"allocID,omitempty"`
-	Node               string          `json:"node,omitempty"`
-	Ports              []AllocatedPort `json:"ports,omitempty"`
-	LastError          string          `json:"lastError,omitempty"`
+	ObservedGeneration uint64 `json:"observedGeneration"`
+	JobID              string `json:"jobID,omitempty"`
+	JobModifyIndex     uint64 `json:"jobModifyIndex,omitempty"`
+	// JobVersion is the job's version as last seen, and AllocJobVersion
+	// the version AllocID runs: Ready needs the two equal.
+	JobVersion      uint64          `json:"jobVersion,omitempty"`
+	AllocJobVersion uint64          `json:"allocJobVersion,omitempty"`
+	AllocID         string          `json:"allocID,omitempty"`
+	Node            string          `json:"node,omitempty"`
+	Ports           []AllocatedPort `json:"ports,omitempty"`
+	LastError       string          `json:"lastError,omitempty"`
 	// NextAttemptAt is when the controller tries again on its own, for a
 	// sandbox it gave up on for now (Nomad refused its job).
 	NextAttemptAt *time.Time `json:"nextAttemptAt,omitempty"`
