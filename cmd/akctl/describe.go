@@ -135,10 +135,14 @@ func describe(w io.Writer, it *api.Item, events []api.Event, now time.Time) {
 	p("  Observed generation:", strconv.FormatUint(st.ObservedGeneration, 10))
 	job := dash(st.JobID)
 	if st.JobModifyIndex > 0 {
-		job += fmt.Sprintf(" (modify index %d)", st.JobModifyIndex)
+		job += fmt.Sprintf(" (version %d, modify index %d)", st.JobVersion, st.JobModifyIndex)
 	}
 	p("  Job:", job)
-	p("  Allocation:", dash(st.AllocID))
+	alloc := dash(st.AllocID)
+	if st.AllocID != "" {
+		alloc += fmt.Sprintf(" (job version %d)", st.AllocJobVersion)
+	}
+	p("  Allocation:", alloc)
 	p("  Node:", dash(st.Node))
 	p("  Ports:", dash(allocPorts(st.Ports)))
 	p("  Last error:", dash(st.LastError))

@@ -37,10 +37,14 @@ type ItemStatus struct {
 	ObservedGeneration uint64 `json:"observedGeneration"`
 	JobID              string `json:"jobID"`
 	JobModifyIndex     uint64 `json:"jobModifyIndex"`
-	AllocID            string `json:"allocID"`
-	Node               string `json:"node"`
-	Ports              []Port `json:"ports"`
-	LastError          string `json:"lastError"`
+	// JobVersion is the job's version, AllocJobVersion the version the
+	// allocation runs; Ready needs them equal.
+	JobVersion      uint64 `json:"jobVersion"`
+	AllocJobVersion uint64 `json:"allocJobVersion"`
+	AllocID         string `json:"allocID"`
+	Node            string `json:"node"`
+	Ports           []Port `json:"ports"`
+	LastError       string `json:"lastError"`
 	// NextAttemptAt is when the controller tries again by itself, for a
 	// sandbox whose job Nomad refused.
 	NextAttemptAt *time.Time  `json:"nextAttemptAt,omitempty"`
@@ -97,6 +101,8 @@ func itemOf(rec store.Record) Item {
 			ObservedGeneration: st.ObservedGeneration,
 			JobID:              st.JobID,
 			JobModifyIndex:     st.JobModifyIndex,
+			JobVersion:         st.JobVersion,
+			AllocJobVersion:    st.AllocJobVersion,
 			AllocID:            st.AllocID,
 			Node:               st.Node,
 			Ports:              make([]Port, 0, len(st.Ports)),

@@ -75,7 +75,7 @@ func TestItemShape(t *testing.T) {
 	}
 	status := fresh["status"].(map[string]any)
 	wantStatus := map[string]any{
-		"phase": "Pending", "observedGeneration": 0.0, "jobID": "", "jobModifyIndex": 0.0, "allocID": "",
+		"phase": "Pending", "observedGeneration": 0.0, "jobID": "", "jobModifyIndex": 0.0, "jobVersion": 0.0, "allocJobVersion": 0.0, "allocID": "",
 		"node": "", "ports": []any{}, "lastError": "", "conditions": []any{}, "updatedAt": nil,
 	}
 	if d := cmp.Diff(wantStatus, status); d != "" {
