@@ -274,9 +274,15 @@ func (c *Client) CountManaged(ctx context.Context, ns string) (int, error) {
 
 // Stop deregisters a job and keeps it, stopped (Stop=true), as `nomad job
 // stop` does.
-func (c *Client) Stop(ctx context.Context, ns, id string) error {
-	_, _, err := c.api.Jobs().Deregister(id, false, write(ctx, ns))
-	return classify(fmt.Sprintf("stop job %q in namespace %q", id, ns), err)
+//
+// It returns the stop's index, which is the stopped job's new
+// JobModifyIndex: a stop is a new version of the job (fact 120).
+func (c *Client) Stop(ctx context.Context, ns, id string) (uint64, error) {
+	_, wm, err := c.api.Jobs().Deregister(id, false, write(ctx, ns))
+	if err != nil {
+		return 0, classify(fmt.Sprintf("stop job %q in namespace %q", id, ns), err)
+	}
+	return wm.LastIndex, nil
 }
 
 // Purge removes a job and its allocations from Nomad at once. Purging a

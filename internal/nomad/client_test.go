@@ -138,7 +138,7 @@ func TestStopPurgeAllocationsPlan(t *testing.T) {
 		t.Errorf("plan of the same job: %+v, %v; want None and the live JobModifyIndex %d", plan.Diff, err, *live.JobModifyIndex)
 	}
 
-	if err := c.Stop(ctx, "default", sb.JobID()); err != nil {
+	if _, err := c.Stop(ctx, "default", sb.JobID()); err != nil {
 		t.Fatal(err)
 	}
 	stopped, err := c.Job(ctx, "default", sb.JobID())

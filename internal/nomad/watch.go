@@ -44,8 +44,12 @@ type Listing struct {
 type WatchOptions struct {
 	Owner     string
 	Namespace string // "*" (every namespace) by default
-	Logger    *slog.Logger
-	Backoff   Backoff // between reconnections; DefaultBackoff
+	// Cache, when set, is kept current from every relist and from the
+	// events' payloads, and only changes that matter to it are reported
+	// (Changed). Without it every Job or Allocation event is.
+	Cache   *Cache
+	Logger  *slog.Logger
+	Backoff Backoff // between reconnections; DefaultBackoff
 	// FirstLineTimeout bounds the wait for the stream's first line. Real
 	// Nomad sends a `{}` heartbeat at once; with ACLs it answers a denied
 	// stream with 200 and then silence, not even that heartbeat
@@ -172,12 +176,20 @@ type streamLine struct {
 }
 
 type eventHeader struct {
-	Topic      string   `json:"Topic"`
-	Type       string   `json:"Type"`
-	Key        string   `json:"Key"`
-	Namespace  string   `json:"Namespace"`
-	FilterKeys []string `json:"FilterKeys"`
-	Index      uint64   `json:"Index"`
+	Topic      string          `json:"Topic"`
+	Type       string          `json:"Type"`
+	Key        string          `json:"Key"`
+	Namespace  string          `json:"Namespace"`
+	FilterKeys []string        `json:"FilterKeys"`
+	Index      uint64          `json:"Index"`
+	Payload    json.RawMessage `json:"Payload"`
+}
+
+// eventPayload is what a Job or Allocation event carries: the whole job,
+// or the allocation without its job.
+type eventPayload struct {
+	Job        *api.Job        `json:"Job"`
+	Allocation *api.Allocation `json:"Allocation"`
 }
 
 type decoded struct {
@@ -191,6 +203,16 @@ type decoded struct {
 func (w *Watcher) streamOnce(ctx context.Context, sink WatchSink) (healthy bool, err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	// A watcher that never listed lists first, and streams from the
+	// list's index on: Nomad then sends what came after the list rather
+	// than its whole event buffer.
+	prelisted := false
+	if w.last == 0 {
+		if err := w.relist(ctx, sink); err != nil {
+			return false, err
+		}
+		prelisted = true
+	}
 	asked := w.last + 1
 	q := (&api.QueryOptions{Namespace: w.opts.Namespace, Params: map[string]string{"index": fmt.Sprint(asked)}}).WithContext(ctx)
 	body, err := w.c.api.Raw().Response("/v1/event/stream?topic=Job&topic=Allocation", q)
@@ -230,7 +252,7 @@ func (w *Watcher) streamOnce(ctx context.Context, sink WatchSink) (healthy bool,
 			if bytes.Equal(bytes.TrimSpace(d.raw), []byte("{}")) {
 				w.heartbeats.Add(1)
 			} else {
-				if err := w.handleLine(d.raw, asked, firstBatch, sink); err != nil {
+				if err := w.handleLine(d.raw, asked, firstBatch && !prelisted, sink); err != nil {
 					return healthy, err
 				}
 				firstBatch = false
@@ -238,9 +260,13 @@ func (w *Watcher) streamOnce(ctx context.Context, sink WatchSink) (healthy bool,
 			if first {
 				first = false
 				// The stream is open: a list taken now covers everything
-				// before it, including whatever the stream skipped.
-				if err := w.relist(ctx, sink); err != nil {
-					return false, err
+				// before it, including whatever the stream skipped. One
+				// taken just before the stream was asked from its index
+				// already does.
+				if !prelisted {
+					if err := w.relist(ctx, sink); err != nil {
+						return false, err
+					}
 				}
 				healthy = true
 			}
@@ -279,11 +305,7 @@ func (w *Watcher) handleLine(raw json.RawMessage, asked uint64, firstBatch bool,
 	}
 	for _, e := range l.Events {
 		w.events.Add(1)
-		jobID := e.Key
-		if e.Topic == "Allocation" && len(e.FilterKeys) > 0 {
-			jobID = e.FilterKeys[0]
-		}
-		if key, ok := sandboxKey(e.Namespace, jobID); ok {
+		if key, ok := w.apply(e); ok {
 			sink.Changed(key)
 		}
 	}
@@ -291,6 +313,35 @@ func (w *Watcher) handleLine(raw json.RawMessage, asked uint64, firstBatch bool,
 		w.last = l.Index
 	}
 	return nil
+}
+
+// apply hands an event to the cache, and reports the sandbox to look at
+// again, if any: every one an event names when there is no cache, only
+// those whose cached state changed in a way that matters when there is.
+func (w *Watcher) apply(e eventHeader) (string, bool) {
+	jobID := e.Key
+	if e.Topic == "Allocation" && len(e.FilterKeys) > 0 {
+		jobID = e.FilterKeys[0]
+	}
+	key, ok := sandboxKey(e.Namespace, jobID)
+	if !ok || w.opts.Cache == nil {
+		return key, ok
+	}
+	var p eventPayload
+	if err := json.Unmarshal(e.Payload, &p); err != nil {
+		// The cache cannot follow this one: look at the sandbox, which
+		// reads Nomad where the cache cannot answer.
+		w.opts.Logger.Warn("cannot decode an event's payload", "topic", e.Topic, "type", e.Type, "index", e.Index, "err", err)
+		w.opts.Cache.Invalidate(key)
+		return key, true
+	}
+	switch {
+	case e.Topic == "Job" && p.Job != nil:
+		return w.opts.Cache.applyJob(e.Type, e.Index, p.Job)
+	case e.Topic == "Allocation" && p.Allocation != nil:
+		return w.opts.Cache.applyAlloc(p.Allocation)
+	}
+	return key, false
 }
 
 // sandboxKey maps a job to the sandbox it runs, for jobs named as the
@@ -315,8 +366,19 @@ func (w *Watcher) relist(ctx context.Context, sink WatchSink) error {
 	if l.Index > w.last {
 		w.last = l.Index
 	}
-	sink.Relisted(l)
+	w.listed(l, sink)
 	return nil
+}
+
+// listed hands a full listing to the cache, reporting what changed in it,
+// and to the sink.
+func (w *Watcher) listed(l Listing, sink WatchSink) {
+	if w.opts.Cache != nil {
+		for _, key := range w.opts.Cache.replace(l) {
+			sink.Changed(key)
+		}
+	}
+	sink.Relisted(l)
 }
 
 // list lists every owned job, then their allocations: two paged requests
@@ -357,7 +419,7 @@ func (w *Watcher) fallback(ctx context.Context, sink WatchSink) bool {
 	for listed, failures := true, 0; ctx.Err() == nil; {
 		if listed {
 			w.relists.Add(1)
-			sink.Relisted(l)
+			w.listed(l, sink)
 			seen = reportChanged(sink, l.Jobs, seen)
 		}
 		select {

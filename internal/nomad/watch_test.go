@@ -168,7 +168,7 @@ func testWatchReportsChangesAndRelists(t *testing.T) {
 	e.register(t, "after")
 	e.sink.waitFor(t, "a change for the new job", func(s *recordingSink) bool { return s.changed["default/after"] > 0 })
 	before := e.sink.changes("default/after")
-	if err := e.client.Stop(t.Context(), "default", "agentkernel-after"); err != nil {
+	if _, err := e.client.Stop(t.Context(), "default", "agentkernel-after"); err != nil {
 		t.Fatal(err)
 	}
 	e.sink.waitFor(t, "a change for the stopped job", func(s *recordingSink) bool { return s.changed["default/after"] > before })
@@ -184,6 +184,7 @@ func TestWatchReconnectsAndRelistsAfterCut(t *testing.T) {
 func testWatchReconnectsAndRelistsAfterCut(t *testing.T) {
 	e := startWatch(t, nomadtest.Options{}, WatchOptions{})
 	e.sink.waitFor(t, "the first relist", func(s *recordingSink) bool { return len(s.relists) >= 1 })
+	synctest.Wait() // the stream, asked from the list's index, is open
 	e.srv.CutEventStreams()
 	e.sink.waitFor(t, "a relist after the cut", func(s *recordingSink) bool { return len(s.relists) >= 2 })
 	e.register(t, "later")
@@ -366,7 +367,8 @@ func TestWatchFallsBackWhenTheStreamIsRefused(t *testing.T) {
 				e := startWatch(t, nomadtest.Options{}, WatchOptions{}, func(e *watchEnv) {
 					e.srv.FailRequests(nomadtest.ErrorFault{Status: tt.status, Body: tt.body, PathPrefix: "/v1/event/stream"})
 				})
-				e.sink.waitFor(t, "the first relist, by a blocking list", func(s *recordingSink) bool { return len(s.relists) >= 1 })
+				// The list taken before the stream, then the blocking list.
+				e.sink.waitFor(t, "the first relist by a blocking list", func(s *recordingSink) bool { return len(s.relists) >= 2 })
 				if n := e.srv.RequestCount("GET /v1/event/stream"); n != tt.attempts {
 					t.Errorf("fell back after %d stream attempts, want %d", n, tt.attempts)
 				}
@@ -392,6 +394,7 @@ func TestWatchKeepsRetryingTheStreamWhileNomadIsDown(t *testing.T) {
 		}
 		e.mem.SetDown(false)
 		e.sink.waitFor(t, "the relist once Nomad is back", func(s *recordingSink) bool { return len(s.relists) >= 1 })
+		synctest.Wait() // and the stream opened from its index
 		if st := e.w.Stats(); st.Connects != 1 || st.Fallbacks != 0 || st.Blocking {
 			t.Errorf("stats %+v: want the stream back, never blocking queries", st)
 		}
@@ -447,7 +450,8 @@ func TestWatchFallsBackWhenTheStreamClosesBeforeItsHeartbeat(t *testing.T) {
 		e := startWatch(t, nomadtest.Options{}, WatchOptions{}, func(e *watchEnv) {
 			e.srv.FailRequests(nomadtest.ErrorFault{Status: 200, Body: "", PathPrefix: "/v1/event/stream"})
 		})
-		e.sink.waitFor(t, "the first relist, by a blocking list", func(s *recordingSink) bool { return len(s.relists) >= 1 })
+		// The list taken before the stream, then the blocking list.
+		e.sink.waitFor(t, "the first relist by a blocking list", func(s *recordingSink) bool { return len(s.relists) >= 2 })
 		if n := e.srv.RequestCount("GET /v1/event/stream"); n != 1 {
 			t.Errorf("fell back after %d stream attempts, want 1", n)
 		}
