@@ -24,11 +24,15 @@ import (
 // controllerUnderTest is the controller assembled as cmd/controller
 // assembles it, in this process, with its API on a loopback listener.
 type controllerUnderTest struct {
-	dir      string
-	st       *store.Store
-	nc       *nomad.Client
-	rec      *reconcile.Reconciler
-	rcfg     reconcile.Config
+	dir  string
+	st   *store.Store
+	nc   *nomad.Client
+	rcfg reconcile.Config
+	// rec is the current loop's reconciler, each loop with a cache of
+	// its own as a restarted process has; wrote counts the Nomad writes
+	// of the loops before it.
+	rec      atomic.Pointer[reconcile.Reconciler]
+	wrote    atomic.Int64
 	metrics  *reconcile.Metrics
 	log      *slog.Logger
 	workers  int
@@ -107,7 +111,6 @@ func startController(ctx context.Context, o controllerOptions) (*controllerUnder
 		Metrics:        c.metrics,
 		WriteLimiter:   limiter,
 	}
-	c.rec = reconcile.NewReconciler(c.st, c.nc, c.rcfg, o.log, nil)
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -147,12 +150,18 @@ func startController(ctx context.Context, o controllerOptions) (*controllerUnder
 func (c *controllerUnderTest) startLoop(ctx context.Context) error {
 	stats := &queueStats{inner: c.metrics.Queue()}
 	q := reconcile.NewQueue(reconcile.QueueOptions{Metrics: stats})
+	cache := nomad.NewCache(c.st.StoreID())
+	rcfg := c.rcfg
+	rcfg.Cache = cache
+	rec := reconcile.NewReconciler(c.st, c.nc, rcfg, c.log, nil)
+	if old := c.rec.Swap(rec); old != nil {
+		c.wrote.Add(old.Writes())
+	}
 	ctrl := reconcile.New(reconcile.Options{
-		Reconciler: c.rec,
+		Reconciler: rec,
 		Queue:      q,
 		Store:      c.st,
-		Watcher:    nomad.NewWatcher(c.nc, nomad.WatchOptions{Owner: c.st.StoreID(), Logger: c.log}),
-		Nomad:      c.nc,
+		Watcher:    nomad.NewWatcher(c.nc, nomad.WatchOptions{Owner: c.st.StoreID(), Logger: c.log, Cache: cache}),
 		Owner:      c.st.StoreID(),
 		Workers:    c.workers,
 		Logger:     c.log,
@@ -279,4 +288,13 @@ func (c *controllerUnderTest) waitDrained(ctx context.Context, minReconciles int
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
+}
+
+// writes is the Nomad writes of every loop so far.
+func (c *controllerUnderTest) writes() int64 {
+	n := c.wrote.Load()
+	if r := c.rec.Load(); r != nil {
+		n += r.Writes()
+	}
+	return n
 }

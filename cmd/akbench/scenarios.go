@@ -111,7 +111,7 @@ func (b *bench) converge(ctx context.Context, f *fleetUnderTest, report bool, ra
 		return err
 	}
 	c.requests.take()
-	writes0 := c.rec.Writes()
+	writes0 := c.writes()
 	_, _, reconciles0 := c.loop.Load().stats.drained(0, 0)
 
 	m := startMeter()
@@ -158,7 +158,7 @@ func (b *bench) converge(ctx context.Context, f *fleetUnderTest, report bool, ra
 	} else {
 		r.add(scenConverge, n, "Nomad requests per sandbox", float64(reqs.total())/float64(n))
 	}
-	if got := c.rec.Writes() - writes0; got != int64(reqs.writes()) {
+	if got := c.writes() - writes0; got != int64(reqs.writes()) {
 		r.fail(scenConverge, n, "the reconciler counted %d Nomad writes, the client %d", got, reqs.writes())
 	}
 	r.add(scenConverge, n, fmt.Sprintf("time to accept %d apply request(s) (s)", len(f.bodies)), applied.Seconds())
@@ -183,7 +183,7 @@ func (b *bench) reapply(ctx context.Context, f *fleetUnderTest) error {
 		return err
 	}
 	c.requests.take()
-	writes0 := c.rec.Writes()
+	writes0 := c.writes()
 	m := startMeter()
 	changed, err := postApply(wctx, b.hc, c.apiURL, f.bodies)
 	if err != nil {
@@ -206,8 +206,8 @@ func (b *bench) reapply(ctx context.Context, f *fleetUnderTest) error {
 	writes := reqs.writes()
 	r := b.rep
 	r.add(scenReapply, n, "Nomad writes (must be 0)", float64(writes))
-	if writes != 0 || c.rec.Writes() != writes0 {
-		r.fail(scenReapply, n, "a no-op resync wrote to Nomad: %d write requests (reconciler: %d writes)", writes, c.rec.Writes()-writes0)
+	if writes != 0 || c.writes() != writes0 {
+		r.fail(scenReapply, n, "a no-op resync wrote to Nomad: %d write requests (reconciler: %d writes)", writes, c.writes()-writes0)
 	}
 	r.add(scenReapply, n, "Nomad reads", float64(reqs.reads()))
 	r.add(scenReapply, n, "Nomad reads per sandbox", float64(reqs.reads())/float64(n))
@@ -280,7 +280,7 @@ func (b *bench) drift(ctx context.Context, f *fleetUnderTest) error {
 	}
 	cl := bc.API()
 	c.requests.take()
-	writes0 := c.rec.Writes()
+	writes0 := c.writes()
 	byKind := map[string][]time.Duration{}
 	var all []time.Duration
 	m := startMeter()
@@ -330,7 +330,7 @@ func (b *bench) drift(ctx context.Context, f *fleetUnderTest) error {
 	r.add(scenDrift, n, "trials", trials)
 	r.add(scenDrift, n, "controller Nomad writes per repair (ideal 1)", float64(reqs.writes())/trials)
 	r.add(scenDrift, n, "controller Nomad requests per repair", float64(reqs.total())/trials)
-	if got := c.rec.Writes() - writes0; got != int64(reqs.writes()) {
+	if got := c.writes() - writes0; got != int64(reqs.writes()) {
 		r.fail(scenDrift, n, "the reconciler counted %d Nomad writes, the client %d", got, reqs.writes())
 	}
 	r.addRequests(scenDrift, n, "Nomad requests", reqs, 1)

@@ -145,7 +145,6 @@ func startController(t *testing.T, o ctlOptions) *testController {
 		Queue:      reconcile.NewQueue(reconcile.QueueOptions{}),
 		Store:      st,
 		Watcher:    nomad.NewWatcher(nc, nomad.WatchOptions{Owner: st.StoreID()}),
-		Nomad:      nc,
 		Owner:      st.StoreID(),
 	})
 	ctx, cancel := context.WithCancel(context.Background())

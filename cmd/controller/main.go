@@ -141,8 +141,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	newController := func(owner string, allowGC bool) *reconcile.Controller {
 		c := rcfg
 		c.Render.Owner = owner
+		// Reconciles read Nomad's state from the watch-fed cache; each
+		// term starts its own from the term's first list.
+		cache := nomad.NewCache(owner)
+		c.Cache = cache
 		rec := reconcile.NewReconciler(st, nc, c, log, nil)
-		watcher := nomad.NewWatcher(nc, nomad.WatchOptions{Owner: owner, Logger: log})
+		watcher := nomad.NewWatcher(nc, nomad.WatchOptions{Owner: owner, Logger: log, Cache: cache})
 		watcherNow.Store(watcher)
 		var holds reconcile.GCHoldStore
 		if !cfg.HA.Enabled {
@@ -156,7 +160,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			Queue:        reconcile.NewQueue(reconcile.QueueOptions{Metrics: metrics.Queue()}),
 			Store:        st,
 			Watcher:      watcher,
-			Nomad:        nc,
 			Owner:        owner,
 			Workers:      cfg.Workers,
 			ResyncPeriod: cfg.resyncPeriod(),

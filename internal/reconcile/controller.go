@@ -39,18 +39,12 @@ type GCHoldStore interface {
 	ReleaseGC(ctx context.Context, atLeast uint64) error
 }
 
-// OwnedLister lists the jobs this controller owns (nomad.Client).
-type OwnedLister interface {
-	ListOwned(ctx context.Context, ns, owner string) ([]*api.JobListStub, uint64, error)
-}
-
 // Options wire a Controller.
 type Options struct {
 	Reconciler *Reconciler
 	Queue      *Queue
 	Store      FeedStore
 	Watcher    NomadWatcher
-	Nomad      OwnedLister
 	Owner      string
 	// Workers reconcile in parallel, one key each at a time (default 4).
 	Workers int
@@ -160,34 +154,6 @@ func (c *Controller) InitialListDone() bool { return c.initialList.Load() }
 // reconciles have finished or ShutdownTimeout has passed.
 func (c *Controller) Run(ctx context.Context) error {
 	o := c.o
-	var initial []*api.JobListStub
-	err := o.Backoff.Retry(ctx, func(ctx context.Context) error {
-		stubs, _, err := o.Nomad.ListOwned(ctx, "*", o.Owner)
-		if err != nil {
-			o.Logger.Warn("cannot list owned jobs yet; retrying", "err", err)
-			return err
-		}
-		initial = stubs
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("initial list of owned jobs: %w", err)
-	}
-	for _, s := range initial {
-		if key, ok := jobKey(s); ok {
-			o.Queue.Add(key)
-		}
-	}
-	declared, _, err := o.Store.List(ctx, store.ListOptions{})
-	if err != nil {
-		return fmt.Errorf("list sandboxes: %w", err)
-	}
-	if err := c.decideGC(ctx, initial, declared); err != nil {
-		return err
-	}
-	c.initialList.Store(true)
-	o.Logger.Info("initial list done", "owned_jobs", len(initial), "declared", len(declared))
-
 	// Workers get a context of their own, so that a stop lets in-flight
 	// reconciles finish (bounded by ShutdownTimeout) instead of cutting
 	// them mid-write.
@@ -206,8 +172,29 @@ func (c *Controller) Run(ctx context.Context) error {
 	})
 	defer stopWork()
 
+	// The watcher lists the owned jobs first (retrying while Nomad cannot
+	// be reached, never giving up), and the first list decides garbage
+	// collection and what to look at; nothing is reconciled before it,
+	// so a worker never mistakes a job it has not listed yet for absent.
+	first := make(chan error, 1)
+	feeds.Go(func() error { return o.Watcher.Run(feedCtx, queueSink{c: c, first: first}) })
+	select {
+	case err := <-first:
+		if err != nil {
+			stopWork()
+			cancelWork()
+			_ = feeds.Wait()
+			return err
+		}
+	case <-feedCtx.Done():
+		stopWork()
+		cancelWork()
+		if err := feeds.Wait(); err != nil && !errors.Is(err, context.Canceled) {
+			return err
+		}
+		return nil
+	}
 	feeds.Go(func() error { return c.feedStore(feedCtx) })
-	feeds.Go(func() error { return o.Watcher.Run(feedCtx, queueSink{c}) })
 	feeds.Go(func() error { return c.resync(feedCtx) })
 
 	var workers sync.WaitGroup
@@ -219,6 +206,29 @@ func (c *Controller) Run(ctx context.Context) error {
 	if feedErr != nil && !errors.Is(feedErr, context.Canceled) {
 		return feedErr
 	}
+	return nil
+}
+
+// initialList takes the watcher's first list of the owned jobs: every
+// owned job is looked at, and garbage collection decided.
+func (c *Controller) initialListed(jobs []*api.JobListStub) error {
+	o := c.o
+	for _, s := range jobs {
+		if key, ok := jobKey(s); ok {
+			o.Queue.Add(key)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	declared, _, err := o.Store.List(ctx, store.ListOptions{})
+	if err != nil {
+		return fmt.Errorf("list sandboxes: %w", err)
+	}
+	if err := c.decideGC(ctx, jobs, declared); err != nil {
+		return err
+	}
+	c.initialList.Store(true)
+	o.Logger.Info("initial list done", "owned_jobs", len(jobs), "declared", len(declared))
 	return nil
 }
 
@@ -343,8 +353,12 @@ func (c *Controller) resync(ctx context.Context) error {
 	}
 }
 
-// queueSink turns what the Nomad watcher reports into queue keys.
-type queueSink struct{ c *Controller }
+// queueSink turns what the Nomad watcher reports into queue keys. The
+// first listing is handed to initialListed, and its outcome sent on first.
+type queueSink struct {
+	c     *Controller
+	first chan error
+}
 
 func (s queueSink) Changed(key string) { s.c.o.Queue.Add(key) }
 
@@ -357,6 +371,18 @@ func (s queueSink) Changed(key string) { s.c.o.Queue.Add(key) }
 // queued, so a reconnection costs two lists, not a reconcile per sandbox.
 func (s queueSink) Relisted(l nomad.Listing) {
 	o := s.c.o
+	if !s.c.initialList.Load() {
+		err := s.c.initialListed(l.Jobs)
+		if s.first != nil {
+			select {
+			case s.first <- err:
+			default:
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
 	live := make(map[string]*api.JobListStub, len(l.Jobs))
 	for _, j := range l.Jobs {
 		if key, ok := jobKey(j); ok {
@@ -437,7 +463,7 @@ func (c *Controller) allocChanged(r store.Record, allocs []*api.AllocationListSt
 	var now store.Status
 	// The list's job stubs carry no version; a job whose index moved is
 	// queued anyway, so the recorded version is the job's.
-	cond := c.o.Reconciler.observeAlloc(&now, allocs, r.Status.JobVersion)
+	cond := c.o.Reconciler.observeAlloc(&now, allocs, deref(r.Status.JobVersion))
 	return now.Phase != r.Status.Phase || now.AllocID != r.Status.AllocID || cond.Reason != ready.Reason
 }
 

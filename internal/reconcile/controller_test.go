@@ -26,13 +26,14 @@ type running struct {
 
 func (h *harness) startController(mut ...func(*Options)) *running {
 	h.t.Helper()
-	watcher := nomad.NewWatcher(h.nc, nomad.WatchOptions{Owner: h.st.StoreID(), FirstLineTimeout: 5 * time.Second})
+	watcher := nomad.NewWatcher(h.nc, nomad.WatchOptions{Owner: h.st.StoreID(), FirstLineTimeout: 5 * time.Second,
+		// The first list is the watcher's: it retries as fast as the loop.
+		Backoff: nomad.Backoff{Base: time.Millisecond, Max: 20 * time.Millisecond}})
 	o := Options{
 		Reconciler: h.rec,
 		Queue:      NewQueue(QueueOptions{BaseDelay: time.Millisecond, MaxDelay: 50 * time.Millisecond}),
 		Store:      h.st,
 		Watcher:    watcher,
-		Nomad:      h.nc,
 		Owner:      h.st.StoreID(),
 		Workers:    4,
 		Backoff:    nomad.Backoff{Base: time.Millisecond, Max: 20 * time.Millisecond},
@@ -420,7 +421,6 @@ func testControllerStopsAtOnceOnAbortCause(t *testing.T) {
 		Queue:           NewQueue(QueueOptions{BaseDelay: time.Millisecond, MaxDelay: 50 * time.Millisecond}),
 		Store:           h.st,
 		Watcher:         nomad.NewWatcher(h.nc, nomad.WatchOptions{Owner: h.st.StoreID()}),
-		Nomad:           h.nc,
 		Owner:           h.st.StoreID(),
 		Backoff:         nomad.Backoff{Base: time.Millisecond, Max: 20 * time.Millisecond},
 		ShutdownTimeout: time.Hour,
@@ -458,7 +458,6 @@ func TestControllerReturnsWhenAFeedFails(t *testing.T) {
 			Queue:      NewQueue(QueueOptions{BaseDelay: time.Millisecond, MaxDelay: 50 * time.Millisecond}),
 			Store:      h.st,
 			Watcher:    brokenWatcher{},
-			Nomad:      h.nc,
 			Owner:      h.st.StoreID(),
 			Backoff:    nomad.Backoff{Base: time.Millisecond, Max: 20 * time.Millisecond},
 		})

@@ -314,7 +314,8 @@ sandbox "never" {
 	h.reconcile("default/box")
 	h.reconcile("default/never")
 	q := NewQueue(QueueOptions{})
-	c := New(Options{Reconciler: h.rec, Queue: q, Store: h.st, Nomad: h.nc, Owner: h.st.StoreID()})
+	c := New(Options{Reconciler: h.rec, Queue: q, Store: h.st, Owner: h.st.StoreID()})
+	c.initialList.Store(true) // as after the first list
 	listing := func() nomad.Listing {
 		jobs, idx, err := h.nc.ListOwned(t.Context(), "*", h.st.StoreID())
 		if err != nil {
@@ -326,7 +327,7 @@ sandbox "never" {
 		}
 		return nomad.Listing{Jobs: jobs, Index: idx, Allocs: allocs}
 	}
-	queueSink{c}.Relisted(listing())
+	queueSink{c: c}.Relisted(listing())
 	if n := q.Len(); n != 0 {
 		t.Errorf("a relist queued %d stopped sandboxes, want none", n)
 	}
@@ -336,44 +337,45 @@ sandbox "never" {
 	if _, _, err := h.srv.RunJob(j); err != nil {
 		t.Fatal(err)
 	}
-	queueSink{c}.Relisted(listing())
+	queueSink{c: c}.Relisted(listing())
 	if n := q.Len(); n != 1 {
 		t.Errorf("a relist queued %d sandboxes after a stopped job was started out of band, want 1", n)
 	}
 }
 
-// failingReads fails the job reads a test names (1 is the first).
-type failingReads struct {
+// failingAllocReads fails the allocation reads a test names (1 is the
+// first).
+type failingAllocReads struct {
 	*nomad.Client
 	n    int
 	fail map[int]bool
 }
 
-func (f *failingReads) Job(ctx context.Context, ns, id string) (*api.Job, error) {
+func (f *failingAllocReads) Allocations(ctx context.Context, ns, id string) ([]*api.AllocationListStub, error) {
 	f.n++
 	if f.fail[f.n] {
-		return nil, &nomad.Error{Op: "get job", Kind: nomad.ErrTransient, Err: errors.New("connection reset")}
+		return nil, &nomad.Error{Op: "list allocations", Kind: nomad.ErrTransient, Err: errors.New("connection reset")}
 	}
-	return f.Client.Job(ctx, ns, id)
+	return f.Client.Allocations(ctx, ns, id)
 }
 
-// The controller's own register, whose read-back failed, is not taken
-// for someone else's change on the next pass: no second write, and no
-// drift counted.
-func TestOwnWriteWithAFailedReadBackIsNotDrift(t *testing.T) {
+// The controller's own register, whose pass then failed before its end,
+// is not taken for someone else's change on the next pass: no second
+// write, and no drift counted.
+func TestOwnWriteWithAFailedPassIsNotDrift(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	m := NewMetrics(reg)
 	h := newHarness(t)
 	h.apply(box)
 	h.reconcile("default/box")
 	h.apply(boxBigger)
-	fr := &failingReads{Client: h.nc, fail: map[int]bool{2: true}} // the read after the register
+	fr := &failingAllocReads{Client: h.nc, fail: map[int]bool{1: true}} // the read after the register
 	rec := NewReconciler(h.st, fr, Config{Render: nomad.RenderOptions{Owner: h.st.StoreID()}, Metrics: m}, nil, h.now)
 	if _, err := rec.Reconcile(t.Context(), "default/box"); err == nil {
-		t.Fatal("the failed read-back did not fail the reconcile")
+		t.Fatal("the failed read did not fail the reconcile")
 	}
 	if ev := h.lastEvent("default/box"); ev.Reason != store.ReasonUpdated {
-		t.Errorf("last event %+v, want the update recorded though its read-back failed", ev)
+		t.Errorf("last event %+v, want the update recorded though its pass failed", ev)
 	}
 	if c, _ := h.record("default/box").Status.Condition(CondReady); c.Status == store.ConditionTrue {
 		t.Errorf("Ready %s right after a register whose allocation was not seen", c.Status)
@@ -428,8 +430,8 @@ func TestReadyOnlyWhenTheCurrentVersionRuns(t *testing.T) {
 		time.Sleep(time.Second)
 		h.reconcile("default/box")
 		st = h.expectStatus("default/box", store.PhaseRunning, store.ConditionTrue)
-		if st.JobVersion != 1 || st.AllocJobVersion != 1 {
-			t.Errorf("status says job version %d, allocation version %d; want 1 and 1", st.JobVersion, st.AllocJobVersion)
+		if deref(st.JobVersion) != 1 || st.AllocJobVersion != 1 {
+			t.Errorf("status says job version %d, allocation version %d; want 1 and 1", deref(st.JobVersion), st.AllocJobVersion)
 		}
 	})
 }

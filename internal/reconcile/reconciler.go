@@ -26,13 +26,27 @@ type Store interface {
 	Finalize(ctx context.Context, key string, resourceVersion uint64) error
 }
 
-// Nomad is what the reconciler needs of Nomad.
+// Nomad is what the reconciler needs of Nomad. Its reads go to Nomad;
+// with a Cache they are for what the cache cannot answer.
 type Nomad interface {
 	Job(ctx context.Context, ns, id string) (*api.Job, error)
 	Register(ctx context.Context, job *api.Job, modifyIndex uint64) (nomad.RegisterResult, error)
-	Stop(ctx context.Context, ns, id string) error
+	Stop(ctx context.Context, ns, id string) (uint64, error)
 	Purge(ctx context.Context, ns, id string) error
 	Allocations(ctx context.Context, ns, id string) ([]*api.AllocationListStub, error)
+}
+
+// Cache is the watch-fed view of Nomad a reconcile reads instead of
+// Nomad (nomad.Cache), and tells of its own writes.
+type Cache interface {
+	Get(key string) (*nomad.CachedJob, bool)
+	Put(key string, job *api.Job, allocs []*api.AllocationListStub)
+	Refresh(key string, job *api.Job)
+	Wrote(key string, st nomad.JobState)
+	Gone(key string)
+	Invalidate(key string)
+	SetVersion(key string, jobModifyIndex, version uint64)
+	Release(key string, jobModifyIndex uint64)
 }
 
 // Result tells the worker what to do with the key after a successful
@@ -99,6 +113,12 @@ type Config struct {
 	// global bound on the controller's write rate. Reads are not limited,
 	// so a resync of unchanged sandboxes is never slowed down.
 	WriteLimiter *WriteLimiter
+	// Cache, optional, is the watch-fed view of Nomad: with it, a
+	// reconcile reads Nomad only where the cache cannot answer (before it
+	// is synced, after a check-and-set conflict, for a changed job's
+	// whole spec), or where a stale answer could do harm (before garbage
+	// collection purges a job).
+	Cache Cache
 }
 
 // DefaultPendingRecheck is how soon a sandbox whose allocation is not yet
@@ -156,7 +176,7 @@ const storeBehindAdvice = "Apply the sandbox's current declaration (where it dif
 // behindHold reports, while garbage collection is held, a record that is
 // likely older than what Nomad runs, and why. A record applied since the
 // hold is the user's word and goes ahead.
-func (r *Reconciler) behindHold(rec store.Record, live *api.Job) (string, bool) {
+func (r *Reconciler) behindHold(rec store.Record, live *nomad.JobState) (string, bool) {
 	h := r.hold.Load()
 	if h == nil || rec.UpdatedAt.After(h.Since) {
 		return "", false
@@ -166,9 +186,9 @@ func (r *Reconciler) behindHold(rec store.Record, live *api.Job) (string, bool) 
 	case live == nil && rec.Status.JobModifyIndex != 0:
 		// This store had the job; a newer one may have deleted it.
 		return fmt.Sprintf("Nomad no longer has job %s, which this store recorded; the store looks older than what was applied (restored from a backup?), so the job is not created again. %s", jobID, storeBehindAdvice), true
-	case live != nil && live.Meta[nomad.MetaSpecHash] != rec.Hash && deref(live.JobModifyIndex) > h.NomadIndex:
+	case live != nil && live.Meta[nomad.MetaSpecHash] != rec.Hash && live.JobModifyIndex > h.NomadIndex:
 		return fmt.Sprintf("Nomad job %s runs a spec registered after the newest Nomad state this store recorded (index %d); the store looks older than what was applied (restored from a backup?), so the job is not reverted. %s", jobID, h.NomadIndex, storeBehindAdvice), true
-	case live != nil && rec.Deleting() && deref(live.CreateIndex) > h.NomadIndex:
+	case live != nil && rec.Deleting() && live.CreateIndex > h.NomadIndex:
 		return fmt.Sprintf("Nomad job %s was created after the newest Nomad state this store recorded (index %d), yet the store marks its sandbox deleted; the store looks older than what was applied, so the job is not purged. %s", jobID, h.NomadIndex, storeBehindAdvice), true
 	}
 	return "", false
@@ -201,12 +221,117 @@ func (r *Reconciler) beforeWrite(ctx context.Context) error {
 
 // ownership classifies a live job, counting the jobs of owners listed in
 // AdoptOwners as this controller's own.
-func (r *Reconciler) ownership(live *api.Job) nomad.Ownership {
-	own := nomad.OwnerOf(live, r.cfg.Render.Owner)
-	if own == nomad.OtherOwner && slices.Contains(r.cfg.AdoptOwners, live.Meta[nomad.MetaOwner]) {
+func (r *Reconciler) ownership(meta map[string]string) nomad.Ownership {
+	own := nomad.OwnerOf(&api.Job{Meta: meta}, r.cfg.Render.Owner)
+	if own == nomad.OtherOwner && slices.Contains(r.cfg.AdoptOwners, meta[nomad.MetaOwner]) {
 		return nomad.Owned
 	}
 	return own
+}
+
+// liveJob is what one pass knows of a sandbox's job: from the cache when
+// it can answer, else read from Nomad.
+type liveJob struct {
+	key, ns, id string
+	// state is nil when Nomad has no such job.
+	state *nomad.JobState
+	// full is the whole job, once at hand.
+	full *api.Job
+	// allocs are the allocations Nomad wants running, once loaded.
+	allocs []*api.AllocationListStub
+	loaded bool
+	cached bool
+}
+
+// look finds out what Nomad has of a sandbox's job: from the cache, or by
+// reading Nomad (which then fills the cache).
+func (r *Reconciler) look(ctx context.Context, key, ns, id string) (*liveJob, error) {
+	lj := &liveJob{key: key, ns: ns, id: id}
+	if c := r.cfg.Cache; c != nil {
+		if cj, ok := c.Get(key); ok {
+			lj.cached, lj.loaded = true, true
+			if cj != nil {
+				st := cj.Job
+				lj.state = &st
+				if cj.Full != nil && deref(cj.Full.JobModifyIndex) == st.JobModifyIndex {
+					lj.full = cj.Full
+				}
+				lj.allocs = cj.Stubs()
+			}
+			return lj, nil
+		}
+	}
+	job, err := r.nomad.Job(ctx, ns, id)
+	switch {
+	case errors.Is(err, nomad.ErrNotFound):
+		job = nil
+	case err != nil:
+		return nil, err
+	default:
+		st := nomad.StateOf(job)
+		lj.state, lj.full = &st, job
+	}
+	if c := r.cfg.Cache; c != nil {
+		if job != nil {
+			if _, err := r.allocations(ctx, lj); err != nil {
+				return nil, err
+			}
+		}
+		c.Put(key, job, lj.allocs)
+	}
+	return lj, nil
+}
+
+// whole returns the whole job, reading it when the pass does not have
+// it; nil when Nomad has no such job.
+func (r *Reconciler) whole(ctx context.Context, lj *liveJob) (*api.Job, error) {
+	if lj.state == nil || lj.full != nil {
+		return lj.full, nil
+	}
+	job, err := r.nomad.Job(ctx, lj.ns, lj.id)
+	if err != nil {
+		return nil, err
+	}
+	st := nomad.StateOf(job)
+	lj.state, lj.full = &st, job
+	if c := r.cfg.Cache; c != nil {
+		c.Refresh(lj.key, job)
+	}
+	return job, nil
+}
+
+// allocations returns the allocations Nomad wants running, reading them
+// when the pass does not have them.
+func (r *Reconciler) allocations(ctx context.Context, lj *liveJob) ([]*api.AllocationListStub, error) {
+	if lj.loaded {
+		return lj.allocs, nil
+	}
+	allocs, err := r.nomad.Allocations(ctx, lj.ns, lj.id)
+	if err != nil {
+		return nil, err
+	}
+	lj.allocs, lj.loaded = allocs, true
+	return allocs, nil
+}
+
+// version returns the job's version: from what the pass knows, from the
+// status when it recorded this very job index, or by reading the job.
+func (r *Reconciler) version(ctx context.Context, lj *liveJob, recorded store.Status) (uint64, error) {
+	if lj.state.VersionKnown {
+		return lj.state.Version, nil
+	}
+	if recorded.JobVersion != nil && recorded.JobModifyIndex == lj.state.JobModifyIndex {
+		if c := r.cfg.Cache; c != nil {
+			c.SetVersion(lj.key, lj.state.JobModifyIndex, *recorded.JobVersion)
+		}
+		return *recorded.JobVersion, nil
+	}
+	lj.full = nil
+	job, err := r.whole(ctx, lj)
+	if err != nil {
+		return 0, err
+	}
+	return deref(job.Version), nil
 }
 
 // queueKey carries, in a reconcile's context, what the worker is told
@@ -256,6 +381,13 @@ func (r *Reconciler) collect(ctx context.Context, ns, jobID string) (Result, err
 	if !r.gcAllowed.Load() {
 		return Result{}, nil
 	}
+	key := ns + "/" + strings.TrimPrefix(jobID, spec.JobIDPrefix)
+	if c := r.cfg.Cache; c != nil {
+		if cj, ok := c.Get(key); ok && (cj == nil || r.ownership(cj.Job.Meta) != nomad.Owned) {
+			return Result{}, nil // nothing of ours to collect
+		}
+	}
+	// A purge is not undone: ownership is confirmed with Nomad itself.
 	live, err := r.nomad.Job(ctx, ns, jobID)
 	if errors.Is(err, nomad.ErrNotFound) {
 		return Result{}, nil
@@ -273,6 +405,9 @@ func (r *Reconciler) collect(ctx context.Context, ns, jobID string) (Result, err
 	if err := r.nomad.Purge(ctx, ns, jobID); err != nil {
 		return Result{}, err
 	}
+	if c := r.cfg.Cache; c != nil {
+		c.Gone(key)
+	}
 	return Result{}, nil
 }
 
@@ -280,9 +415,11 @@ func (r *Reconciler) collect(ctx context.Context, ns, jobID string) (Result, err
 // Nomad no longer has it, then finalizes the record.
 func (r *Reconciler) delete(ctx context.Context, rec store.Record, jobID string) (Result, error) {
 	key, ns := rec.Key(), rec.Sandbox.Namespace
-	live, err := r.nomad.Job(ctx, ns, jobID)
-	switch {
-	case errors.Is(err, nomad.ErrNotFound):
+	lj, err := r.look(ctx, key, ns, jobID)
+	if err != nil {
+		return Result{}, err
+	}
+	if lj.state == nil {
 		if err := r.store.Finalize(ctx, key, rec.ResourceVersion); err != nil && !errors.Is(err, store.ErrConflict) {
 			return Result{}, fmt.Errorf("finalize %q: %w", key, err)
 		}
@@ -290,10 +427,8 @@ func (r *Reconciler) delete(ctx context.Context, rec store.Record, jobID string)
 		// A conflict means the sandbox was applied again meanwhile: the
 		// change feed brings it back to a worker.
 		return Result{}, nil
-	case err != nil:
-		return Result{}, err
 	}
-	if own := r.ownership(live); own != nomad.Owned {
+	if own := r.ownership(lj.state.Meta); own != nomad.Owned {
 		// Never purge what is not ours: forget the sandbox, keep the job.
 		r.log.Warn("sandbox deleted; its job is not ours and is left alone", "sandbox", key, "job_id", jobID)
 		if err := r.store.Finalize(ctx, key, rec.ResourceVersion); err != nil && !errors.Is(err, store.ErrConflict) {
@@ -302,14 +437,20 @@ func (r *Reconciler) delete(ctx context.Context, rec store.Record, jobID string)
 		r.cfg.Metrics.setPhase(key, "")
 		return Result{}, nil
 	}
-	if why, behind := r.behindHold(rec, live); behind {
+	if why, behind := r.behindHold(rec, lj.state); behind {
 		return r.conflict(ctx, key, r.baseStatus(rec, jobID), ReasonStoreBehind, why)
 	}
 	if err := r.beforeWrite(ctx); err != nil {
 		return Result{}, err
 	}
 	if err := r.nomad.Purge(ctx, ns, jobID); err != nil {
+		if c := r.cfg.Cache; c != nil {
+			c.Invalidate(key)
+		}
 		return Result{}, err
+	}
+	if c := r.cfg.Cache; c != nil {
+		c.Gone(key)
 	}
 	st := r.baseStatus(rec, jobID)
 	st.Phase = store.PhaseDeleting
@@ -334,24 +475,21 @@ func (r *Reconciler) sync(ctx context.Context, rec store.Record, jobID string) (
 		return r.terminal(ctx, rec, st, err)
 	}
 
-	live, err := r.nomad.Job(ctx, sb.Namespace, jobID)
-	if err != nil && !errors.Is(err, nomad.ErrNotFound) {
+	lj, err := r.look(ctx, key, sb.Namespace, jobID)
+	if err != nil {
 		return r.nomadFailed(ctx, rec, st, err, false)
 	}
-	if err != nil {
-		live = nil
-	}
-	if live != nil {
-		switch r.ownership(live) {
+	if lj.state != nil {
+		switch r.ownership(lj.state.Meta) {
 		case nomad.Foreign:
 			return r.conflict(ctx, key, st, ReasonForeignJob, fmt.Sprintf("Nomad job %s exists but was not created by this controller (no %s in its Meta); it is left untouched. Remove or rename it, or rename the sandbox.", jobID, nomad.MetaOwner))
 		case nomad.OtherOwner:
-			return r.conflict(ctx, key, st, ReasonOtherOwner, fmt.Sprintf("Nomad job %s belongs to another controller (owner %s); it is left untouched.", jobID, live.Meta[nomad.MetaOwner]))
+			return r.conflict(ctx, key, st, ReasonOtherOwner, fmt.Sprintf("Nomad job %s belongs to another controller (owner %s); it is left untouched.", jobID, lj.state.Meta[nomad.MetaOwner]))
 		}
 	}
 	// Before anything is decided on the record (its expiry included):
 	// under a hold, the record may be older than what runs.
-	if why, behind := r.behindHold(rec, live); behind {
+	if why, behind := r.behindHold(rec, lj.state); behind {
 		return r.conflict(ctx, key, st, ReasonStoreBehind, why)
 	}
 
@@ -381,13 +519,15 @@ func (r *Reconciler) sync(ctx context.Context, rec store.Record, jobID string) (
 	observed := rec.Status.ObservedGeneration == rec.Generation
 	var event *store.Event
 	if !wantRunning {
-		if live != nil && !(live.Stop != nil && *live.Stop) {
+		if lj.state != nil && !lj.state.Stop {
 			if err := r.beforeWrite(ctx); err != nil {
 				return Result{}, err
 			}
-			if err := r.nomad.Stop(ctx, sb.Namespace, jobID); err != nil {
+			index, err := r.nomad.Stop(ctx, sb.Namespace, jobID)
+			if err != nil {
 				// It may have gone through: the index is unknown.
 				st.JobModifyIndex = 0
+				r.invalidate(key)
 				return r.nomadFailed(ctx, rec, st, err, false)
 			}
 			if observed && (rec.Status.Phase == store.PhaseStopped || rec.Status.Phase == store.PhaseExpired) {
@@ -395,14 +535,17 @@ func (r *Reconciler) sync(ctx context.Context, rec store.Record, jobID string) (
 				r.cfg.Metrics.driftRepaired([]string{nomad.DriftRunning})
 			}
 			event = &store.Event{Type: store.EventNormal, Reason: "Stopped", Message: fmt.Sprintf("Stopped Nomad job %s.", jobID)}
-			// The stop is a write: record the job's index after it, or
-			// the next look would take it for someone else's change.
-			if live, err = r.nomad.Job(ctx, sb.Namespace, jobID); errors.Is(err, nomad.ErrNotFound) {
-				live = nil
-			} else if err != nil {
-				// The stop moved the index to one not seen yet.
-				st.JobModifyIndex = 0
-				return r.nomadFailed(ctx, rec, st, err, true, *event)
+			// A stop is a new version of the job, at the stop's index:
+			// recorded, so that the next look does not take the
+			// controller's own stop for someone else's change.
+			stopped := *lj.state
+			stopped.Stop, stopped.JobModifyIndex, stopped.ModifyIndex = true, index, index
+			if stopped.VersionKnown {
+				stopped.Version++
+			}
+			lj.state, lj.full = &stopped, nil
+			if c := r.cfg.Cache; c != nil {
+				c.Wrote(key, stopped)
 			}
 		}
 		if st.Phase == "" {
@@ -416,25 +559,38 @@ func (r *Reconciler) sync(ctx context.Context, rec store.Record, jobID string) (
 			{Type: CondSynced, Status: store.ConditionTrue, Reason: ReasonStoppedState, Message: why},
 			{Type: CondReady, Status: store.ConditionFalse, Reason: ReasonStoppedState, Message: why},
 		}
-		if live != nil {
-			st.JobModifyIndex = deref(live.JobModifyIndex)
+		if lj.state != nil {
+			st.JobModifyIndex = lj.state.JobModifyIndex
 		}
 		r.writeStatus(ctx, key, st, eventsOf(event)...)
+		r.release(key, st.JobModifyIndex)
 		return Result{RequeueAfter: requeue}, nil
 	}
 
-	reasons := nomad.Drift(desired, live)
-	if len(reasons) == 0 && observed && modifiedSince(rec.Status, live) {
-		// Nothing the comparison knows of differs, yet the job was
-		// written since this controller last wrote or saw it: a change
-		// to a field it does not render. Registering the rendering puts
-		// the whole job back.
-		reasons = []string{nomad.DriftModified}
+	var reasons []string
+	if lj.cached && lj.state != nil && observed && lj.state.JobModifyIndex == rec.Status.JobModifyIndex &&
+		lj.state.Meta[nomad.MetaSpecHash] == rec.Hash && !lj.state.Stop && lj.state.Status != "dead" {
+		// The job is at the very index this controller recorded after
+		// its own write or its last full look, and any change to its spec
+		// moves that index: nothing to compare.
+	} else {
+		live, err := r.whole(ctx, lj)
+		if err != nil {
+			return r.nomadFailed(ctx, rec, st, err, false)
+		}
+		reasons = nomad.Drift(desired, live)
+		if len(reasons) == 0 && observed && modifiedSince(rec.Status, live) {
+			// Nothing the comparison knows of differs, yet the job was
+			// written since this controller last wrote or saw it: a
+			// change to a field it does not render. Registering the
+			// rendering puts the whole job back.
+			reasons = []string{nomad.DriftModified}
+		}
 	}
 	if len(reasons) > 0 {
 		index := uint64(0)
-		if live != nil {
-			index = deref(live.JobModifyIndex)
+		if lj.state != nil {
+			index = lj.state.JobModifyIndex
 		}
 		if err := r.beforeWrite(ctx); err != nil {
 			return Result{}, err
@@ -453,22 +609,22 @@ func (r *Reconciler) sync(ctx context.Context, rec store.Record, jobID string) (
 				// job's index is unknown until the next look records it.
 				st.JobModifyIndex = 0
 			}
-			// A conflict means someone wrote the job since we read it:
-			// the retry re-reads it.
+			// A conflict means someone wrote the job since it was read:
+			// the retry reads it from Nomad.
+			r.invalidate(key)
 			return r.nomadFailed(ctx, rec, st, err, false)
 		}
 		if !res.Changed && len(reasons) == 1 && reasons[0] == nomad.DriftModified {
 			// Nomad found the job as rendered: the index moved for a
 			// change that was undone since, or was recorded by another
-			// term. Nothing was repaired; the look below records the
-			// index.
+			// term. Nothing was repaired.
 			reasons = nil
 		}
 		// A repair undoes a change made by someone else to a generation
 		// already in Nomad: a job changed, stopped or purged behind the
 		// controller's back. Registering a user's new generation is an
 		// update, and the first register a create; neither is drift.
-		repair := observed && (live != nil && live.Meta[nomad.MetaSpecHash] == rec.Hash || live == nil && rec.Status.JobModifyIndex != 0)
+		repair := observed && (lj.state != nil && lj.state.Meta[nomad.MetaSpecHash] == rec.Hash || lj.state == nil && rec.Status.JobModifyIndex != 0)
 		ev := store.Event{Type: store.EventNormal, Reason: store.ReasonCreated, Message: fmt.Sprintf("Registered Nomad job %s.", jobID)}
 		switch {
 		case len(reasons) == 0:
@@ -476,38 +632,73 @@ func (r *Reconciler) sync(ctx context.Context, rec store.Record, jobID string) (
 			r.cfg.Metrics.driftRepaired(reasons)
 			ev.Reason = store.ReasonRepaired
 			ev.Message = fmt.Sprintf("Registered Nomad job %s (%s).", jobID, strings.Join(reasons, ", "))
-		case live != nil:
+		case lj.state != nil:
 			ev.Reason = store.ReasonUpdated
 			ev.Message = fmt.Sprintf("Registered Nomad job %s (%s).", jobID, strings.Join(reasons, ", "))
 		}
 		if len(reasons) > 0 {
 			event = &ev
 		}
-		if live, err = r.nomad.Job(ctx, sb.Namespace, jobID); err != nil {
-			// The register moved the index to one not seen yet: the
-			// next pass records it rather than taking it for someone
-			// else's write.
-			st.JobModifyIndex = 0
-			return r.nomadFailed(ctx, rec, st, err, true, eventsOf(event)...)
+		if res.Changed {
+			// A new version at the register's index: recorded without a
+			// read, so that the next look neither writes again nor takes
+			// the previous version's allocation for this one's.
+			wrote := nomad.StateOf(desired)
+			wrote.JobModifyIndex, wrote.ModifyIndex = res.Index, res.Index
+			switch {
+			case lj.state == nil:
+				wrote.Version, wrote.VersionKnown = 0, true
+			case lj.state.VersionKnown:
+				wrote.Version, wrote.VersionKnown = lj.state.Version+1, true
+			}
+			if lj.state != nil {
+				wrote.CreateIndex, wrote.Status = lj.state.CreateIndex, lj.state.Status
+			}
+			lj.state, lj.full = &wrote, nil
+			if c := r.cfg.Cache; c != nil {
+				c.Wrote(key, wrote)
+			} else {
+				lj.loaded = false // read the allocations as they are now
+			}
 		}
 	}
-	st.JobModifyIndex = deref(live.JobModifyIndex)
+	st.JobModifyIndex = lj.state.JobModifyIndex
 	// The same words whether this pass registered or found the job
 	// matching, so that the next pass writes no status: the event says
 	// what was done.
 	synced := store.Condition{Type: CondSynced, Status: store.ConditionTrue, Reason: ReasonJobMatches, Message: "The Nomad job matches the spec."}
 
-	allocs, err := r.nomad.Allocations(ctx, sb.Namespace, jobID)
+	version, err := r.version(ctx, lj, rec.Status)
+	if err != nil {
+		st.JobModifyIndex = 0
+		return r.nomadFailed(ctx, rec, st, err, true, eventsOf(event)...)
+	}
+	allocs, err := r.allocations(ctx, lj)
 	if err != nil {
 		return r.nomadFailed(ctx, rec, st, err, true, eventsOf(event)...)
 	}
-	ready := r.observeAlloc(&st, allocs, deref(live.Version))
+	ready := r.observeAlloc(&st, allocs, version)
 	st.Conditions = []store.Condition{synced, ready}
 	r.writeStatus(ctx, key, st, eventsOf(event)...)
+	r.release(key, st.JobModifyIndex)
 	if ready.Status != store.ConditionTrue && (requeue == 0 || requeue > r.cfg.PendingRecheck) {
 		requeue = r.cfg.PendingRecheck
 	}
 	return Result{RequeueAfter: requeue}, nil
+}
+
+// invalidate makes the next look at key read Nomad.
+func (r *Reconciler) invalidate(key string) {
+	if c := r.cfg.Cache; c != nil {
+		c.Invalidate(key)
+	}
+}
+
+// release tells the cache the pass has looked at the job at index.
+func (r *Reconciler) release(key string, index uint64) {
+	if c := r.cfg.Cache; c != nil && index != 0 {
+		c.Release(key, index)
+	}
 }
 
 // observeAlloc fills phase, allocation, node and ports from the
@@ -530,7 +721,7 @@ func (r *Reconciler) observeAlloc(st *store.Status, allocs []*api.AllocationList
 			older = a
 		}
 	}
-	st.JobVersion = version
+	st.JobVersion = &version
 	if cur == nil && older != nil {
 		// What runs is an older version: say so, and which.
 		st.Phase = store.PhasePending

@@ -1,0 +1,92 @@
+package reconcile
+
+import (
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/agentkernel/agentkernel-controller/internal/nomad"
+	"github.com/agentkernel/agentkernel-controller/internal/store"
+)
+
+// cachedController starts a controller as cmd/controller wires it: the
+// reconciler reads the watch-fed cache its watcher keeps.
+func (h *harness) cachedController(mut ...func(*Options)) *running {
+	h.t.Helper()
+	cache := nomad.NewCache(h.st.StoreID())
+	h.rec = NewReconciler(h.st, h.nc, Config{Render: nomad.RenderOptions{Owner: h.st.StoreID()}, Cache: cache}, nil, h.now)
+	return h.startController(append([]func(*Options){func(o *Options) {
+		o.Reconciler = h.rec
+		o.Watcher = nomad.NewWatcher(h.nc, nomad.WatchOptions{Owner: h.st.StoreID(), Cache: cache, FirstLineTimeout: 5 * time.Second,
+			Backoff: nomad.Backoff{Base: time.Millisecond, Max: 20 * time.Millisecond}})
+	}}, mut...)...)
+}
+
+// reads counts the job and allocation reads the test server received.
+func (h *harness) reads() int {
+	r := h.srv.Requests()
+	return r["GET /v1/job/{id}"] + r["GET /v1/job/{id}/allocations"] + r["GET /v1/allocation/{id}"]
+}
+
+// Reconciles read Nomad's state from the watch-fed cache: converging
+// makes one write per sandbox and no read of a job or its allocations, a
+// full resync makes no request at all, and a repair reads the one job
+// that changed.
+func TestReconcileReadsTheCacheNotNomad(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newMemHarness(t)
+		const n = 20
+		src, keys := fleet(n)
+		h.apply(src)
+		h.srv.ResetRequests()
+		r := h.cachedController(func(o *Options) { o.ResyncPeriod = time.Hour })
+		h.eventually("every sandbox running", h.allPhase(keys, store.PhaseRunning))
+		if w := h.writes(); w != n {
+			t.Errorf("converging %d sandboxes took %d writes, want %d", n, w, n)
+		}
+		if rd := h.reads(); rd != 0 {
+			t.Errorf("converging read jobs or allocations %d times, want 0: %v", rd, h.srv.Requests())
+		}
+
+		// A full resync, as the periodic one: every sandbox looked at
+		// again, and Nomad not asked anything.
+		time.Sleep(time.Minute) // let the rechecks of convergence pass
+		synctest.Wait()
+		h.srv.ResetRequests()
+		for _, k := range keys {
+			r.c.o.Queue.Add(k)
+		}
+		h.eventually("the queue to drain", func() bool { return r.c.o.Queue.Len() == 0 })
+		synctest.Wait()
+		if got := h.srv.Requests(); len(got) != 0 {
+			t.Errorf("a resync of %d unchanged sandboxes made requests %v, want none", n, got)
+		}
+
+		// A repair: the changed job is read once, then written once.
+		h.srv.ResetRequests()
+		j := h.job("agentkernel-s004")
+		j.TaskGroups[0].Tasks[0].User = "root"
+		if _, _, err := h.srv.RunJob(j); err != nil {
+			t.Fatal(err)
+		}
+		h.srv.ResetRequests()
+		h.eventually("the change repaired", func() bool {
+			return h.srv.Requests()["PUT /v1/jobs"] == 1
+		})
+		// h.job itself reads, so the controller's reads are counted first.
+		// The event that told of the change carried the whole job.
+		if rd := h.reads(); rd > 1 {
+			t.Errorf("the repair read %d times, want at most 1 (the changed job, whole)", rd)
+		}
+		if u := h.job("agentkernel-s004").TaskGroups[0].Tasks[0].User; u != "" {
+			t.Errorf("user %q after the repair", u)
+		}
+		h.srv.ResetRequests()
+		h.eventually("s004 running", h.allPhase([]string{"default/s004"}, store.PhaseRunning))
+		time.Sleep(time.Minute)
+		synctest.Wait()
+		if rd := h.reads(); rd != 0 {
+			t.Errorf("after the repair the controller read %d times, want 0", rd)
+		}
+	})
+}
