@@ -15,12 +15,14 @@ dev:
 	$(GO) run ./cmd/controller -dev -dev-apply examples/
 
 # The README's test command: every package, with the race detector; then
-# the store's churn test again without it, where it runs its full 100,000
-# cycles (the race detector slows that single-goroutine loop sixfold, so
-# under -race it runs 10,000).
+# two long loops again without it, at full length: the store's churn test
+# (100,000 cycles; 10,000 under -race) and the readiness check after
+# 1,000 updates (100 under -race), which the race detector slows several
+# times over.
 test:
 	$(GO) test -race -count=1 ./...
 	$(GO) test -count=1 -run '^TestChurnKeepsTheFileBounded$$' ./internal/store
+	$(GO) test -count=1 -run '^TestReadyAfterEveryUpdateNamesTheCurrentVersion$$' ./internal/reconcile
 
 # The tests that need a real Nomad agent, named by NOMAD_ADDR (they skip
 # without it): drift repairs and renderings checked against what a real

@@ -132,7 +132,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		WriteLimiter:   limiter,
 	}
 	var watcherNow atomic.Pointer[nomad.Watcher]
-	registerWatchMetrics(reg, &watcherNow)
+	var cacheNow atomic.Pointer[nomad.Cache]
+	registerWatchMetrics(reg, &watcherNow, &cacheNow)
 	// loop is the reconcile loop the API's controller routes reach: the
 	// current term's with -ha.
 	var loop loopRef
@@ -144,6 +145,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		// Reconciles read Nomad's state from the watch-fed cache; each
 		// term starts its own from the term's first list.
 		cache := nomad.NewCache(owner)
+		cacheNow.Store(cache)
 		c.Cache = cache
 		rec := reconcile.NewReconciler(st, nc, c, log, nil)
 		watcher := nomad.NewWatcher(nc, nomad.WatchOptions{Owner: owner, Logger: log, Cache: cache})
@@ -342,9 +344,24 @@ func removeStaleSocket(path string) error {
 
 // registerWatchMetrics reports the current watcher's counters: a leader
 // builds a new one each term.
-func registerWatchMetrics(reg prometheus.Registerer, cur *atomic.Pointer[nomad.Watcher]) {
+func registerWatchMetrics(reg prometheus.Registerer, cur *atomic.Pointer[nomad.Watcher], cache *atomic.Pointer[nomad.Cache]) {
 	w := watchStats{cur}
+	size := func(allocs bool) float64 {
+		c := cache.Load()
+		if c == nil {
+			return 0
+		}
+		j, a := c.Size()
+		if allocs {
+			return float64(a)
+		}
+		return float64(j)
+	}
 	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "agentkernel_cache_jobs", Help: "Jobs in the watch-fed cache that reconciles read."},
+			func() float64 { return size(false) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "agentkernel_cache_allocations", Help: "Allocations Nomad wants running, in the watch-fed cache."},
+			func() float64 { return size(true) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "agentkernel_event_stream_reconnects_total", Help: "Reconnections of the Nomad event stream."},
 			func() float64 { return float64(w.Stats().Reconnects) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "agentkernel_event_stream_gaps_total", Help: "Resumed event streams that started past the index asked for."},

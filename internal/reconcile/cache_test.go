@@ -1,11 +1,14 @@
 package reconcile
 
 import (
+	"fmt"
+	"net/http"
 	"testing"
 	"testing/synctest"
 	"time"
 
 	"github.com/agentkernel/agentkernel-controller/internal/nomad"
+	"github.com/agentkernel/agentkernel-controller/internal/nomad/nomadtest"
 	"github.com/agentkernel/agentkernel-controller/internal/store"
 )
 
@@ -87,6 +90,57 @@ func TestReconcileReadsTheCacheNotNomad(t *testing.T) {
 		synctest.Wait()
 		if rd := h.reads(); rd != 0 {
 			t.Errorf("after the repair the controller read %d times, want 0", rd)
+		}
+	})
+}
+
+// Readiness means the current version runs: after each of many updates,
+// the first status that says Ready names an allocation of the job's
+// current version, though Nomad places it only after the register
+// answers and the previous version's allocation still runs meanwhile.
+func TestReadyAfterEveryUpdateNamesTheCurrentVersion(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := &harness{t: t, mem: nomadtest.NewMemNet()}
+		// As recorded on a real agent: Nomad plans tens of
+		// milliseconds after the register answers, and the task runs
+		// about half a second later.
+		h.srv = nomadtest.New(nomadtest.Options{EvalDelay: 30 * time.Millisecond, SchedulingDelay: 500 * time.Millisecond, Drivers: []string{"docker"}})
+		hs := &http.Server{Handler: h.srv}
+		go func() { _ = hs.Serve(h.mem.Listener()) }()
+		t.Cleanup(func() {
+			_ = h.srv.Close()
+			h.mem.Close()
+			_ = hs.Close()
+		})
+		h.finish(nomad.Config{Address: h.mem.URL(), HTTPClient: h.mem.HTTPClient()}, nil)
+		h.cachedController(func(o *Options) { o.ResyncPeriod = time.Hour })
+		updates := 1000
+		if raceEnabled {
+			updates = 100
+		}
+		stale := 0
+		for i := range updates + 1 {
+			h.apply(fmt.Sprintf("sandbox \"box\" {\n  image     = \"alpine:3\"\n  memory_mb = %d\n}\n", 256+i%2*256))
+			gen := h.record("default/box").Generation
+			var st store.Status
+			h.eventually("ready", func() bool {
+				rec := h.record("default/box")
+				c, _ := rec.Status.Condition(CondReady)
+				st = rec.Status
+				return rec.Status.ObservedGeneration == gen && c.Status == store.ConditionTrue
+			})
+			job := h.job("agentkernel-box")
+			a, _, err := h.nc.API().Allocations().Info(st.AllocID, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if a.Job == nil || *a.Job.Version != *job.Version || deref(st.JobVersion) != *job.Version {
+				stale++
+				t.Errorf("update %d: Ready names allocation %.8s of version %d; the job is at version %d", i, st.AllocID, *a.Job.Version, *job.Version)
+			}
+		}
+		if stale != 0 {
+			t.Errorf("%d of %d updates reported Ready for an older version", stale, updates)
 		}
 	})
 }
