@@ -101,7 +101,7 @@ func itemOf(rec store.Record) Item {
 			ObservedGeneration: st.ObservedGeneration,
 			JobID:              st.JobID,
 			JobModifyIndex:     st.JobModifyIndex,
-			JobVersion:         st.JobVersion,
+			JobVersion:         valueOr0(st.JobVersion),
 			AllocJobVersion:    st.AllocJobVersion,
 			AllocID:            st.AllocID,
 			Node:               st.Node,
@@ -141,4 +141,11 @@ func eventsOf(evs []store.Event) []Event {
 func splitKey(key string) (namespace, name string) {
 	namespace, name, _ = strings.Cut(key, "/")
 	return namespace, name
+}
+
+func valueOr0(p *uint64) uint64 {
+	if p == nil {
+		return 0
+	}
+	return *p
 }

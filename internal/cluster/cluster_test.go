@@ -285,7 +285,6 @@ func (w *world) startWith(name, dir string, o nodeOptions) *node {
 				Queue:      reconcile.NewQueue(reconcile.QueueOptions{BaseDelay: 10 * time.Millisecond, MaxDelay: time.Second}),
 				Store:      st,
 				Watcher:    nomad.NewWatcher(nc, nomad.WatchOptions{Owner: owner, FirstLineTimeout: 5 * time.Second}),
-				Nomad:      nc,
 				Owner:      owner,
 				Backoff:    nomad.Backoff{Base: 10 * time.Millisecond, Max: time.Second},
 				DisableGC:  !allowGC,

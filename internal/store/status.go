@@ -64,7 +64,7 @@ type Status struct {
 	JobModifyIndex     uint64 `json:"jobModifyIndex,omitempty"`
 	// JobVersion is the job's version as last seen, and AllocJobVersion
 	// the version AllocID runs: Ready needs the two equal.
-	JobVersion      uint64          `json:"jobVersion,omitempty"`
+	JobVersion      *uint64         `json:"jobVersion,omitempty"`
 	AllocJobVersion uint64          `json:"allocJobVersion,omitempty"`
 	AllocID         string          `json:"allocID,omitempty"`
 	Node            string          `json:"node,omitempty"`
