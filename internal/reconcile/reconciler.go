@@ -726,8 +726,12 @@ func (r *Reconciler) observeAlloc(st *store.Status, allocs []*api.AllocationList
 		// What runs is an older version: say so, and which.
 		st.Phase = store.PhasePending
 		r.allocFields(st, older)
+		runs := fmt.Sprintf("version %d", older.JobVersion)
+		if older.JobVersion == nomad.UnknownVersion {
+			runs, st.AllocJobVersion = "an earlier version", 0
+		}
 		return store.Condition{Type: CondReady, Status: store.ConditionFalse, Reason: ReasonVersionPending,
-			Message: fmt.Sprintf("Nomad is placing version %d of the job; allocation %s still runs version %d.", version, shortID(older.ID), older.JobVersion)}
+			Message: fmt.Sprintf("Nomad is placing version %d of the job; allocation %s still runs %s.", version, shortID(older.ID), runs)}
 	}
 	if cur == nil {
 		st.Phase = store.PhasePending
