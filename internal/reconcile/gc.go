@@ -129,11 +129,13 @@ func (c *Controller) checkStore(ctx context.Context, owned []*api.JobListStub, d
 		case !declared && s.CreateIndex > known:
 			// Created after the store's last look: by a store that held
 			// a sandbox this one does not.
-		case declared && s.Meta[nomad.MetaSpecHash] != rec.Hash && s.JobModifyIndex > known:
-			// Registered with another spec after the store's last look.
-		case declared && rec.Deleting() && s.CreateIndex > known:
-			// Marked for deletion here, but created after the store's
-			// last look: applied again by a store that knew more.
+		case declared && !knownSpec(rec, s.Meta[nomad.MetaSpecHash]) && s.JobModifyIndex > known:
+			// Registered after the store's last look with a spec the
+			// store never declared. (A spec it declared before is its
+			// own write whose status a crash lost, or a revert.)
+		case declared && rec.Deleting() && rec.Status.JobModifyIndex != 0 && s.CreateIndex > rec.Status.JobModifyIndex:
+			// Marked for deletion here, but the job is not the one the
+			// store recorded: created again, by a store that knew more.
 		default:
 			continue
 		}
@@ -151,6 +153,11 @@ func (c *Controller) checkStore(ctx context.Context, owned []*api.JobListStub, d
 		JobCount:   len(newer),
 	}
 	return h, nil
+}
+
+// knownSpec reports whether hash is a spec rec declares or once declared.
+func knownSpec(rec store.Record, hash string) bool {
+	return hash == rec.Hash || slices.Contains(rec.PastHashes, hash)
 }
 
 // GCState reports whether garbage collection is on.

@@ -2,6 +2,7 @@ package reconcile
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"path/filepath"
 	"testing"
@@ -361,4 +362,65 @@ func TestApplyingTheCurrentDeclarationLiftsStoreBehind(t *testing.T) {
 			t.Error("applying one sandbox released the hold")
 		}
 	})
+}
+
+// statusLostStore drops status writes, as a controller killed between its
+// Nomad write and its status write leaves things.
+type statusLostStore struct{ *store.Store }
+
+func (statusLostStore) UpdateStatus(context.Context, string, store.Status, ...store.Event) error {
+	return nil
+}
+
+// A controller killed after its own register but before recording it
+// leaves a job written after the store's newest recorded Nomad state.
+// That is not a store restored from an older backup: at the next start
+// garbage collection is not held, whether the sandbox was changed again
+// or marked for deletion meanwhile.
+func TestCrashAfterOwnWriteIsNotTakenForARestoredStore(t *testing.T) {
+	tests := []struct {
+		name  string
+		after func(h *harness)
+	}{
+		{"changed again", func(h *harness) {
+			h.apply(`sandbox "a" {
+  image     = "alpine:3"
+  memory_mb = 2048
+}`)
+		}},
+		{"marked for deletion", func(h *harness) {
+			if _, err := h.st.Delete(h.t.Context(), "default/a"); err != nil {
+				h.t.Fatal(err)
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				h := newMemHarness(t)
+				h.apply(`sandbox "a" {
+  image = "alpine:3"
+}
+sandbox "b" {
+  image = "alpine:3"
+}`)
+				h.reconcile("default/b") // the store records Nomad's state
+				h.apply(`sandbox "a" {
+  image     = "alpine:3"
+  memory_mb = 1024
+}`)
+				// a's register goes through; its status is lost.
+				lost := NewReconciler(statusLostStore{h.st}, h.nc, Config{Render: nomad.RenderOptions{Owner: h.st.StoreID()}}, nil, h.now)
+				if _, err := lost.Reconcile(t.Context(), "default/a"); err != nil {
+					t.Fatal(err)
+				}
+				tt.after(h)
+				r := h.gcController()
+				h.eventually("the initial list", r.c.InitialListDone)
+				if st := r.c.GCState(); !st.Enabled {
+					t.Fatalf("garbage collection held after a crash lost the status of the controller's own write: %s", st.Reason)
+				}
+			})
+		})
+	}
 }

@@ -186,10 +186,10 @@ func (r *Reconciler) behindHold(rec store.Record, live *nomad.JobState) (string,
 	case live == nil && rec.Status.JobModifyIndex != 0:
 		// This store had the job; a newer one may have deleted it.
 		return fmt.Sprintf("Nomad no longer has job %s, which this store recorded; the store looks older than what was applied (restored from a backup?), so the job is not created again. %s", jobID, storeBehindAdvice), true
-	case live != nil && live.Meta[nomad.MetaSpecHash] != rec.Hash && live.JobModifyIndex > h.NomadIndex:
+	case live != nil && !knownSpec(rec, live.Meta[nomad.MetaSpecHash]) && live.JobModifyIndex > h.NomadIndex:
 		return fmt.Sprintf("Nomad job %s runs a spec registered after the newest Nomad state this store recorded (index %d); the store looks older than what was applied (restored from a backup?), so the job is not reverted. %s", jobID, h.NomadIndex, storeBehindAdvice), true
-	case live != nil && rec.Deleting() && live.CreateIndex > h.NomadIndex:
-		return fmt.Sprintf("Nomad job %s was created after the newest Nomad state this store recorded (index %d), yet the store marks its sandbox deleted; the store looks older than what was applied, so the job is not purged. %s", jobID, h.NomadIndex, storeBehindAdvice), true
+	case live != nil && rec.Deleting() && rec.Status.JobModifyIndex != 0 && live.CreateIndex > rec.Status.JobModifyIndex:
+		return fmt.Sprintf("Nomad job %s was created after the one this store recorded (index %d), yet the store marks its sandbox deleted; the store looks older than what was applied, so the job is not purged. %s", jobID, rec.Status.JobModifyIndex, storeBehindAdvice), true
 	}
 	return "", false
 }

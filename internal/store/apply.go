@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -189,9 +190,15 @@ func applyImpl(w *writeTx, objs []Object, opts ApplyOptions, dryRun bool) (Apply
 			action = ActionConfigured
 			// Generation and CreatedAt carry over; every other field of
 			// the entry is rewritten below.
-			e = sandboxEntry{Declaration: Declaration{Generation: old.Generation, CreatedAt: old.CreatedAt}}
+			e = sandboxEntry{Declaration: Declaration{Generation: old.Generation, CreatedAt: old.CreatedAt}, PastHashes: old.PastHashes}
 			if old.Hash != hash || old.DeletionRequestedAt != nil {
 				e.Generation++
+			}
+			if old.Hash != hash {
+				e.PastHashes = append(slices.Clone(old.PastHashes), old.Hash)
+				if n := len(e.PastHashes); n > maxPastHashes {
+					e.PastHashes = e.PastHashes[n-maxPastHashes:]
+				}
 			}
 		}
 		e.Sandbox = obj.Sandbox

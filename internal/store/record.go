@@ -20,7 +20,13 @@ import (
 type sandboxEntry struct {
 	Declaration
 	ResourceVersion uint64 `json:"resourceVersion"`
+	// PastHashes are the spec hashes the record had before its current
+	// one, the latest last, at most maxPastHashes.
+	PastHashes []string `json:"pastHashes,omitempty"`
 }
+
+// maxPastHashes bounds the spec hashes a record remembers.
+const maxPastHashes = 16
 
 // sandboxHeader is the part of a sandboxEntry that change detection and
 // label selection read. Decoding only it skips building the spec, most of
@@ -35,6 +41,7 @@ type sandboxHeader struct {
 	ResourceVersion     uint64     `json:"resourceVersion"`
 	CreatedAt           time.Time  `json:"createdAt"`
 	DeletionRequestedAt *time.Time `json:"deletionRequestedAt"`
+	PastHashes          []string   `json:"pastHashes"`
 }
 
 // Record is a sandbox as the store holds it: the declaration and the
@@ -59,7 +66,11 @@ type Record struct {
 	// DeletionRequestedAt is set once the sandbox is marked for deletion;
 	// the record stays until Finalize.
 	DeletionRequestedAt *time.Time
-	Status              Status
+	// PastHashes are the spec hashes this record had before Hash (the
+	// latest last; a bounded few): a job carrying one runs a spec this
+	// store once declared, not one it never knew.
+	PastHashes []string
+	Status     Status
 }
 
 // Key is the record's "namespace/name".
@@ -193,6 +204,7 @@ func recordImpl(tx *bolt.Tx, key string, e sandboxEntry) (Record, error) {
 		CreatedAt:           e.CreatedAt,
 		UpdatedAt:           e.UpdatedAt,
 		DeletionRequestedAt: e.DeletionRequestedAt,
+		PastHashes:          e.PastHashes,
 		Status:              st,
 	}, nil
 }
