@@ -206,9 +206,14 @@ func (s *Server) endTask(ns, jobID string, code, signal int, unrecoverable bool)
 	if err != nil {
 		return fmt.Errorf("end task: %w", err)
 	}
-	if err := s.taskExited(a, code, signal, unrecoverable); err != nil {
-		return fmt.Errorf("end task of job %q: %w", jobID, err)
-	}
+	// The client notices the task's end and reports it with its next sync,
+	// ClientDelay later (lifecycle timeline: the allocation still running
+	// 10ms after a kill -9, pending 220ms after).
+	s.after(s.opts.ClientDelay, func() {
+		if s.allocs[a.a.ID] == a && a.a.DesiredStatus == desiredRun && a.a.ClientStatus == clientRunning {
+			_ = s.taskExited(a, code, signal, unrecoverable)
+		}
+	})
 	return nil
 }
 
