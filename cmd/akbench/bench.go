@@ -36,6 +36,9 @@ func newBench(cfg config, stderr io.Writer) (*bench, error) {
 	if cfg.nomadAddr == "" {
 		rc.Nomad = "test server in a child process, a fresh one per phase"
 		rc.SchedDelay = cfg.schedDelay.String()
+		if cfg.schedDelay == 0 {
+			rc.SchedDelay = "a real agent's timing (450ms)"
+		}
 	} else {
 		rc.Nomad = cfg.nomadAddr
 	}
