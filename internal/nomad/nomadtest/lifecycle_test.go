@@ -624,6 +624,7 @@ func TestLifecycleAllocationTimelineMatchesRecording(t *testing.T) {
 					if len(want) == 0 {
 						return
 					}
+					wrote := time.Now()
 					time.Sleep(time.Millisecond)
 					var got [][]allocView
 					for {
@@ -639,7 +640,14 @@ func TestLifecycleAllocationTimelineMatchesRecording(t *testing.T) {
 						if done || time.Since(r.start)+25*time.Millisecond >= next {
 							break
 						}
-						time.Sleep(25 * time.Millisecond)
+						// Every 25ms as the recorder did while the plan and
+						// the client's first reports come; the later changes
+						// (a restart 15s on) last far longer than a poll.
+						if time.Since(wrote) < 2*time.Second {
+							time.Sleep(25 * time.Millisecond)
+						} else {
+							time.Sleep(250 * time.Millisecond)
+						}
 					}
 					if !cmp.Equal(want[0], before, cmp.Comparer(emptyViews)) {
 						// The recorder's first poll already saw the plan.
