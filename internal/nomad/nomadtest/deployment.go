@@ -279,11 +279,14 @@ func (s *Server) watchDeployment(d *deployment) {
 		ee.e.DeploymentID = d.ID
 		s.publish(idx, s.evalEvent(idx, ee, "AllocationUpdateDesiredStatus"))
 		s.after(s.delay(watcherPlanDelay), func() {
-			if s.jobs[nsKey{d.Namespace, d.JobID}] != je || s.evals[ee.e.ID] != ee || !d.active() {
+			if s.jobs[nsKey{d.Namespace, d.JobID}] != je || s.evals[ee.e.ID] != ee {
 				return
 			}
+			// A deployment cancelled meanwhile leaves the evaluation
+			// nothing to do but complete.
 			status, desc := d.outcome()
-			if status == "" {
+			if !d.active() || status == "" {
+				s.processEval(je, ee, ee.e.CreateIndex)
 				return
 			}
 			idx := s.nextIndex()

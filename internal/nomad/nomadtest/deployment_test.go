@@ -262,3 +262,30 @@ func TestInstantModeSettlesInTheRequest(t *testing.T) {
 		}
 	})
 }
+
+// TestStopDuringTheWatchersEvaluationEndsDead: a stop that cancels the
+// deployment between the watcher's evaluation and its decision leaves no
+// evaluation pending, so the stopped job ends dead.
+func TestStopDuringTheWatchersEvaluationEndsDead(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newPipeFixture(t, Options{})
+		id := "agentkernel-rec-default"
+		f.register(t, lifecycleJob(t, "default", 0))
+		// Running at 0.455s, healthy at 10.545s, the watcher's evaluation
+		// at 11.599s, its decision due at 11.851s.
+		time.Sleep(11700 * time.Millisecond)
+		if _, _, err := f.api.Jobs().Deregister(id, false, nil); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(2 * time.Second)
+		if j := jobStatus(t, f, id); *j.Status != "dead" || *j.Stable {
+			t.Errorf("stopped job: status %s, stable %v; want dead and not stable", *j.Status, *j.Stable)
+		}
+		evals, _, _ := f.api.Jobs().Evaluations(id, nil)
+		for _, e := range evals {
+			if e.Status != "complete" {
+				t.Errorf("evaluation %s (%s) is %s", e.ID, e.TriggeredBy, e.Status)
+			}
+		}
+	})
+}
