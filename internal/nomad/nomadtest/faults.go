@@ -181,7 +181,8 @@ func (s *Server) liveAlloc(ns, jobID string) (*alloc, error) {
 
 // KillTask kills the tasks of the job's newest running allocation as
 // `kill -9` would: exit 137, signal 9, then the restart policy and, once its
-// attempts are used up, the reschedule policy (facts 4.11).
+// attempts are used up, the reschedule policy (facts 4.11). The client
+// reports it Options.ClientDelay later, as FailTask's and ExitTask's.
 func (s *Server) KillTask(ns, jobID string) error {
 	return s.endTask(ns, jobID, 137, 9, false)
 }

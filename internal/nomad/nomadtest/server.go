@@ -44,8 +44,10 @@ type Options struct {
 
 	// ClientDelay is how long after a plan the simulated client first
 	// reports: the allocations the plan stopped as complete, the ones it
-	// placed as received, still pending with their tasks being set up.
-	// Zero means 150ms (recorded: 60-320ms); negative reports at once.
+	// placed as received, still pending with their tasks being set up. It
+	// is also how long the client takes to report a task's end that
+	// KillTask, FailTask or ExitTask caused. Zero means 150ms (recorded:
+	// 60-320ms); negative reports at once.
 	ClientDelay time.Duration
 
 	// SchedulingDelay is how long after a plan a placed allocation reports
