@@ -39,7 +39,7 @@ func TestControllerWithRestoredOlderStoreNeverPurges(t *testing.T) {
 // has its old spec. Garbage collection would purge the first and the sync
 // would revert the second. Both wait for an operator, across restarts.
 func testControllerWithRestoredOlderStoreNeverPurges(t *testing.T) {
-	h := newMemHarness(t)
+	h := newHarness(t)
 	h.apply(`sandbox "a" {
   image = "alpine:3"
 }`)
@@ -149,7 +149,7 @@ sandbox "c" {
 
 func TestControllerWithEmptyStoreHoldsUntilConfirmed(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		h := newMemHarness(t)
+		h := newHarness(t)
 		for _, name := range []string{"a", "b"} {
 			if _, _, err := h.srv.RunJob(renderFor(t, name, h.st.StoreID())); err != nil {
 				t.Fatal(err)
@@ -194,7 +194,7 @@ func TestControllerWithEmptyStoreHoldsUntilConfirmed(t *testing.T) {
 // confirmation here lifts that.
 func TestConfirmCannotLiftAnIncompleteCopy(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		h := newMemHarness(t)
+		h := newHarness(t)
 		h.rec = NewReconciler(h.st, h.nc, Config{Render: nomad.RenderOptions{Owner: h.st.StoreID()}}, nil, h.now)
 		r := h.startController(func(o *Options) { o.Reconciler = h.rec; o.DisableGC = true })
 		h.eventually("the initial list", r.c.InitialListDone)

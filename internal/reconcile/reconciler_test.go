@@ -23,7 +23,7 @@ import (
 type harness struct {
 	t     *testing.T
 	srv   *nomadtest.Server
-	mem   *nomadtest.MemNet // set by newMemHarness
+	mem   *nomadtest.MemNet
 	nc    *nomad.Client
 	st    *store.Store
 	rec   *Reconciler
@@ -50,12 +50,6 @@ func newHarness(t *testing.T, mut ...func(*Config)) *harness {
 		_ = hs.Close()
 	})
 	return h.finish(nomad.Config{Address: h.mem.URL(), HTTPClient: h.mem.HTTPClient()}, mut)
-}
-
-// newMemHarness is newHarness, for the tests that run a whole controller.
-func newMemHarness(t *testing.T, mut ...func(*Config)) *harness {
-	t.Helper()
-	return newHarness(t, mut...)
 }
 
 // settle lets Nomad catch up with the last write, on the bubble's clock:
@@ -173,98 +167,100 @@ const box = `sandbox "box" {
   image = "alpine:3"
 }`
 
-func TestCreateThenNoOp(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		h := newHarness(t)
-		h.apply(box)
-		h.reconcile("default/box")
-		job := h.job("agentkernel-box")
-		if job == nil || job.Meta[nomad.MetaOwner] != h.st.StoreID() {
-			t.Fatalf("job after create: %+v", job)
-		}
-		// Nomad answers the register before it places the allocation.
-		h.expectStatus("default/box", store.PhasePending, store.ConditionFalse)
-		h.settle()
-		h.reconcile("default/box")
-		st := h.expectStatus("default/box", store.PhaseRunning, store.ConditionTrue)
-		if st.ObservedGeneration != 1 || st.AllocID == "" || st.JobModifyIndex == 0 {
-			t.Errorf("status %+v: want generation 1, an allocation and the job modify index", st)
-		}
-		if ev := h.lastEvent("default/box"); ev.Reason != store.ReasonCreated {
-			t.Errorf("event %+v, want Created", ev)
-		}
-		if h.writes() != 1 {
-			t.Errorf("create took %d Nomad writes, want 1", h.writes())
-		}
+func TestCreateThenNoOp(t *testing.T) { synctest.Test(t, testCreateThenNoOp) }
 
-		rev, _ := h.st.Revision(t.Context())
-		for range 3 {
-			h.reconcile("default/box")
-		}
-		if h.writes() != 1 {
-			t.Errorf("reconciling an unchanged sandbox wrote to Nomad: %d writes", h.writes())
-		}
-		if rev2, _ := h.st.Revision(t.Context()); rev2 != rev {
-			t.Errorf("reconciling an unchanged sandbox wrote to the store: revision %d -> %d", rev, rev2)
-		}
-	})
+func testCreateThenNoOp(t *testing.T) {
+	h := newHarness(t)
+	h.apply(box)
+	h.reconcile("default/box")
+	job := h.job("agentkernel-box")
+	if job == nil || job.Meta[nomad.MetaOwner] != h.st.StoreID() {
+		t.Fatalf("job after create: %+v", job)
+	}
+	// Nomad answers the register before it places the allocation.
+	h.expectStatus("default/box", store.PhasePending, store.ConditionFalse)
+	h.settle()
+	h.reconcile("default/box")
+	st := h.expectStatus("default/box", store.PhaseRunning, store.ConditionTrue)
+	if st.ObservedGeneration != 1 || st.AllocID == "" || st.JobModifyIndex == 0 {
+		t.Errorf("status %+v: want generation 1, an allocation and the job modify index", st)
+	}
+	if ev := h.lastEvent("default/box"); ev.Reason != store.ReasonCreated {
+		t.Errorf("event %+v, want Created", ev)
+	}
+	if h.writes() != 1 {
+		t.Errorf("create took %d Nomad writes, want 1", h.writes())
+	}
+
+	rev, _ := h.st.Revision(t.Context())
+	for range 3 {
+		h.reconcile("default/box")
+	}
+	if h.writes() != 1 {
+		t.Errorf("reconciling an unchanged sandbox wrote to Nomad: %d writes", h.writes())
+	}
+	if rev2, _ := h.st.Revision(t.Context()); rev2 != rev {
+		t.Errorf("reconciling an unchanged sandbox wrote to the store: revision %d -> %d", rev, rev2)
+	}
 }
 
 func TestUpdateRegistersWithCheckAndSet(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		h := newHarness(t)
-		h.apply(box)
-		h.reconcile("default/box")
-		before := h.job("agentkernel-box")
-		h.apply(`sandbox "box" {
+	synctest.Test(t, testUpdateRegistersWithCheckAndSet)
+}
+
+func testUpdateRegistersWithCheckAndSet(t *testing.T) {
+	h := newHarness(t)
+	h.apply(box)
+	h.reconcile("default/box")
+	before := h.job("agentkernel-box")
+	h.apply(`sandbox "box" {
   image     = "alpine:3"
   memory_mb = 1024
 }`)
-		h.reconcile("default/box")
-		after := h.job("agentkernel-box")
-		if *after.TaskGroups[0].Tasks[0].Resources.MemoryMB != 1024 || *after.JobModifyIndex <= *before.JobModifyIndex {
-			t.Fatalf("job not updated: memory %d", *after.TaskGroups[0].Tasks[0].Resources.MemoryMB)
-		}
-		if st := h.record("default/box").Status; st.ObservedGeneration != 2 {
-			t.Errorf("observed generation %d, want 2", st.ObservedGeneration)
-		}
-		if ev := h.lastEvent("default/box"); ev.Reason != store.ReasonUpdated {
-			t.Errorf("event %+v, want Updated", ev)
-		}
-		if h.writes() != 2 {
-			t.Errorf("%d writes, want 2", h.writes())
-		}
-	})
+	h.reconcile("default/box")
+	after := h.job("agentkernel-box")
+	if *after.TaskGroups[0].Tasks[0].Resources.MemoryMB != 1024 || *after.JobModifyIndex <= *before.JobModifyIndex {
+		t.Fatalf("job not updated: memory %d", *after.TaskGroups[0].Tasks[0].Resources.MemoryMB)
+	}
+	if st := h.record("default/box").Status; st.ObservedGeneration != 2 {
+		t.Errorf("observed generation %d, want 2", st.ObservedGeneration)
+	}
+	if ev := h.lastEvent("default/box"); ev.Reason != store.ReasonUpdated {
+		t.Errorf("event %+v, want Updated", ev)
+	}
+	if h.writes() != 2 {
+		t.Errorf("%d writes, want 2", h.writes())
+	}
 }
 
-func TestStopAndResume(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		h := newHarness(t)
-		h.apply(box)
-		h.reconcile("default/box")
-		h.apply(`sandbox "box" {
+func TestStopAndResume(t *testing.T) { synctest.Test(t, testStopAndResume) }
+
+func testStopAndResume(t *testing.T) {
+	h := newHarness(t)
+	h.apply(box)
+	h.reconcile("default/box")
+	h.apply(`sandbox "box" {
   image = "alpine:3"
   state = "stopped"
 }`)
-		h.reconcile("default/box")
-		if j := h.job("agentkernel-box"); j == nil || j.Stop == nil || !*j.Stop {
-			t.Fatalf("job not stopped: %+v", j)
-		}
-		h.expectStatus("default/box", store.PhaseStopped, store.ConditionFalse)
-		w := h.writes()
-		h.reconcile("default/box")
-		if h.writes() != w {
-			t.Errorf("a stopped sandbox was written again")
-		}
-		h.apply(box)
-		h.reconcile("default/box")
-		if j := h.job("agentkernel-box"); j.Stop != nil && *j.Stop {
-			t.Fatalf("job still stopped after resume")
-		}
-		h.settle()
-		h.reconcile("default/box")
-		h.expectStatus("default/box", store.PhaseRunning, store.ConditionTrue)
-	})
+	h.reconcile("default/box")
+	if j := h.job("agentkernel-box"); j == nil || j.Stop == nil || !*j.Stop {
+		t.Fatalf("job not stopped: %+v", j)
+	}
+	h.expectStatus("default/box", store.PhaseStopped, store.ConditionFalse)
+	w := h.writes()
+	h.reconcile("default/box")
+	if h.writes() != w {
+		t.Errorf("a stopped sandbox was written again")
+	}
+	h.apply(box)
+	h.reconcile("default/box")
+	if j := h.job("agentkernel-box"); j.Stop != nil && *j.Stop {
+		t.Fatalf("job still stopped after resume")
+	}
+	h.settle()
+	h.reconcile("default/box")
+	h.expectStatus("default/box", store.PhaseRunning, store.ConditionTrue)
 }
 
 func TestTTLExpiry(t *testing.T) {
@@ -315,64 +311,64 @@ func TestTTLExpiry(t *testing.T) {
 	})
 }
 
-func TestDeleteFinalizesAfterPurge(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		h := newHarness(t)
-		h.apply(box)
-		h.reconcile("default/box")
-		if _, err := h.st.Delete(t.Context(), "default/box"); err != nil {
-			t.Fatal(err)
-		}
-		res := h.reconcile("default/box")
-		if res.RequeueAfter == 0 {
-			t.Error("purge did not schedule a check")
-		}
-		if h.job("agentkernel-box") != nil {
-			t.Fatal("job not purged")
-		}
-		if !h.record("default/box").Deleting() {
-			t.Fatal("record finalized before Nomad confirmed the purge")
-		}
-		h.reconcile("default/box")
-		if _, err := h.st.Get(t.Context(), "default/box"); !errors.Is(err, store.ErrNotFound) {
-			t.Errorf("record not finalized: %v", err)
-		}
-	})
+func TestDeleteFinalizesAfterPurge(t *testing.T) { synctest.Test(t, testDeleteFinalizesAfterPurge) }
+
+func testDeleteFinalizesAfterPurge(t *testing.T) {
+	h := newHarness(t)
+	h.apply(box)
+	h.reconcile("default/box")
+	if _, err := h.st.Delete(t.Context(), "default/box"); err != nil {
+		t.Fatal(err)
+	}
+	res := h.reconcile("default/box")
+	if res.RequeueAfter == 0 {
+		t.Error("purge did not schedule a check")
+	}
+	if h.job("agentkernel-box") != nil {
+		t.Fatal("job not purged")
+	}
+	if !h.record("default/box").Deleting() {
+		t.Fatal("record finalized before Nomad confirmed the purge")
+	}
+	h.reconcile("default/box")
+	if _, err := h.st.Get(t.Context(), "default/box"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("record not finalized: %v", err)
+	}
 }
 
-func TestGarbageCollection(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		h := newHarness(t)
-		h.apply(box)
-		h.reconcile("default/box")
-		// The store forgets the sandbox without the controller seeing the
-		// deletion (a restored backup, say): the owned job is garbage.
-		if _, err := h.st.Delete(t.Context(), "default/box"); err != nil {
-			t.Fatal(err)
-		}
-		if err := h.st.Finalize(t.Context(), "default/box", h.record("default/box").ResourceVersion); err != nil {
-			t.Fatal(err)
-		}
-		other := renderFor(t, "other", "another-store")
-		if _, _, err := h.srv.RunJob(other); err != nil {
-			t.Fatal(err)
-		}
+func TestGarbageCollection(t *testing.T) { synctest.Test(t, testGarbageCollection) }
 
-		h.rec.gcAllowed.Store(false)
-		h.reconcile("default/box")
-		if h.job("agentkernel-box") == nil {
-			t.Fatal("purged before the initial list completed")
-		}
-		h.rec.AllowGC()
-		h.reconcile("default/box")
-		if h.job("agentkernel-box") != nil {
-			t.Error("owned job of an undeclared sandbox not purged")
-		}
-		h.reconcile("default/other")
-		if h.job("agentkernel-other") == nil {
-			t.Error("a job of another store was purged")
-		}
-	})
+func testGarbageCollection(t *testing.T) {
+	h := newHarness(t)
+	h.apply(box)
+	h.reconcile("default/box")
+	// The store forgets the sandbox without the controller seeing the
+	// deletion (a restored backup, say): the owned job is garbage.
+	if _, err := h.st.Delete(t.Context(), "default/box"); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.st.Finalize(t.Context(), "default/box", h.record("default/box").ResourceVersion); err != nil {
+		t.Fatal(err)
+	}
+	other := renderFor(t, "other", "another-store")
+	if _, _, err := h.srv.RunJob(other); err != nil {
+		t.Fatal(err)
+	}
+
+	h.rec.gcAllowed.Store(false)
+	h.reconcile("default/box")
+	if h.job("agentkernel-box") == nil {
+		t.Fatal("purged before the initial list completed")
+	}
+	h.rec.AllowGC()
+	h.reconcile("default/box")
+	if h.job("agentkernel-box") != nil {
+		t.Error("owned job of an undeclared sandbox not purged")
+	}
+	h.reconcile("default/other")
+	if h.job("agentkernel-other") == nil {
+		t.Error("a job of another store was purged")
+	}
 }
 
 func renderFor(t *testing.T, name, owner string) *api.Job {
@@ -453,30 +449,30 @@ func TestDriftRepaired(t *testing.T) {
 	}
 }
 
-func TestFailedAllocationIsReported(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		h := newHarness(t)
-		h.apply(box)
-		h.reconcile("default/box")
-		h.settle()
-		if err := h.srv.FailTask("default", "agentkernel-box"); err != nil {
-			t.Fatal(err)
-		}
-		h.settle()
-		w := h.writes()
-		h.reconcile("default/box")
-		st := h.record("default/box").Status
-		ready, _ := st.Condition(CondReady)
-		if ready.Status == store.ConditionTrue && st.Phase == store.PhaseRunning {
-			// The simulated scheduler may already have replaced it.
-			t.Logf("allocation already replaced: %+v", st)
-		} else if st.Phase != store.PhaseFailed && st.Phase != store.PhasePending {
-			t.Errorf("phase %s after a failed allocation, want Failed or Pending", st.Phase)
-		}
-		if h.writes() != w {
-			t.Errorf("the controller wrote to Nomad for a failed allocation; Nomad's reschedule policy owns that")
-		}
-	})
+func TestFailedAllocationIsReported(t *testing.T) { synctest.Test(t, testFailedAllocationIsReported) }
+
+func testFailedAllocationIsReported(t *testing.T) {
+	h := newHarness(t)
+	h.apply(box)
+	h.reconcile("default/box")
+	h.settle()
+	if err := h.srv.FailTask("default", "agentkernel-box"); err != nil {
+		t.Fatal(err)
+	}
+	h.settle()
+	w := h.writes()
+	h.reconcile("default/box")
+	st := h.record("default/box").Status
+	ready, _ := st.Condition(CondReady)
+	if ready.Status == store.ConditionTrue && st.Phase == store.PhaseRunning {
+		// The simulated scheduler may already have replaced it.
+		t.Logf("allocation already replaced: %+v", st)
+	} else if st.Phase != store.PhaseFailed && st.Phase != store.PhasePending {
+		t.Errorf("phase %s after a failed allocation, want Failed or Pending", st.Phase)
+	}
+	if h.writes() != w {
+		t.Errorf("the controller wrote to Nomad for a failed allocation; Nomad's reschedule policy owns that")
+	}
 }
 
 func TestForeignJobsAreNeverTouched(t *testing.T) {
@@ -539,10 +535,11 @@ func TestForeignJobsAreNeverTouched(t *testing.T) {
 	})
 }
 
-func TestPolicyRefusalIsTerminal(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		h := newHarness(t, func(c *Config) { c.MaxMemoryMB = 256 })
-		h.apply(`sandbox "raw" {
+func TestPolicyRefusalIsTerminal(t *testing.T) { synctest.Test(t, testPolicyRefusalIsTerminal) }
+
+func testPolicyRefusalIsTerminal(t *testing.T) {
+	h := newHarness(t, func(c *Config) { c.MaxMemoryMB = 256 })
+	h.apply(`sandbox "raw" {
   driver  = "raw_exec"
   network = "host"
   command = ["/bin/sleep", "infinity"]
@@ -551,40 +548,39 @@ sandbox "big" {
   image     = "alpine:3"
   memory_mb = 4096
 }`)
-		for _, key := range []string{"default/raw", "default/big"} {
-			res, err := h.rec.Reconcile(t.Context(), key)
-			if err != nil || res.RequeueAfter != 0 {
-				t.Errorf("%s: %v, %+v; want no error and no requeue (terminal)", key, err, res)
-			}
-			st := h.expectStatus(key, store.PhaseFailed, store.ConditionFalse)
-			if st.LastError == "" {
-				t.Errorf("%s: no error recorded", key)
-			}
+	for _, key := range []string{"default/raw", "default/big"} {
+		res, err := h.rec.Reconcile(t.Context(), key)
+		if err != nil || res.RequeueAfter != 0 {
+			t.Errorf("%s: %v, %+v; want no error and no requeue (terminal)", key, err, res)
 		}
-		if h.writes() != 0 {
-			t.Errorf("%d Nomad writes for refused sandboxes", h.writes())
+		st := h.expectStatus(key, store.PhaseFailed, store.ConditionFalse)
+		if st.LastError == "" {
+			t.Errorf("%s: no error recorded", key)
 		}
-	})
+	}
+	if h.writes() != 0 {
+		t.Errorf("%d Nomad writes for refused sandboxes", h.writes())
+	}
 }
 
-func TestNomadDownIsRetried(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		h := newHarness(t)
-		h.apply(box)
-		h.mem.SetDown(true)
-		_, err := h.rec.Reconcile(t.Context(), "default/box")
-		if !errors.Is(err, nomad.ErrTransient) {
-			t.Fatalf("err = %v, want transient so the worker retries", err)
-		}
-		if st := h.record("default/box").Status; st.LastError == "" {
-			t.Errorf("status does not carry the error: %+v", st)
-		}
-		h.mem.SetDown(false)
-		h.reconcile("default/box")
-		h.settle()
-		h.reconcile("default/box")
-		h.expectStatus("default/box", store.PhaseRunning, store.ConditionTrue)
-	})
+func TestNomadDownIsRetried(t *testing.T) { synctest.Test(t, testNomadDownIsRetried) }
+
+func testNomadDownIsRetried(t *testing.T) {
+	h := newHarness(t)
+	h.apply(box)
+	h.mem.SetDown(true)
+	_, err := h.rec.Reconcile(t.Context(), "default/box")
+	if !errors.Is(err, nomad.ErrTransient) {
+		t.Fatalf("err = %v, want transient so the worker retries", err)
+	}
+	if st := h.record("default/box").Status; st.LastError == "" {
+		t.Errorf("status does not carry the error: %+v", st)
+	}
+	h.mem.SetDown(false)
+	h.reconcile("default/box")
+	h.settle()
+	h.reconcile("default/box")
+	h.expectStatus("default/box", store.PhaseRunning, store.ConditionTrue)
 }
 
 func ptrTo[T any](v T) *T { return &v }
@@ -605,60 +601,64 @@ func (r *racingNomad) Register(ctx context.Context, job *api.Job, index uint64) 
 }
 
 func TestCheckAndSetConflictIsRetried(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		h := newHarness(t)
-		h.apply(box)
-		h.reconcile("default/box")
-		h.apply(`sandbox "box" {
+	synctest.Test(t, testCheckAndSetConflictIsRetried)
+}
+
+func testCheckAndSetConflictIsRetried(t *testing.T) {
+	h := newHarness(t)
+	h.apply(box)
+	h.reconcile("default/box")
+	h.apply(`sandbox "box" {
   image     = "alpine:3"
   memory_mb = 1024
 }`)
-		rn := &racingNomad{Client: h.nc, race: func() {
-			j := h.job("agentkernel-box")
-			j.TaskGroups[0].Tasks[0].Env = map[string]string{"OTHER": "writer"}
-			if _, _, err := h.srv.RunJob(j); err != nil {
-				t.Fatal(err)
-			}
-		}}
-		rec := NewReconciler(h.st, rn, Config{Render: nomad.RenderOptions{Owner: h.st.StoreID()}}, nil, h.now)
-		if _, err := rec.Reconcile(t.Context(), "default/box"); !errors.Is(err, nomad.ErrConflict) {
-			t.Fatalf("err = %v, want a check-and-set conflict returned for a retry", err)
-		}
-		if _, err := rec.Reconcile(t.Context(), "default/box"); err != nil {
-			t.Fatalf("retry: %v", err)
-		}
+	rn := &racingNomad{Client: h.nc, race: func() {
 		j := h.job("agentkernel-box")
-		if *j.TaskGroups[0].Tasks[0].Resources.MemoryMB != 1024 || len(j.TaskGroups[0].Tasks[0].Env) != 0 {
-			t.Errorf("after the retry the job is not the declared one: memory %d, env %v", *j.TaskGroups[0].Tasks[0].Resources.MemoryMB, j.TaskGroups[0].Tasks[0].Env)
+		j.TaskGroups[0].Tasks[0].Env = map[string]string{"OTHER": "writer"}
+		if _, _, err := h.srv.RunJob(j); err != nil {
+			t.Fatal(err)
 		}
-	})
+	}}
+	rec := NewReconciler(h.st, rn, Config{Render: nomad.RenderOptions{Owner: h.st.StoreID()}}, nil, h.now)
+	if _, err := rec.Reconcile(t.Context(), "default/box"); !errors.Is(err, nomad.ErrConflict) {
+		t.Fatalf("err = %v, want a check-and-set conflict returned for a retry", err)
+	}
+	if _, err := rec.Reconcile(t.Context(), "default/box"); err != nil {
+		t.Fatalf("retry: %v", err)
+	}
+	j := h.job("agentkernel-box")
+	if *j.TaskGroups[0].Tasks[0].Resources.MemoryMB != 1024 || len(j.TaskGroups[0].Tasks[0].Env) != 0 {
+		t.Errorf("after the retry the job is not the declared one: memory %d, env %v", *j.TaskGroups[0].Tasks[0].Resources.MemoryMB, j.TaskGroups[0].Tasks[0].Env)
+	}
 }
 
 func TestNomadRejectionIsRecordedAndRetriedLater(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		h := newHarness(t)
-		h.apply(`sandbox "box" {
+	synctest.Test(t, testNomadRejectionIsRecordedAndRetriedLater)
+}
+
+func testNomadRejectionIsRecordedAndRetriedLater(t *testing.T) {
+	h := newHarness(t)
+	h.apply(`sandbox "box" {
   namespace = "not-created-yet"
   image     = "alpine:3"
 }`)
-		res, err := h.rec.Reconcile(t.Context(), "not-created-yet/box")
-		if err != nil || res.RequeueAfter != 5*time.Minute {
-			t.Fatalf("%+v, %v; want no error and a look again in 5 minutes", res, err)
-		}
-		st := h.record("not-created-yet/box").Status
-		if c, _ := st.Condition(CondSynced); st.Phase != store.PhaseFailed || c.Reason != ReasonNomadRejected || !strings.Contains(st.LastError, "nonexistent namespace") {
-			t.Errorf("status %+v", st)
-		}
-		if _, err := h.nc.API().Namespaces().Register(&api.Namespace{Name: "not-created-yet"}, nil); err != nil {
-			t.Fatal(err)
-		}
-		h.reconcile("not-created-yet/box")
-		h.settle()
-		h.reconcile("not-created-yet/box")
-		if st := h.record("not-created-yet/box").Status; st.Phase != store.PhaseRunning {
-			t.Errorf("after the namespace was created: phase %s", st.Phase)
-		}
-	})
+	res, err := h.rec.Reconcile(t.Context(), "not-created-yet/box")
+	if err != nil || res.RequeueAfter != 5*time.Minute {
+		t.Fatalf("%+v, %v; want no error and a look again in 5 minutes", res, err)
+	}
+	st := h.record("not-created-yet/box").Status
+	if c, _ := st.Condition(CondSynced); st.Phase != store.PhaseFailed || c.Reason != ReasonNomadRejected || !strings.Contains(st.LastError, "nonexistent namespace") {
+		t.Errorf("status %+v", st)
+	}
+	if _, err := h.nc.API().Namespaces().Register(&api.Namespace{Name: "not-created-yet"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	h.reconcile("not-created-yet/box")
+	h.settle()
+	h.reconcile("not-created-yet/box")
+	if st := h.record("not-created-yet/box").Status; st.Phase != store.PhaseRunning {
+		t.Errorf("after the namespace was created: phase %s", st.Phase)
+	}
 }
 
 func TestPolicyErrorReadsAsOneSentence(t *testing.T) {
