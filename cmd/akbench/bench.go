@@ -36,6 +36,12 @@ func newBench(cfg config, stderr io.Writer) (*bench, error) {
 	if cfg.nomadAddr == "" {
 		rc.Nomad = "test server in a child process, a fresh one per phase"
 		rc.SchedDelay = cfg.schedDelay.String()
+		switch {
+		case cfg.instant:
+			rc.SchedDelay = "instant"
+		case cfg.schedDelay == 0:
+			rc.SchedDelay = "a real agent's timing (450ms)"
+		}
 	} else {
 		rc.Nomad = cfg.nomadAddr
 	}
@@ -98,7 +104,7 @@ func (b *bench) newTarget(ctx context.Context) (*target, error) {
 	if b.cfg.nomadAddr != "" {
 		return &target{addr: b.cfg.nomadAddr}, nil
 	}
-	ts, err := startTestServer(ctx, b.cfg.schedDelay)
+	ts, err := startTestServer(ctx, b.cfg.schedDelay, b.cfg.instant)
 	if err != nil {
 		return nil, err
 	}

@@ -97,6 +97,7 @@ type config struct {
 	idle        time.Duration
 	driftTrials int
 	schedDelay  time.Duration
+	instant     bool
 	workers     int
 	writeRate   float64
 	writeBurst  int
@@ -119,7 +120,8 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	scen := fs.String("scenarios", strings.Join(allScenarios, ","), "comma-separated scenarios to run")
 	fs.DurationVar(&c.idle, "idle", 60*time.Second, "how long the idle scenario watches a converged fleet")
 	fs.IntVar(&c.driftTrials, "drift-trials", 100, "out-of-band changes made by the drift scenario")
-	fs.DurationVar(&c.schedDelay, "sched-delay", 200*time.Millisecond, "test server: how long an allocation stays pending before it runs")
+	fs.DurationVar(&c.schedDelay, "sched-delay", 0, "test server: how long after its plan an allocation runs; 0 is a real agent's timing (planned 5ms after the register, running 450ms after that)")
+	fs.BoolVar(&c.instant, "instant", false, "test server: place and run every allocation within its register, as no real agent does")
 	fs.IntVar(&c.workers, "workers", 4, "parallel reconciles (the default is cmd/controller's)")
 	fs.Float64Var(&c.writeRate, "write-rate", 50, "controller Nomad writes per second, 0 for no limit (the default is cmd/controller's)")
 	fs.IntVar(&c.writeBurst, "write-burst", 100, "controller Nomad write burst (the default is cmd/controller's)")
@@ -208,7 +210,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return err
 	}
 	if cfg.serveNomad != "" {
-		return serveNomad(ctx, cfg.serveNomad, cfg.schedDelay, stdin, stdout)
+		return serveNomad(ctx, cfg.serveNomad, cfg.schedDelay, cfg.instant, stdin, stdout)
 	}
 	b, err := newBench(cfg, stderr)
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"time"
 
@@ -22,8 +23,8 @@ var testDrivers = []string{"docker", "exec", "raw_exec", "java", "mock_driver"}
 // serveNomad is the child process mode: run the Nomad test server on addr,
 // print its URL on stdout, and serve until stdin closes or ctx ends (the
 // parent closes stdin, or sends SIGTERM).
-func serveNomad(ctx context.Context, addr string, schedDelay time.Duration, stdin io.Reader, stdout io.Writer) error {
-	srv := nomadtest.New(nomadtest.Options{Addr: addr, SchedulingDelay: schedDelay, Drivers: testDrivers})
+func serveNomad(ctx context.Context, addr string, schedDelay time.Duration, instant bool, stdin io.Reader, stdout io.Writer) error {
+	srv := nomadtest.New(nomadtest.Options{Addr: addr, SchedulingDelay: schedDelay, Instant: instant, Drivers: testDrivers})
 	if err := srv.Start(); err != nil {
 		return fmt.Errorf("start the Nomad test server: %w", err)
 	}
@@ -51,12 +52,12 @@ type testServer struct {
 
 // startTestServer re-executes akbench in -serve-nomad mode on a free
 // loopback port and waits for it to print its URL.
-func startTestServer(ctx context.Context, schedDelay time.Duration) (*testServer, error) {
+func startTestServer(ctx context.Context, schedDelay time.Duration, instant bool) (*testServer, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, fmt.Errorf("find the akbench executable: %w", err)
 	}
-	cmd := exec.Command(self, "-serve-nomad", "127.0.0.1:0", "-sched-delay", schedDelay.String())
+	cmd := exec.Command(self, "-serve-nomad", "127.0.0.1:0", "-sched-delay", schedDelay.String(), "-instant="+strconv.FormatBool(instant))
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {

@@ -392,11 +392,13 @@ func (w watchStats) Stats() nomad.WatchStats {
 // startDev runs the Nomad test server in-process, like `nomad agent -dev`,
 // and points the controller at it with a temporary data dir.
 func startDev(cfg *config, log *slog.Logger) (func(), error) {
+	// A real agent's timing, as the test server has it by default: the
+	// register answers before the plan, allocations run about half a
+	// second later, deployments complete after min_healthy_time.
 	srv := nomadtest.New(nomadtest.Options{
-		Addr:            cfg.DevNomadAddr,
-		SchedulingDelay: 500 * time.Millisecond,
-		Drivers:         []string{"docker", "exec", "raw_exec", "java", "mock_driver"},
-		Logger:          log.With("component", "nomad-test-server"),
+		Addr:    cfg.DevNomadAddr,
+		Drivers: []string{"docker", "exec", "raw_exec", "java", "mock_driver"},
+		Logger:  log.With("component", "nomad-test-server"),
 	})
 	if err := srv.Start(); err != nil {
 		return nil, fmt.Errorf("start the in-process Nomad test server on %s: %w (use -dev-nomad-addr)", cfg.DevNomadAddr, err)

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
@@ -17,7 +18,7 @@ import (
 
 func startTestServer(t *testing.T) *Client {
 	t.Helper()
-	srv := nomadtest.New(nomadtest.Options{SchedulingDelay: -1, Drivers: []string{"docker", "exec", "raw_exec"}})
+	srv := nomadtest.New(nomadtest.Options{Drivers: []string{"docker", "exec", "raw_exec"}})
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -110,7 +111,11 @@ func TestListOwnedFiltersByOwnerAndPages(t *testing.T) {
 }
 
 func TestStopPurgeAllocationsPlan(t *testing.T) {
-	c := startTestServer(t)
+	synctest.Test(t, testStopPurgeAllocationsPlan)
+}
+
+func testStopPurgeAllocationsPlan(t *testing.T) {
+	c, _, _ := memClient(t, 0, "docker")
 	ctx := t.Context()
 	sb := renderFile(t, "docker-minimal.hcl")
 	job, _ := Render(sb, testRenderOptions)
@@ -128,6 +133,7 @@ func TestStopPurgeAllocationsPlan(t *testing.T) {
 	if _, err := c.Register(ctx, job, 0); err != nil {
 		t.Fatal(err)
 	}
+	time.Sleep(time.Second) // planned and running
 	allocs, err := c.Allocations(ctx, "default", sb.JobID())
 	if err != nil || len(allocs) != 1 {
 		t.Fatalf("allocations: %d, %v; want 1", len(allocs), err)
@@ -157,7 +163,7 @@ func TestStopPurgeAllocationsPlan(t *testing.T) {
 }
 
 func TestOnRequestReportsEveryCall(t *testing.T) {
-	srv := nomadtest.New(nomadtest.Options{SchedulingDelay: -1})
+	srv := nomadtest.New(nomadtest.Options{})
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -189,7 +195,7 @@ func TestOnRequestReportsEveryCall(t *testing.T) {
 // A unix-socket address, such as a Nomad task's workload-API socket, is
 // reported too: readiness hangs off the reports.
 func TestOnRequestReportsOverAUnixSocket(t *testing.T) {
-	srv := nomadtest.New(nomadtest.Options{SchedulingDelay: -1})
+	srv := nomadtest.New(nomadtest.Options{})
 	sock := filepath.Join(t.TempDir(), "api.sock")
 	ln, err := net.Listen("unix", sock)
 	if err != nil {

@@ -14,11 +14,12 @@ import (
 )
 
 // memClient serves a Nomad test server on an in-memory network inside
-// the synctest bubble and returns a client of it.
-func memClient(t *testing.T, timeout time.Duration) (*Client, *nomadtest.MemNet, *nomadtest.Server) {
+// the synctest bubble and returns a client of it. The node has the exec
+// driver, and drivers.
+func memClient(t *testing.T, timeout time.Duration, drivers ...string) (*Client, *nomadtest.MemNet, *nomadtest.Server) {
 	t.Helper()
 	mem := nomadtest.NewMemNet()
-	srv := nomadtest.New(nomadtest.Options{SchedulingDelay: -1, Drivers: []string{"exec"}})
+	srv := nomadtest.New(nomadtest.Options{Drivers: append([]string{"exec"}, drivers...)})
 	hs := &http.Server{Handler: srv}
 	go func() { _ = hs.Serve(mem.Listener()) }()
 	t.Cleanup(func() {

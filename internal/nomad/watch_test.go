@@ -122,7 +122,6 @@ func runWatcher(t *testing.T, w *Watcher, sink WatchSink) {
 // set the scene. Call it inside synctest.Test.
 func startWatch(t *testing.T, srvOpts nomadtest.Options, opts WatchOptions, prepare ...func(e *watchEnv)) *watchEnv {
 	t.Helper()
-	srvOpts.SchedulingDelay = -1
 	srvOpts.Drivers = []string{"docker", "exec", "raw_exec"}
 	srv := nomadtest.New(srvOpts)
 	t.Cleanup(func() { _ = srv.Close() })
@@ -309,7 +308,7 @@ func TestWatchFallsBackWhenTheStreamIsSilent(t *testing.T) {
 }
 
 func testWatchFallsBackWhenTheStreamIsSilent(t *testing.T) {
-	inner := nomadtest.New(nomadtest.Options{SchedulingDelay: -1, Drivers: []string{"docker"}})
+	inner := nomadtest.New(nomadtest.Options{Drivers: []string{"docker"}})
 	silent := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/v1/event/stream" {
 			w.WriteHeader(http.StatusOK)
@@ -416,6 +415,7 @@ func TestWatchRelistHandsOverAllocations(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
+			time.Sleep(time.Second) // placed and running
 		})
 		allocOf := func(l Listing) (ids []string, status string) {
 			for _, a := range l.Allocs {
@@ -433,7 +433,8 @@ func TestWatchRelistHandsOverAllocations(t *testing.T) {
 		if err := e.srv.FailTask("default", "agentkernel-mine"); err != nil {
 			t.Fatal(err)
 		}
-		e.srv.JumpIndex(100) // the resumed stream cannot replay the failure
+		time.Sleep(time.Second) // the client reports the failure
+		e.srv.JumpIndex(100)    // the resumed stream cannot replay the failure
 		e.mem.SetDown(false)
 		e.sink.waitFor(t, "the relist after the outage", func(s *recordingSink) bool { return len(s.listings) >= 2 })
 		if jobs, status := allocOf(e.sink.listing(1)); !slices.Equal(jobs, []string{"agentkernel-mine"}) || status != api.AllocClientStatusFailed {

@@ -37,7 +37,7 @@ func (h *harness) reads() int {
 // that changed.
 func TestReconcileReadsTheCacheNotNomad(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		h := newMemHarness(t)
+		h := newHarness(t)
 		const n = 20
 		src, keys := fleet(n)
 		h.apply(src)

@@ -107,7 +107,7 @@ func TestControllerConvergesRepairsAndDeletes(t *testing.T) {
 }
 
 func testControllerConvergesRepairsAndDeletes(t *testing.T) {
-	h := newMemHarness(t)
+	h := newHarness(t)
 	src, keys := fleet(5)
 	h.apply(src)
 	r := h.startController()
@@ -151,7 +151,7 @@ func TestControllerStartsWhileNomadIsDown(t *testing.T) {
 }
 
 func testControllerStartsWhileNomadIsDown(t *testing.T) {
-	h := newMemHarness(t)
+	h := newHarness(t)
 	src, keys := fleet(2)
 	h.apply(src)
 	h.mem.SetDown(true)
@@ -172,7 +172,7 @@ func TestControllerCollectsGarbageAfterInitialList(t *testing.T) {
 }
 
 func testControllerCollectsGarbageAfterInitialList(t *testing.T) {
-	h := newMemHarness(t)
+	h := newHarness(t)
 	orphan := renderFor(t, "orphan", h.st.StoreID())
 	if _, _, err := h.srv.RunJob(orphan); err != nil {
 		t.Fatal(err)
@@ -194,7 +194,7 @@ func TestControllerSurvivesFaults(t *testing.T) {
 }
 
 func testControllerSurvivesFaults(t *testing.T) {
-	h := newMemHarness(t)
+	h := newHarness(t)
 	src, keys := fleet(6)
 	h.apply(src)
 	h.srv.FailRequests(nomadtest.ErrorFault{Status: 500, Body: "rpc error: EOF", Count: 20})
@@ -219,7 +219,7 @@ func testCrashDuringConvergence(t *testing.T) {
 	seed := rand.Uint64()
 	rng := rand.New(rand.NewPCG(seed, 0))
 	t.Logf("seed %d", seed)
-	h := newMemHarness(t)
+	h := newHarness(t)
 	dataDir := filepath.Dir(h.st.Path())
 	storeID := h.st.StoreID()
 	foreign := renderFor(t, "s007", "")
@@ -282,7 +282,7 @@ func TestControllerRelistCatchesWhatTheStreamSkipped(t *testing.T) {
 }
 
 func testControllerRelistCatchesWhatTheStreamSkipped(t *testing.T) {
-	h := newMemHarness(t)
+	h := newHarness(t)
 	src, keys := fleet(3)
 	h.apply(src)
 	h.startController(func(o *Options) { o.ResyncPeriod = time.Hour })
@@ -312,7 +312,7 @@ func TestControllerRelistCatchesAnAllocationThatDiedWhileTheStreamWasAway(t *tes
 }
 
 func testControllerRelistCatchesAnAllocationThatDiedWhileTheStreamWasAway(t *testing.T) {
-	h := newMemHarness(t)
+	h := newHarness(t)
 	src, keys := fleet(3)
 	h.apply(src)
 	h.startController(func(o *Options) { o.ResyncPeriod = time.Hour })
@@ -357,7 +357,7 @@ func TestControllerListsAgainWhenTheFeedIsCompactedRightAfterTheList(t *testing.
 // A feed compacted between the list and the watch is the same news as a
 // watcher that fell behind: list again, never stop the controller.
 func testControllerListsAgainWhenTheFeedIsCompactedRightAfterTheList(t *testing.T) {
-	h := newMemHarness(t)
+	h := newHarness(t)
 	src, keys := fleet(2)
 	h.apply(src)
 	r := h.startController(func(o *Options) { o.Store = &compactedOnce{Store: h.st} })
@@ -383,7 +383,7 @@ func TestControllerWithEmptyStoreNeverPurges(t *testing.T) {
 // An empty store beside owned jobs is a lost data dir: the controller
 // reports it and purges nothing.
 func testControllerWithEmptyStoreNeverPurges(t *testing.T) {
-	h := newMemHarness(t)
+	h := newHarness(t)
 	for _, name := range []string{"a", "b"} {
 		if _, _, err := h.srv.RunJob(renderFor(t, name, h.st.StoreID())); err != nil {
 			t.Fatal(err)
@@ -414,7 +414,7 @@ func TestControllerStopsAtOnceOnAbortCause(t *testing.T) {
 // leadership) stops in-flight reconciles at once, without the grace a
 // shutdown gets, and no Nomad write follows.
 func testControllerStopsAtOnceOnAbortCause(t *testing.T) {
-	h := newMemHarness(t)
+	h := newHarness(t)
 	ctx, cancel := context.WithCancelCause(t.Context())
 	c := New(Options{
 		Reconciler:      h.rec,
@@ -452,7 +452,7 @@ func (brokenWatcher) Run(context.Context, nomad.WatchSink) error { return errors
 
 func TestControllerReturnsWhenAFeedFails(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		h := newMemHarness(t)
+		h := newHarness(t)
 		c := New(Options{
 			Reconciler: h.rec,
 			Queue:      NewQueue(QueueOptions{BaseDelay: time.Millisecond, MaxDelay: 50 * time.Millisecond}),

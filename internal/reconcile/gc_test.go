@@ -40,7 +40,7 @@ func TestControllerWithRestoredOlderStoreNeverPurges(t *testing.T) {
 // has its old spec. Garbage collection would purge the first and the sync
 // would revert the second. Both wait for an operator, across restarts.
 func testControllerWithRestoredOlderStoreNeverPurges(t *testing.T) {
-	h := newMemHarness(t)
+	h := newHarness(t)
 	h.apply(`sandbox "a" {
   image = "alpine:3"
 }`)
@@ -150,7 +150,7 @@ sandbox "c" {
 
 func TestControllerWithEmptyStoreHoldsUntilConfirmed(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		h := newMemHarness(t)
+		h := newHarness(t)
 		for _, name := range []string{"a", "b"} {
 			if _, _, err := h.srv.RunJob(renderFor(t, name, h.st.StoreID())); err != nil {
 				t.Fatal(err)
@@ -195,7 +195,7 @@ func TestControllerWithEmptyStoreHoldsUntilConfirmed(t *testing.T) {
 // confirmation here lifts that.
 func TestConfirmCannotLiftAnIncompleteCopy(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		h := newMemHarness(t)
+		h := newHarness(t)
 		h.rec = NewReconciler(h.st, h.nc, Config{Render: nomad.RenderOptions{Owner: h.st.StoreID()}}, nil, h.now)
 		r := h.startController(func(o *Options) { o.Reconciler = h.rec; o.DisableGC = true })
 		h.eventually("the initial list", r.c.InitialListDone)
@@ -213,7 +213,7 @@ func TestConfirmCannotLiftAnIncompleteCopy(t *testing.T) {
 // collection is held.
 func TestRestoredStoreDoesNotExpireAByNowLongerTTLWhileHeld(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		h := newMemHarness(t)
+		h := newHarness(t)
 		h.apply(`sandbox "a" {
   image = "alpine:3"
   ttl   = "1h"
@@ -264,7 +264,7 @@ func TestRestoredStoreDoesNotExpireAByNowLongerTTLWhileHeld(t *testing.T) {
 // deletion: it must not purge the job the newer store declared.
 func TestRestoredStoreDoesNotPurgeAJobCreatedAfterItsDeletionMark(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		h := newMemHarness(t)
+		h := newHarness(t)
 		h.apply(`sandbox "a" {
   image = "alpine:3"
 }`)
@@ -313,7 +313,7 @@ func TestRestoredStoreDoesNotPurgeAJobCreatedAfterItsDeletionMark(t *testing.T) 
 // lifts it for that sandbox, while the hold stays for the rest.
 func TestApplyingTheCurrentDeclarationLiftsStoreBehind(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		h := newMemHarness(t)
+		h := newHarness(t)
 		src := `sandbox "a" {
   image = "alpine:3"
 }`
@@ -397,7 +397,7 @@ func TestCrashAfterOwnWriteIsNotTakenForARestoredStore(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				h := newMemHarness(t)
+				h := newHarness(t)
 				h.apply(`sandbox "a" {
   image = "alpine:3"
 }

@@ -30,8 +30,14 @@ const boxBigger = `sandbox "box" {
 // A register that fails leaves the new generation unobserved: akctl
 // apply --wait must not succeed for a spec that never reached Nomad.
 func TestFailedRegisterDoesNotReportTheNewGenerationObservedOrReady(t *testing.T) {
+	synctest.Test(t, testFailedRegisterDoesNotReportTheNewGenerationObservedOrReady)
+}
+
+func testFailedRegisterDoesNotReportTheNewGenerationObservedOrReady(t *testing.T) {
 	h := newHarness(t)
 	h.apply(box)
+	h.reconcile("default/box")
+	h.settle()
 	h.reconcile("default/box")
 	h.expectStatus("default/box", store.PhaseRunning, store.ConditionTrue)
 
@@ -57,6 +63,8 @@ func TestFailedRegisterDoesNotReportTheNewGenerationObservedOrReady(t *testing.T
 	if mem := *h.job("agentkernel-box").TaskGroups[0].Tasks[0].Resources.MemoryMB; mem != 1024 {
 		t.Fatalf("the retry did not register generation 2: memory %d", mem)
 	}
+	h.settle()
+	h.reconcile("default/box")
 	if st := h.expectStatus("default/box", store.PhaseRunning, store.ConditionTrue); st.ObservedGeneration != 2 {
 		t.Errorf("after the retry: observed %d, want 2", st.ObservedGeneration)
 	}
@@ -65,8 +73,14 @@ func TestFailedRegisterDoesNotReportTheNewGenerationObservedOrReady(t *testing.T
 // A failed read of a generation already in Nomad keeps what was seen of
 // it: the status does not go backwards.
 func TestFailedReadKeepsTheObservedGenerationAndJobIndex(t *testing.T) {
+	synctest.Test(t, testFailedReadKeepsTheObservedGenerationAndJobIndex)
+}
+
+func testFailedReadKeepsTheObservedGenerationAndJobIndex(t *testing.T) {
 	h := newHarness(t)
 	h.apply(box)
+	h.reconcile("default/box")
+	h.settle()
 	h.reconcile("default/box")
 	before := h.record("default/box").Status
 	h.srv.FailRequests(nomadtest.ErrorFault{Status: http.StatusInternalServerError, Body: nomadtest.NoLeaderText, Count: 1, PathPrefix: "/v1/job/"})
@@ -83,6 +97,10 @@ func TestFailedReadKeepsTheObservedGenerationAndJobIndex(t *testing.T) {
 // The drift metric counts repairs of changes made outside the
 // controller, never a user's own update.
 func TestDriftMetricCountsOnlyOutOfBandChanges(t *testing.T) {
+	synctest.Test(t, testDriftMetricCountsOnlyOutOfBandChanges)
+}
+
+func testDriftMetricCountsOnlyOutOfBandChanges(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	m := NewMetrics(reg)
 	h := newHarness(t, func(c *Config) { c.Metrics = m })
@@ -191,45 +209,47 @@ func TestDriftOutsideRenderedFieldsIsRepaired(t *testing.T) {
 				name = tt.name + "/no index recorded"
 			}
 			t.Run(name, func(t *testing.T) {
-				h := newHarness(t)
-				h.apply(box)
-				h.reconcile("default/box")
-				j := h.job("agentkernel-box")
-				tt.change(j)
-				if _, _, err := h.srv.RunJob(j); err != nil {
-					t.Fatal(err)
-				}
-				if fresh {
-					// As a store that never saw the job's index would be.
-					st := h.record("default/box").Status
-					st.JobModifyIndex = 0
-					if err := h.st.UpdateStatus(t.Context(), "default/box", st); err != nil {
+				synctest.Test(t, func(t *testing.T) {
+					h := newHarness(t)
+					h.apply(box)
+					h.reconcile("default/box")
+					j := h.job("agentkernel-box")
+					tt.change(j)
+					if _, _, err := h.srv.RunJob(j); err != nil {
 						t.Fatal(err)
 					}
-				}
-				w := h.writes()
-				h.reconcile("default/box")
-				got := h.job("agentkernel-box")
-				if fresh && tt.byIndexOnly {
-					if h.writes() != w {
-						t.Errorf("with no index recorded a change outside every compared field was still written over")
+					if fresh {
+						// As a store that never saw the job's index would be.
+						st := h.record("default/box").Status
+						st.JobModifyIndex = 0
+						if err := h.st.UpdateStatus(t.Context(), "default/box", st); err != nil {
+							t.Fatal(err)
+						}
 					}
-					return
-				}
-				if h.writes() != w+1 {
-					t.Fatalf("%d writes after the change, want 1 repair", h.writes()-w)
-				}
-				if left := leftOver(got); len(left) > 0 {
-					t.Errorf("not put back after the repair: %v", left)
-				}
-				if ev := h.lastEvent("default/box"); ev.Reason != store.ReasonRepaired {
-					t.Errorf("event %+v, want Repaired", ev)
-				}
-				w = h.writes()
-				h.reconcile("default/box")
-				if h.writes() != w {
-					t.Errorf("the repaired job was written again")
-				}
+					w := h.writes()
+					h.reconcile("default/box")
+					got := h.job("agentkernel-box")
+					if fresh && tt.byIndexOnly {
+						if h.writes() != w {
+							t.Errorf("with no index recorded a change outside every compared field was still written over")
+						}
+						return
+					}
+					if h.writes() != w+1 {
+						t.Fatalf("%d writes after the change, want 1 repair", h.writes()-w)
+					}
+					if left := leftOver(got); len(left) > 0 {
+						t.Errorf("not put back after the repair: %v", left)
+					}
+					if ev := h.lastEvent("default/box"); ev.Reason != store.ReasonRepaired {
+						t.Errorf("event %+v, want Repaired", ev)
+					}
+					w = h.writes()
+					h.reconcile("default/box")
+					if h.writes() != w {
+						t.Errorf("the repaired job was written again")
+					}
+				})
 			})
 		}
 	}
@@ -239,6 +259,10 @@ func TestDriftOutsideRenderedFieldsIsRepaired(t *testing.T) {
 // it, so that neither drift detection nor a relist takes the controller's
 // own stop for someone else's change.
 func TestStopRecordsTheJobIndexAfterTheStop(t *testing.T) {
+	synctest.Test(t, testStopRecordsTheJobIndexAfterTheStop)
+}
+
+func testStopRecordsTheJobIndexAfterTheStop(t *testing.T) {
 	h := newHarness(t)
 	h.apply(box)
 	h.reconcile("default/box")
@@ -269,12 +293,17 @@ func (s *expiryRacingStore) DeleteAt(ctx context.Context, key string, rv uint64)
 }
 
 func TestTTLExpiryDoesNotDeleteASandboxAppliedAgainMeanwhile(t *testing.T) {
+	synctest.Test(t, testTTLExpiryDoesNotDeleteASandboxAppliedAgainMeanwhile)
+}
+
+func testTTLExpiryDoesNotDeleteASandboxAppliedAgainMeanwhile(t *testing.T) {
 	h := newHarness(t)
 	h.apply(`sandbox "box" {
   image = "alpine:3"
   ttl   = "1h"
 }`)
 	h.reconcile("default/box")
+	h.settle()
 	h.advance(time.Hour)
 	rs := &expiryRacingStore{Store: h.st, race: func() {
 		h.apply(`sandbox "box" {
@@ -290,7 +319,9 @@ func TestTTLExpiryDoesNotDeleteASandboxAppliedAgainMeanwhile(t *testing.T) {
 	if got.Deleting() || !strings.Contains(got.Sandbox.Spec.TTL, "3h") {
 		t.Fatalf("the sandbox re-applied with ttl 3h was deleted by the expiry of its 1h version: deleting %t, ttl %q", got.Deleting(), got.Sandbox.Spec.TTL)
 	}
-	// The next look sees the new ttl: two hours left.
+	// Once the new version runs, a look sees the new ttl: two hours left.
+	h.reconcile("default/box")
+	h.settle()
 	if res := h.reconcile("default/box"); res.RequeueAfter != 2*time.Hour {
 		t.Errorf("requeue after %v, want the 2h left of the new ttl", res.RequeueAfter)
 	}
@@ -300,6 +331,10 @@ func TestTTLExpiryDoesNotDeleteASandboxAppliedAgainMeanwhile(t *testing.T) {
 // declared differs in nothing: neither when the controller stopped its
 // job nor when it was declared stopped from the start and has none.
 func TestRelistDoesNotRequeueStoppedSandboxes(t *testing.T) {
+	synctest.Test(t, testRelistDoesNotRequeueStoppedSandboxes)
+}
+
+func testRelistDoesNotRequeueStoppedSandboxes(t *testing.T) {
 	h := newHarness(t)
 	h.apply(box)
 	h.reconcile("default/box")
@@ -363,11 +398,16 @@ func (f *failingAllocReads) Allocations(ctx context.Context, ns, id string) ([]*
 // is not taken for someone else's change on the next pass: no second
 // write, and no drift counted.
 func TestOwnWriteWithAFailedPassIsNotDrift(t *testing.T) {
+	synctest.Test(t, testOwnWriteWithAFailedPassIsNotDrift)
+}
+
+func testOwnWriteWithAFailedPassIsNotDrift(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	m := NewMetrics(reg)
 	h := newHarness(t)
 	h.apply(box)
 	h.reconcile("default/box")
+	h.settle()
 	h.apply(boxBigger)
 	fr := &failingAllocReads{Client: h.nc, fail: map[int]bool{1: true}} // the read after the register
 	rec := NewReconciler(h.st, fr, Config{Render: nomad.RenderOptions{Owner: h.st.StoreID()}, Metrics: m}, nil, h.now)
@@ -391,6 +431,10 @@ func TestOwnWriteWithAFailedPassIsNotDrift(t *testing.T) {
 		if n := testutil.ToFloat64(m.driftRepairs.WithLabelValues(r)); n != 0 {
 			t.Errorf("drift %q counted %v", r, n)
 		}
+	}
+	h.settle()
+	if _, err := rec.Reconcile(t.Context(), "default/box"); err != nil {
+		t.Fatal(err)
 	}
 	h.expectStatus("default/box", store.PhaseRunning, store.ConditionTrue)
 }
@@ -440,8 +484,14 @@ func TestReadyOnlyWhenTheCurrentVersionRuns(t *testing.T) {
 // allocations, does not claim Ready for the new generation from the old
 // one's allocation, and keeps the register's event.
 func TestAllocationReadFailureAfterARegisterDoesNotClaimReady(t *testing.T) {
+	synctest.Test(t, testAllocationReadFailureAfterARegisterDoesNotClaimReady)
+}
+
+func testAllocationReadFailureAfterARegisterDoesNotClaimReady(t *testing.T) {
 	h := newHarness(t)
 	h.apply(box)
+	h.reconcile("default/box")
+	h.settle()
 	h.reconcile("default/box")
 	h.expectStatus("default/box", store.PhaseRunning, store.ConditionTrue)
 	h.apply(boxBigger)

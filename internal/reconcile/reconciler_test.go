@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/hashicorp/nomad/api"
@@ -22,7 +23,7 @@ import (
 type harness struct {
 	t     *testing.T
 	srv   *nomadtest.Server
-	mem   *nomadtest.MemNet // set by newMemHarness
+	mem   *nomadtest.MemNet
 	nc    *nomad.Client
 	st    *store.Store
 	rec   *Reconciler
@@ -30,26 +31,17 @@ type harness struct {
 	clock time.Time
 }
 
-// newHarness serves the test server on loopback.
+// newHarness serves the test server on an in-memory network, so that
+// the whole controller runs inside a testing/synctest bubble and every
+// timer (resync, backoff, watcher timeouts, the scheduler's and the
+// client's delays) runs on the bubble's fake clock. The server keeps a
+// real agent's timing: a register answers before its allocation is
+// placed, and the allocation runs about half a second later (settle).
+// Call it inside synctest.Test.
 func newHarness(t *testing.T, mut ...func(*Config)) *harness {
 	t.Helper()
-	h := &harness{t: t}
-	h.srv = nomadtest.New(nomadtest.Options{SchedulingDelay: -1, Drivers: []string{"docker", "exec", "raw_exec"}})
-	if err := h.srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = h.srv.Close() })
-	return h.finish(nomad.Config{Address: h.srv.URL()}, mut)
-}
-
-// newMemHarness serves the test server on an in-memory network, so that
-// the whole controller runs inside a testing/synctest bubble and every
-// timer (resync, backoff, watcher timeouts, the scheduling delay) runs on
-// the bubble's fake clock. Call it inside synctest.Test.
-func newMemHarness(t *testing.T, mut ...func(*Config)) *harness {
-	t.Helper()
 	h := &harness{t: t, mem: nomadtest.NewMemNet()}
-	h.srv = nomadtest.New(nomadtest.Options{SchedulingDelay: 200 * time.Millisecond, Drivers: []string{"docker", "exec", "raw_exec"}})
+	h.srv = nomadtest.New(nomadtest.Options{Drivers: []string{"docker", "exec", "raw_exec"}})
 	hs := &http.Server{Handler: h.srv}
 	go func() { _ = hs.Serve(h.mem.Listener()) }()
 	t.Cleanup(func() {
@@ -58,6 +50,13 @@ func newMemHarness(t *testing.T, mut ...func(*Config)) *harness {
 		_ = hs.Close()
 	})
 	return h.finish(nomad.Config{Address: h.mem.URL(), HTTPClient: h.mem.HTTPClient()}, mut)
+}
+
+// settle lets Nomad catch up with the last write, on the bubble's clock:
+// the plan, the client's reports, the allocation running.
+func (h *harness) settle() {
+	time.Sleep(time.Second)
+	synctest.Wait()
 }
 
 func (h *harness) finish(nc nomad.Config, mut []func(*Config)) *harness {
@@ -168,7 +167,9 @@ const box = `sandbox "box" {
   image = "alpine:3"
 }`
 
-func TestCreateThenNoOp(t *testing.T) {
+func TestCreateThenNoOp(t *testing.T) { synctest.Test(t, testCreateThenNoOp) }
+
+func testCreateThenNoOp(t *testing.T) {
 	h := newHarness(t)
 	h.apply(box)
 	h.reconcile("default/box")
@@ -176,6 +177,10 @@ func TestCreateThenNoOp(t *testing.T) {
 	if job == nil || job.Meta[nomad.MetaOwner] != h.st.StoreID() {
 		t.Fatalf("job after create: %+v", job)
 	}
+	// Nomad answers the register before it places the allocation.
+	h.expectStatus("default/box", store.PhasePending, store.ConditionFalse)
+	h.settle()
+	h.reconcile("default/box")
 	st := h.expectStatus("default/box", store.PhaseRunning, store.ConditionTrue)
 	if st.ObservedGeneration != 1 || st.AllocID == "" || st.JobModifyIndex == 0 {
 		t.Errorf("status %+v: want generation 1, an allocation and the job modify index", st)
@@ -200,6 +205,10 @@ func TestCreateThenNoOp(t *testing.T) {
 }
 
 func TestUpdateRegistersWithCheckAndSet(t *testing.T) {
+	synctest.Test(t, testUpdateRegistersWithCheckAndSet)
+}
+
+func testUpdateRegistersWithCheckAndSet(t *testing.T) {
 	h := newHarness(t)
 	h.apply(box)
 	h.reconcile("default/box")
@@ -224,7 +233,9 @@ func TestUpdateRegistersWithCheckAndSet(t *testing.T) {
 	}
 }
 
-func TestStopAndResume(t *testing.T) {
+func TestStopAndResume(t *testing.T) { synctest.Test(t, testStopAndResume) }
+
+func testStopAndResume(t *testing.T) {
 	h := newHarness(t)
 	h.apply(box)
 	h.reconcile("default/box")
@@ -247,52 +258,62 @@ func TestStopAndResume(t *testing.T) {
 	if j := h.job("agentkernel-box"); j.Stop != nil && *j.Stop {
 		t.Fatalf("job still stopped after resume")
 	}
+	h.settle()
+	h.reconcile("default/box")
 	h.expectStatus("default/box", store.PhaseRunning, store.ConditionTrue)
 }
 
 func TestTTLExpiry(t *testing.T) {
 	t.Run("delete", func(t *testing.T) {
-		h := newHarness(t)
-		h.apply(`sandbox "box" {
+		synctest.Test(t, func(t *testing.T) {
+			h := newHarness(t)
+			h.apply(`sandbox "box" {
   image = "alpine:3"
   ttl   = "1h"
 }`)
-		res := h.reconcile("default/box")
-		if res.RequeueAfter != time.Hour {
-			t.Errorf("requeue after %v, want the remaining hour", res.RequeueAfter)
-		}
-		h.advance(time.Hour)
-		h.reconcile("default/box") // marks for deletion
-		if !h.record("default/box").Deleting() {
-			t.Fatal("expired sandbox not marked for deletion")
-		}
-		h.reconcile("default/box") // purges
-		h.reconcile("default/box") // finalizes
-		if _, err := h.st.Get(t.Context(), "default/box"); !errors.Is(err, store.ErrNotFound) {
-			t.Errorf("record still there: %v", err)
-		}
-		if h.job("agentkernel-box") != nil {
-			t.Errorf("job still there")
-		}
+			h.reconcile("default/box")
+			h.settle()
+			res := h.reconcile("default/box")
+			if res.RequeueAfter != time.Hour {
+				t.Errorf("requeue after %v, want the remaining hour", res.RequeueAfter)
+			}
+			h.advance(time.Hour)
+			h.reconcile("default/box") // marks for deletion
+			if !h.record("default/box").Deleting() {
+				t.Fatal("expired sandbox not marked for deletion")
+			}
+			h.reconcile("default/box") // purges
+			h.reconcile("default/box") // finalizes
+			if _, err := h.st.Get(t.Context(), "default/box"); !errors.Is(err, store.ErrNotFound) {
+				t.Errorf("record still there: %v", err)
+			}
+			if h.job("agentkernel-box") != nil {
+				t.Errorf("job still there")
+			}
+		})
 	})
 	t.Run("stop", func(t *testing.T) {
-		h := newHarness(t)
-		h.apply(`sandbox "box" {
+		synctest.Test(t, func(t *testing.T) {
+			h := newHarness(t)
+			h.apply(`sandbox "box" {
   image     = "alpine:3"
   ttl       = "1h"
   on_expiry = "stop"
 }`)
-		h.reconcile("default/box")
-		h.advance(2 * time.Hour)
-		h.reconcile("default/box")
-		if j := h.job("agentkernel-box"); j == nil || !*j.Stop {
-			t.Fatalf("expired job not stopped: %+v", j)
-		}
-		h.expectStatus("default/box", store.PhaseExpired, store.ConditionFalse)
+			h.reconcile("default/box")
+			h.advance(2 * time.Hour)
+			h.reconcile("default/box")
+			if j := h.job("agentkernel-box"); j == nil || !*j.Stop {
+				t.Fatalf("expired job not stopped: %+v", j)
+			}
+			h.expectStatus("default/box", store.PhaseExpired, store.ConditionFalse)
+		})
 	})
 }
 
-func TestDeleteFinalizesAfterPurge(t *testing.T) {
+func TestDeleteFinalizesAfterPurge(t *testing.T) { synctest.Test(t, testDeleteFinalizesAfterPurge) }
+
+func testDeleteFinalizesAfterPurge(t *testing.T) {
 	h := newHarness(t)
 	h.apply(box)
 	h.reconcile("default/box")
@@ -315,7 +336,9 @@ func TestDeleteFinalizesAfterPurge(t *testing.T) {
 	}
 }
 
-func TestGarbageCollection(t *testing.T) {
+func TestGarbageCollection(t *testing.T) { synctest.Test(t, testGarbageCollection) }
+
+func testGarbageCollection(t *testing.T) {
 	h := newHarness(t)
 	h.apply(box)
 	h.reconcile("default/box")
@@ -386,9 +409,11 @@ func TestDriftRepaired(t *testing.T) {
 			if _, _, err := h.srv.RunJob(j); err != nil {
 				h.t.Fatal(err)
 			}
+			h.settle()
 			if err := h.srv.FailTask("default", "agentkernel-box"); err != nil {
 				h.t.Fatal(err)
 			}
+			h.settle()
 			if j := h.job("agentkernel-box"); deref(j.Status) != "dead" {
 				h.t.Fatalf("job status %q, want dead", deref(j.Status))
 			}
@@ -396,36 +421,45 @@ func TestDriftRepaired(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			h := newHarness(t)
-			h.apply(box)
-			h.reconcile("default/box")
-			tt.break_(h)
-			h.reconcile("default/box")
-			j := h.job("agentkernel-box")
-			if j == nil || (j.Stop != nil && *j.Stop) || j.TaskGroups[0].Tasks[0].Config["image"] != "alpine:3" {
-				t.Fatalf("not repaired: %+v", j)
-			}
-			h.expectStatus("default/box", store.PhaseRunning, store.ConditionTrue)
-			ev := h.lastEvent("default/box")
-			if tt.reason != "" && (ev.Reason != store.ReasonRepaired || !strings.Contains(ev.Message, tt.reason)) {
-				t.Errorf("event %+v, want Repaired naming %s", ev, tt.reason)
-			}
-			w := h.writes()
-			h.reconcile("default/box")
-			if h.writes() != w {
-				t.Errorf("repaired sandbox written again")
-			}
+			synctest.Test(t, func(t *testing.T) {
+				h := newHarness(t)
+				h.apply(box)
+				h.reconcile("default/box")
+				h.settle()
+				tt.break_(h)
+				h.reconcile("default/box")
+				j := h.job("agentkernel-box")
+				if j == nil || (j.Stop != nil && *j.Stop) || j.TaskGroups[0].Tasks[0].Config["image"] != "alpine:3" {
+					t.Fatalf("not repaired: %+v", j)
+				}
+				ev := h.lastEvent("default/box")
+				h.settle()
+				h.reconcile("default/box")
+				h.expectStatus("default/box", store.PhaseRunning, store.ConditionTrue)
+				if tt.reason != "" && (ev.Reason != store.ReasonRepaired || !strings.Contains(ev.Message, tt.reason)) {
+					t.Errorf("event %+v, want Repaired naming %s", ev, tt.reason)
+				}
+				w := h.writes()
+				h.reconcile("default/box")
+				if h.writes() != w {
+					t.Errorf("repaired sandbox written again")
+				}
+			})
 		})
 	}
 }
 
-func TestFailedAllocationIsReported(t *testing.T) {
+func TestFailedAllocationIsReported(t *testing.T) { synctest.Test(t, testFailedAllocationIsReported) }
+
+func testFailedAllocationIsReported(t *testing.T) {
 	h := newHarness(t)
 	h.apply(box)
 	h.reconcile("default/box")
+	h.settle()
 	if err := h.srv.FailTask("default", "agentkernel-box"); err != nil {
 		t.Fatal(err)
 	}
+	h.settle()
 	w := h.writes()
 	h.reconcile("default/box")
 	st := h.record("default/box").Status
@@ -452,52 +486,58 @@ func TestForeignJobsAreNeverTouched(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			h := newHarness(t)
-			job := renderFor(t, "box", tt.owner)
-			if tt.owner == "" {
-				delete(job.Meta, nomad.MetaOwner)
-			}
-			job.TaskGroups[0].Tasks[0].Config["image"] = "theirs:1"
-			if _, _, err := h.srv.RunJob(job); err != nil {
-				t.Fatal(err)
-			}
-			before := h.job("agentkernel-box")
-			h.srv.ResetRequests()
-			h.apply(box)
-			h.reconcile("default/box")
-			if _, err := h.st.Delete(t.Context(), "default/box"); err != nil {
-				t.Fatal(err)
-			}
-			h.reconcile("default/box")
-			if h.writes() != 0 {
-				t.Errorf("%d writes to a job that is not ours", h.writes())
-			}
-			after := h.job("agentkernel-box")
-			if after == nil || *after.JobModifyIndex != *before.JobModifyIndex {
-				t.Errorf("foreign job changed or removed")
-			}
-			if _, err := h.st.Get(t.Context(), "default/box"); !errors.Is(err, store.ErrNotFound) {
-				t.Errorf("deleted sandbox not finalized: %v", err)
-			}
+			synctest.Test(t, func(t *testing.T) {
+				h := newHarness(t)
+				job := renderFor(t, "box", tt.owner)
+				if tt.owner == "" {
+					delete(job.Meta, nomad.MetaOwner)
+				}
+				job.TaskGroups[0].Tasks[0].Config["image"] = "theirs:1"
+				if _, _, err := h.srv.RunJob(job); err != nil {
+					t.Fatal(err)
+				}
+				before := h.job("agentkernel-box")
+				h.srv.ResetRequests()
+				h.apply(box)
+				h.reconcile("default/box")
+				if _, err := h.st.Delete(t.Context(), "default/box"); err != nil {
+					t.Fatal(err)
+				}
+				h.reconcile("default/box")
+				if h.writes() != 0 {
+					t.Errorf("%d writes to a job that is not ours", h.writes())
+				}
+				after := h.job("agentkernel-box")
+				if after == nil || *after.JobModifyIndex != *before.JobModifyIndex {
+					t.Errorf("foreign job changed or removed")
+				}
+				if _, err := h.st.Get(t.Context(), "default/box"); !errors.Is(err, store.ErrNotFound) {
+					t.Errorf("deleted sandbox not finalized: %v", err)
+				}
+			})
 		})
 	}
 	t.Run("status says conflict", func(t *testing.T) {
-		h := newHarness(t)
-		job := renderFor(t, "box", "")
-		delete(job.Meta, nomad.MetaOwner)
-		if _, _, err := h.srv.RunJob(job); err != nil {
-			t.Fatal(err)
-		}
-		h.apply(box)
-		h.reconcile("default/box")
-		st := h.expectStatus("default/box", store.PhaseConflict, store.ConditionFalse)
-		if c, _ := st.Condition(CondSynced); c.Reason != ReasonForeignJob {
-			t.Errorf("synced %+v, want reason %s", c, ReasonForeignJob)
-		}
+		synctest.Test(t, func(t *testing.T) {
+			h := newHarness(t)
+			job := renderFor(t, "box", "")
+			delete(job.Meta, nomad.MetaOwner)
+			if _, _, err := h.srv.RunJob(job); err != nil {
+				t.Fatal(err)
+			}
+			h.apply(box)
+			h.reconcile("default/box")
+			st := h.expectStatus("default/box", store.PhaseConflict, store.ConditionFalse)
+			if c, _ := st.Condition(CondSynced); c.Reason != ReasonForeignJob {
+				t.Errorf("synced %+v, want reason %s", c, ReasonForeignJob)
+			}
+		})
 	})
 }
 
-func TestPolicyRefusalIsTerminal(t *testing.T) {
+func TestPolicyRefusalIsTerminal(t *testing.T) { synctest.Test(t, testPolicyRefusalIsTerminal) }
+
+func testPolicyRefusalIsTerminal(t *testing.T) {
 	h := newHarness(t, func(c *Config) { c.MaxMemoryMB = 256 })
 	h.apply(`sandbox "raw" {
   driver  = "raw_exec"
@@ -523,10 +563,12 @@ sandbox "big" {
 	}
 }
 
-func TestNomadDownIsRetried(t *testing.T) {
+func TestNomadDownIsRetried(t *testing.T) { synctest.Test(t, testNomadDownIsRetried) }
+
+func testNomadDownIsRetried(t *testing.T) {
 	h := newHarness(t)
 	h.apply(box)
-	h.srv.StopListening()
+	h.mem.SetDown(true)
 	_, err := h.rec.Reconcile(t.Context(), "default/box")
 	if !errors.Is(err, nomad.ErrTransient) {
 		t.Fatalf("err = %v, want transient so the worker retries", err)
@@ -534,9 +576,9 @@ func TestNomadDownIsRetried(t *testing.T) {
 	if st := h.record("default/box").Status; st.LastError == "" {
 		t.Errorf("status does not carry the error: %+v", st)
 	}
-	if err := h.srv.Resume(); err != nil {
-		t.Fatal(err)
-	}
+	h.mem.SetDown(false)
+	h.reconcile("default/box")
+	h.settle()
 	h.reconcile("default/box")
 	h.expectStatus("default/box", store.PhaseRunning, store.ConditionTrue)
 }
@@ -559,6 +601,10 @@ func (r *racingNomad) Register(ctx context.Context, job *api.Job, index uint64) 
 }
 
 func TestCheckAndSetConflictIsRetried(t *testing.T) {
+	synctest.Test(t, testCheckAndSetConflictIsRetried)
+}
+
+func testCheckAndSetConflictIsRetried(t *testing.T) {
 	h := newHarness(t)
 	h.apply(box)
 	h.reconcile("default/box")
@@ -587,6 +633,10 @@ func TestCheckAndSetConflictIsRetried(t *testing.T) {
 }
 
 func TestNomadRejectionIsRecordedAndRetriedLater(t *testing.T) {
+	synctest.Test(t, testNomadRejectionIsRecordedAndRetriedLater)
+}
+
+func testNomadRejectionIsRecordedAndRetriedLater(t *testing.T) {
 	h := newHarness(t)
 	h.apply(`sandbox "box" {
   namespace = "not-created-yet"
@@ -603,6 +653,8 @@ func TestNomadRejectionIsRecordedAndRetriedLater(t *testing.T) {
 	if _, err := h.nc.API().Namespaces().Register(&api.Namespace{Name: "not-created-yet"}, nil); err != nil {
 		t.Fatal(err)
 	}
+	h.reconcile("not-created-yet/box")
+	h.settle()
 	h.reconcile("not-created-yet/box")
 	if st := h.record("not-created-yet/box").Status; st.Phase != store.PhaseRunning {
 		t.Errorf("after the namespace was created: phase %s", st.Phase)
@@ -632,26 +684,28 @@ func TestAdoptOwnersTakesOverListedOwnersOnly(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			h := newHarness(t, func(c *Config) { c.AdoptOwners = []string{"old-controller"} })
-			job := renderFor(t, "box", tt.owner)
-			if _, _, err := h.srv.RunJob(job); err != nil {
-				t.Fatal(err)
-			}
-			h.srv.ResetRequests()
-			h.apply(box)
-			h.reconcile("default/box")
-			live := h.job("agentkernel-box")
-			gotOwner := live.Meta[nomad.MetaOwner]
-			if tt.wantAdopt {
-				if gotOwner != h.st.StoreID() || h.writes() != 1 {
-					t.Errorf("owner %q after %d writes, want the job re-stamped with %q in one write", gotOwner, h.writes(), h.st.StoreID())
+			synctest.Test(t, func(t *testing.T) {
+				h := newHarness(t, func(c *Config) { c.AdoptOwners = []string{"old-controller"} })
+				job := renderFor(t, "box", tt.owner)
+				if _, _, err := h.srv.RunJob(job); err != nil {
+					t.Fatal(err)
 				}
-				return
-			}
-			if gotOwner != tt.owner || h.writes() != 0 {
-				t.Errorf("owner %q after %d writes, want %q untouched", gotOwner, h.writes(), tt.owner)
-			}
-			h.expectStatus("default/box", store.PhaseConflict, store.ConditionFalse)
+				h.srv.ResetRequests()
+				h.apply(box)
+				h.reconcile("default/box")
+				live := h.job("agentkernel-box")
+				gotOwner := live.Meta[nomad.MetaOwner]
+				if tt.wantAdopt {
+					if gotOwner != h.st.StoreID() || h.writes() != 1 {
+						t.Errorf("owner %q after %d writes, want the job re-stamped with %q in one write", gotOwner, h.writes(), h.st.StoreID())
+					}
+					return
+				}
+				if gotOwner != tt.owner || h.writes() != 0 {
+					t.Errorf("owner %q after %d writes, want %q untouched", gotOwner, h.writes(), tt.owner)
+				}
+				h.expectStatus("default/box", store.PhaseConflict, store.ConditionFalse)
+			})
 		})
 	}
 }

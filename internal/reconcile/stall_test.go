@@ -17,7 +17,7 @@ import (
 // worker retries with backoff.
 func TestReconcileAgainstASilentNomadEndsAtTheRequestTimeout(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		h := newMemHarness(t)
+		h := newHarness(t)
 		h.apply(box)
 		h.mem.SetSilent(true)
 		start := time.Now()
@@ -52,7 +52,7 @@ func (s *stuckStore) Get(ctx context.Context, key string) (store.Record, error) 
 
 func TestStalledNamesAWorkerStuckInOneReconcile(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		h := newMemHarness(t)
+		h := newHarness(t)
 		ss := &stuckStore{Store: h.st, key: "default/box", release: make(chan struct{})}
 		rec := NewReconciler(ss, h.nc, Config{Render: nomad.RenderOptions{Owner: h.st.StoreID()}}, nil, h.now)
 		r := h.startController(func(o *Options) { o.Reconciler = rec; o.StallAfter = time.Minute })
@@ -79,7 +79,7 @@ func TestStalledNamesAWorkerStuckInOneReconcile(t *testing.T) {
 // rate must not make a leader give up its lock.
 func TestWaitingForTheWriteLimitIsNotAStall(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		h := newMemHarness(t)
+		h := newHarness(t)
 		// One write every 90 s, after a burst of one: the second sandbox
 		// waits that long for its turn, longer than StallAfter.
 		lim := NewWriteLimiter(1.0/90, 1)

@@ -50,7 +50,7 @@ func TestConformanceACLReplay(t *testing.T) {
 		"362": keys(bodyKeys, nil, "VolumeEvalID", "VolumeEvalIndex"),
 		"363": keys(bodyKeys, nil, "VolumeEvalID", "VolumeEvalIndex"),
 	}
-	replaySession(t, "3[0-6]?-*.http", Options{SchedulingDelay: -1, ACLs: true}, nil, checks)
+	replaySession(t, "3[0-6]?-*.http", Options{ACLs: true}, nil, checks)
 }
 
 // aclFixture is a server with ACLs, the policies of the recorded session,
@@ -109,7 +109,7 @@ func TestConformanceACLEventStreams(t *testing.T) {
 		t.Run(tc.fact, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				sc := loadStream(t, tc.fact)
-				af := newACLFixture(t, newPipeFixture(t, Options{SchedulingDelay: -1, ACLToken: recordedMgmtSecret}))
+				af := newACLFixture(t, newPipeFixture(t, Options{ACLToken: recordedMgmtSecret}))
 				ctx, cancel := context.WithCancel(t.Context())
 				defer cancel()
 				req, _ := http.NewRequestWithContext(ctx, http.MethodGet, af.base+sc.target, nil)
@@ -270,7 +270,7 @@ namespace "default" {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			f := newLoopbackFixture(t, Options{SchedulingDelay: -1, ACLToken: recordedMgmtSecret})
+			f := newLoopbackFixture(t, Options{ACLToken: recordedMgmtSecret})
 			af := newACLFixture(t, f)
 			resp, body := af.send(t, af.mgmt, aclReq{"PUT", "/v1/namespace/other", `{"Name":"other"}`})
 			if resp.StatusCode != 200 {
@@ -307,7 +307,9 @@ const sleepJob = `{"Job":{"ID":"acl-sleep","Type":"batch","Meta":{"agentkernel-m
 
 // TestACLListsAreFiltered: lists keep what the caller may see.
 func TestACLListsAreFiltered(t *testing.T) {
-	f := newLoopbackFixture(t, Options{SchedulingDelay: -1, ACLToken: recordedMgmtSecret})
+	// instant mode: the lists are read right after the register, and what
+	// is checked is the ACL filter, not when the allocations appear.
+	f := newLoopbackFixture(t, Options{Instant: true, ACLToken: recordedMgmtSecret})
 	af := newACLFixture(t, f)
 	for _, q := range []aclReq{
 		{"PUT", "/v1/namespace/other", `{"Name":"other"}`},
@@ -374,7 +376,9 @@ func TestACLListsAreFiltered(t *testing.T) {
 // token: each must be refused unless it is one of the few that any
 // caller may use. A route added without an ACL check fails here.
 func TestACLRoutesDenyByDefault(t *testing.T) {
-	f := newLoopbackFixture(t, Options{SchedulingDelay: -1, ACLToken: recordedMgmtSecret})
+	// instant mode: the routes need the job's allocation and evaluation
+	// the moment the job is registered; placement timing is not the point.
+	f := newLoopbackFixture(t, Options{Instant: true, ACLToken: recordedMgmtSecret})
 	af := newACLFixture(t, f)
 	if err := f.srv.SetACLPolicy("agent-only", `agent { policy = "read" }`); err != nil {
 		t.Fatal(err)
@@ -401,6 +405,8 @@ func TestACLRoutesDenyByDefault(t *testing.T) {
 		{"GET", "/v1/job/acl-sleep", ""}, {"PUT", "/v1/job/acl-sleep", sleepJob}, {"DELETE", "/v1/job/acl-sleep", ""},
 		{"GET", "/v1/job/acl-sleep/allocations", ""}, {"GET", "/v1/job/acl-sleep/evaluations", ""},
 		{"GET", "/v1/job/acl-sleep/summary", ""}, {"GET", "/v1/job/acl-sleep/versions", ""},
+		{"GET", "/v1/job/acl-sleep/deployment", ""}, {"GET", "/v1/job/acl-sleep/deployments", ""},
+		{"GET", "/v1/deployments", ""}, {"GET", "/v1/deployment/" + evalID, ""}, {"GET", "/v1/deployment/allocations/" + evalID, ""},
 		{"POST", "/v1/job/acl-sleep/plan", sleepJob}, {"PUT", "/v1/validate/job", sleepJob},
 		{"GET", "/v1/allocation/" + allocID, ""}, {"GET", "/v1/allocations", ""},
 		{"GET", "/v1/evaluation/" + evalID, ""}, {"GET", "/v1/evaluations", ""},
@@ -453,7 +459,7 @@ func TestACLRoutesDenyByDefault(t *testing.T) {
 // TestACLAnonymousPolicy: a request without a token holds the policy
 // named "anonymous", as Nomad's anonymous token does.
 func TestACLAnonymousPolicy(t *testing.T) {
-	f := newLoopbackFixture(t, Options{SchedulingDelay: -1, ACLToken: recordedMgmtSecret})
+	f := newLoopbackFixture(t, Options{ACLToken: recordedMgmtSecret})
 	af := newACLFixture(t, f)
 	if resp, _ := af.send(t, "", aclReq{"GET", "/v1/job/acl-sleep", ""}); resp.StatusCode != 403 {
 		t.Fatalf("before the anonymous policy: %d", resp.StatusCode)
@@ -476,7 +482,7 @@ func TestACLAnonymousPolicy(t *testing.T) {
 // TestACLRegisterOrder: a register is validated and its namespace looked
 // up before the ACL check (more/ 361, 365, 366).
 func TestACLRegisterOrder(t *testing.T) {
-	f := newLoopbackFixture(t, Options{SchedulingDelay: -1, ACLToken: recordedMgmtSecret})
+	f := newLoopbackFixture(t, Options{ACLToken: recordedMgmtSecret})
 	af := newACLFixture(t, f)
 	invalid := `{"Job":{"ID":"bad job","Namespace":"other","TaskGroups":[]}}`
 	cases := []struct {
@@ -582,7 +588,7 @@ func TestACLMethods(t *testing.T) {
 		t.Error("CreateACLToken without ACLs: no error")
 	}
 
-	f := newLoopbackFixture(t, Options{SchedulingDelay: -1, ACLs: true})
+	f := newLoopbackFixture(t, Options{ACLs: true})
 	var diags hcl.Diagnostics
 	if err := f.srv.SetACLPolicy("p", `node { policy = "all" }`); !errors.As(err, &diags) || len(diags) != 1 {
 		t.Errorf("invalid policy: %v", err)

@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"testing/synctest"
+	"time"
 
 	"github.com/hashicorp/nomad/api"
 )
@@ -18,7 +20,11 @@ import (
 // go-bexpr filter over the allocation, pages with a "<CreateIndex>.<ID>"
 // next token, and no task states when asked.
 func TestAllocationsListFiltersAndPages(t *testing.T) {
-	f := newLoopbackFixture(t, Options{SchedulingDelay: -1})
+	synctest.Test(t, testAllocationsListFiltersAndPages)
+}
+
+func testAllocationsListFiltersAndPages(t *testing.T) {
+	f := newPipeFixture(t, Options{})
 	if _, err := f.api.Namespaces().Register(&api.Namespace{Name: "sandboxes"}, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -30,6 +36,7 @@ func TestAllocationsListFiltersAndPages(t *testing.T) {
 			job.Namespace = ptr("sandboxes")
 		}
 		f.register(t, job)
+		time.Sleep(time.Second) // placed and running
 		ns := "default"
 		if i%2 == 1 {
 			ns = "sandboxes"

@@ -35,7 +35,7 @@ func TestAPICheckAndSet(t *testing.T) {
 		{"94", "agentkernel-cas-new2", func(uint64) uint64 { return 5 },
 			func(uint64) string { return "Enforcing job modify index 5: job does not exist" }},
 	}
-	f := newLoopbackFixture(t, Options{SchedulingDelay: -1})
+	f := newLoopbackFixture(t, Options{})
 	f.register(t, loadJob(t, "agentkernel-sleep-raw"))
 	f.register(t, loadJob(t, "agentkernel-sleep-raw-meta-changed"))
 	for _, tc := range cases {
@@ -87,7 +87,7 @@ func TestAPICheckAndSet(t *testing.T) {
 // TestAPIList covers 10-22 through Jobs().List: filter, meta=true,
 // prefix and pagination tokens.
 func TestAPIList(t *testing.T) {
-	f := newLoopbackFixture(t, Options{SchedulingDelay: -1})
+	f := newLoopbackFixture(t, Options{})
 	for _, name := range []string{"agentkernel-sleep-raw", "agentkernel-sleep-exec", "other-unmanaged"} {
 		f.register(t, loadJob(t, name))
 	}
@@ -161,7 +161,7 @@ func TestAPIList(t *testing.T) {
 
 // TestAPIValidateAndPlan covers 73, 74 and 84 through the api client.
 func TestAPIValidateAndPlan(t *testing.T) {
-	f := newLoopbackFixture(t, Options{SchedulingDelay: -1})
+	f := newLoopbackFixture(t, Options{})
 	resp, _, err := f.api.Jobs().Validate(loadJob(t, "invalid-missing-driver"), nil)
 	if err != nil || !resp.DriverConfigValidated || len(resp.ValidationErrors) != 1 || !strings.Contains(resp.Error, "Missing task driver") {
 		t.Errorf("validate invalid job: %+v %v", resp, err)
@@ -181,7 +181,7 @@ func TestAPIValidateAndPlan(t *testing.T) {
 // TestAPIVariablesAndNamespaces runs the variable and namespace calls of
 // the api client against the server (more/ 100-126, 400-404).
 func TestAPIVariablesAndNamespaces(t *testing.T) {
-	f := newLoopbackFixture(t, Options{SchedulingDelay: -1})
+	f := newLoopbackFixture(t, Options{})
 	vars := f.api.Variables()
 	v, _, err := vars.Create(&api.Variable{Path: "sandboxes/alpha", Items: api.VariableItems{"owner": "test"}}, nil)
 	if err != nil || v.ModifyIndex == 0 || v.Namespace != "default" {

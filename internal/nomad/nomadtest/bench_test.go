@@ -53,7 +53,7 @@ func BenchmarkRegisterParallel(b *testing.B) {
 
 // benchListFixture holds 200 jobs, the size of the recorded measurements.
 func benchListFixture(b *testing.B) *fixture {
-	f := newLoopbackFixture(b, Options{SchedulingDelay: -1})
+	f := newLoopbackFixture(b, Options{})
 	for i := range 200 {
 		if _, _, err := f.srv.RunJob(benchJob(b, fmt.Sprintf("agentkernel-%03d", i))); err != nil {
 			b.Fatal(err)

@@ -104,11 +104,11 @@ func TestBlockingQueries(t *testing.T) {
 			target:      func(e env) string { return fmt.Sprintf("/v1/jobs?index=%d&wait=20s", e.list) },
 			during:      other,
 			wantElapsed: [2]time.Duration{2 * time.Second, 2 * time.Second},
-			// Real Nomad answers with the register's own index (56, 57);
-			// with the default synchronous scheduler the woken query sees
-			// the plan's index, one later. EvalDelay gives the exact
-			// answer: TestBlockingListWokenByRegisterIndex.
-			wantIndex: func(e env, _ uint64) uint64 { return e.list + 2 },
+			// The register's own index (56, 57): the scheduler plans
+			// after the register answered.
+			wantIndex: func(e env, _ uint64) uint64 {
+				return *e.f.srv.jobs[nsKey{"default", "other-unmanaged"}].job.JobModifyIndex
+			},
 		},
 		{
 			name: "index above the current one waits the full time and goes backwards", fact: "58",
@@ -205,11 +205,12 @@ func TestBlockingQueries(t *testing.T) {
 	}
 }
 
-// TestBlockingListWokenByRegisterIndex reproduces 56 and 57 exactly with
-// an asynchronous scheduler: the list wakes with the register's own index.
+// TestBlockingListWokenByRegisterIndex reproduces 56 and 57: the list
+// wakes with the register's own index, and the job is pending until its
+// evaluation is planned, EvalDelay later.
 func TestBlockingListWokenByRegisterIndex(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		f := newPipeFixture(t, Options{EvalDelay: 5 * time.Millisecond})
+		f := newPipeFixture(t, Options{})
 		f.register(t, loadJob(t, "agentkernel-sleep-raw"))
 		time.Sleep(time.Second)
 		list := f.srv.Index()

@@ -10,12 +10,15 @@ import (
 
 // The simulated client. It reports alloc changes in batches, one raft write
 // for every alloc that changed at the same moment, as the real client's
-// 200ms status sync does (40 @21, @41).
+// 200ms status sync does (40 @21, @41). Each write carries the node too,
+// whose LastAllocUpdateIndex it moves (lifecycle events: Node/
+// AllocationUpdated after every client write).
 
 // clientBatch collects the alloc updates of one client write.
 type clientBatch struct {
 	s        *Server
 	idx      uint64
+	deps     []*deployment
 	allocEvs []event
 	evalEvs  []event
 	jobs     []*jobEntry
@@ -40,57 +43,88 @@ func (b *clientBatch) touch(a *alloc) uint64 {
 	return b.idx
 }
 
-// commit publishes the write: alloc events, then evaluation events, then
-// the job status changes they caused, in the recorded order (40 @41).
+// deployment adds a deployment whose counts the write changed.
+func (b *clientBatch) deployment(d *deployment) {
+	if !slices.Contains(b.deps, d) {
+		b.deps = append(b.deps, d)
+	}
+}
+
+// commit publishes the write: deployment, alloc and evaluation events, the
+// job status changes they caused, then the node, in the recorded order
+// (40 @41, default.events 4110).
 func (b *clientBatch) commit() {
 	if b.idx == 0 {
 		return
 	}
 	s, idx := b.s, b.idx
+	var evs []event
+	for _, d := range b.deps {
+		evs = append(evs, s.deploymentEvent(idx, d, "AllocationUpdated"))
+	}
+	if len(b.deps) > 0 {
+		s.touch(idx, "deployment")
+	}
 	// Events carry the allocs as they ended in this write.
-	for i, e := range b.allocEvs {
+	for _, e := range b.allocEvs {
 		if a := s.allocs[e.Key]; a != nil {
-			b.allocEvs[i] = s.allocEvent(idx, a, "AllocationUpdated")
+			e = s.allocEvent(idx, a, "AllocationUpdated")
 		}
+		evs = append(evs, e)
 	}
 	s.touch(idx, "allocs")
-	evs := append(b.allocEvs, b.evalEvs...)
+	evs = append(evs, b.evalEvs...)
 	for _, je := range b.jobs {
 		s.watch.fire(allocsKeyWatch(jobKey(je.job)))
 		s.refreshSummary(idx, je)
 		evs = append(evs, s.updateJobStatus(idx, je, "AllocationUpdated")...)
 	}
+	evs = append(evs, s.nodeEvent(idx))
 	s.publish(idx, evs...)
 	for _, f := range b.after {
 		f()
 	}
 }
 
-// scheduleClient has the client start and stop allocs after the scheduling
-// delay, in one batch.
+// scheduleClient has the client act on a plan: its first report after
+// ClientDelay, with the stopped allocs complete and the placed ones
+// received, then the placed ones running after SchedulingDelay, or in the
+// first report when that is not later.
 func (s *Server) scheduleClient(start, stop []*alloc) {
 	if len(start) == 0 && len(stop) == 0 {
 		return
 	}
-	run := func() {
+	live := func(a *alloc) bool { return s.allocs[a.a.ID] == a }
+	merged := s.opts.SchedulingDelay <= s.opts.ClientDelay
+	s.after(s.opts.ClientDelay, func() {
 		b := s.newClientBatch()
-		for _, a := range start {
-			if s.allocs[a.a.ID] == a {
-				s.clientStart(b, a)
-			}
-		}
 		for _, a := range stop {
-			if s.allocs[a.a.ID] == a {
+			if live(a) {
 				s.clientStop(b, a)
 			}
 		}
+		for _, a := range start {
+			if live(a) {
+				s.clientReceive(b, a)
+				if merged {
+					s.clientRun(b, a)
+				}
+			}
+		}
 		b.commit()
-	}
-	if s.opts.SchedulingDelay < 0 {
-		run()
+	})
+	if merged {
 		return
 	}
-	s.afterFunc(s.opts.SchedulingDelay, run)
+	s.after(s.opts.SchedulingDelay, func() {
+		b := s.newClientBatch()
+		for _, a := range start {
+			if live(a) {
+				s.clientRun(b, a)
+			}
+		}
+		b.commit()
+	})
 }
 
 func (s *Server) jobOf(a *alloc) *jobEntry {
@@ -113,15 +147,18 @@ func (s *Server) taskEvent(typ, msg string, details map[string]string) *api.Task
 	return &api.TaskEvent{Type: typ, Time: s.now().UnixNano(), DisplayMessage: msg, Details: details}
 }
 
-// clientStart is the client starting a placed alloc. A raw_exec or exec task
-// without a command fails validation on the client and is not restarted
-// (63, 64).
-func (s *Server) clientStart(b *clientBatch, a *alloc) {
-	if a.a.DesiredStatus != desiredRun || a.a.ClientStatus != clientPending || a.a.TaskStates != nil {
+// clientReceive is the client taking a placed alloc: its tasks are
+// received and set up, and it stays pending (default.events 4108). A
+// raw_exec or exec task without a command fails validation there and is
+// not restarted (63, 64).
+func (s *Server) clientReceive(b *clientBatch, a *alloc) {
+	if a.a.DesiredStatus != desiredRun || a.a.ClientStatus != clientPending || a.received {
 		return
 	}
+	a.received = true
 	now := s.now()
 	a.a.TaskStates = make(map[string]*api.TaskState)
+	a.a.NetworkStatus = &api.AllocNetworkStatus{}
 	invalid := false
 	for _, t := range s.group(a).Tasks {
 		evs := []*api.TaskEvent{
@@ -137,16 +174,31 @@ func (s *Server) clientStart(b *clientBatch, a *alloc) {
 			a.a.TaskStates[t.Name] = &api.TaskState{State: "dead", Failed: true, FinishedAt: now, Events: evs}
 			continue
 		}
-		evs = append(evs, s.taskEvent("Started", "Task started by client", nil))
-		a.a.TaskStates[t.Name] = &api.TaskState{State: "running", StartedAt: now, Events: evs}
+		a.a.TaskStates[t.Name] = &api.TaskState{State: "pending", Events: evs}
 	}
 	if invalid {
 		s.failAlloc(b, a)
 		return
 	}
+	a.a.ClientDescription = "No tasks have started"
+	b.touch(a)
+}
+
+// clientRun is the client starting the received alloc's tasks (4109).
+func (s *Server) clientRun(b *clientBatch, a *alloc) {
+	if a.a.DesiredStatus != desiredRun || a.a.ClientStatus != clientPending || !a.received {
+		return
+	}
+	now := s.now()
+	for _, ts := range a.a.TaskStates {
+		ts.State = "running"
+		ts.StartedAt = now
+		ts.Events = append(ts.Events, s.taskEvent("Started", "Task started by client", nil))
+	}
 	a.a.ClientStatus = clientRunning
 	a.a.ClientDescription = "Tasks are running"
 	b.touch(a)
+	b.after = append(b.after, func() { s.watchHealth(a) })
 }
 
 // clientStop is the client killing the tasks of an alloc the scheduler
@@ -155,6 +207,8 @@ func (s *Server) clientStop(b *clientBatch, a *alloc) {
 	if clientTerminal(a) {
 		return
 	}
+	s.stopTimer(a.health)
+	a.health = nil
 	now := s.now()
 	if a.a.TaskStates == nil {
 		a.a.TaskStates = make(map[string]*api.TaskState)
@@ -228,7 +282,9 @@ func (s *Server) taskExited(a *alloc, exitCode, signal int, unrecoverable bool) 
 		ts.Events = append(ts.Events, s.taskEvent("Restarting", fmt.Sprintf("Task restarting in %v", delay), map[string]string{"restart_reason": "Restart within policy"}))
 	}
 	// While a task waits to restart the alloc falls back to pending
-	// (facts 4.11).
+	// (facts 4.11), and its health clock starts again when it runs.
+	s.stopTimer(a.health)
+	a.health = nil
 	a.a.ClientStatus = clientPending
 	a.a.ClientDescription = "No tasks have started"
 	b.touch(a)
@@ -247,6 +303,7 @@ func (s *Server) taskExited(a *alloc, exitCode, signal int, unrecoverable bool) 
 		a.a.ClientStatus = clientRunning
 		a.a.ClientDescription = "Tasks are running"
 		b.touch(a)
+		b.after = append(b.after, func() { s.watchHealth(a) })
 		b.commit()
 	})
 	return nil
@@ -261,6 +318,12 @@ func (s *Server) failAlloc(b *clientBatch, a *alloc) {
 	a.a.ClientStatus = clientFailed
 	a.a.ClientDescription = "Failed tasks"
 	idx := b.touch(a)
+	// An alloc that fails before it was healthy fails its deployment.
+	if d := s.deployments[a.a.DeploymentID]; d != nil && d.active() && a.a.DeploymentStatus == nil {
+		s.setHealth(b, a, false)
+	}
+	s.stopTimer(a.health)
+	a.health = nil
 	je := s.jobOf(a)
 	delay, ok := s.rescheduleDelay(a)
 	if je == nil || !ok {

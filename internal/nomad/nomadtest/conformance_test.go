@@ -192,7 +192,10 @@ func TestConformanceReplay(t *testing.T) {
 	for _, tc := range replayCases {
 		t.Run(tc.fact, func(t *testing.T) {
 			rec := loadRecording(t, tc.fact)
-			f := newLoopbackFixture(t, Options{SchedulingDelay: -1})
+			// instant mode: each case reads what the recorder read once
+			// its jobs had settled, and compares the response's shape;
+			// the lifecycle tests compare the timing.
+			f := newLoopbackFixture(t, Options{Instant: true})
 			if tc.setup != nil {
 				tc.setup(t, f)
 			}
@@ -357,7 +360,7 @@ func TestConformanceACL(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.fact, func(t *testing.T) {
 			rec := loadRecording(t, tc.fact)
-			f := newLoopbackFixture(t, Options{SchedulingDelay: -1, ACLToken: secret})
+			f := newLoopbackFixture(t, Options{ACLToken: secret})
 			if _, _, err := f.srv.RunJob(loadJob(t, "agentkernel-sleep-raw")); err != nil {
 				t.Fatal(err)
 			}

@@ -15,11 +15,34 @@
 // policies and tokens enforced endpoint by endpoint, blocking queries with
 // Nomad's wait and wake-up rules, and the NDJSON event stream with its
 // bounded resume buffer. The scheduler places one allocation per group
-// count (in the request, or after Options.EvalDelay), moves it pending ->
-// running after Options.SchedulingDelay, replaces allocations on
-// destructive changes, and applies restart and reschedule policies when a
-// task dies. Responses are gzipped for clients that accept it, as the
-// agent does.
+// count, replaces allocations on destructive changes, and applies restart
+// and reschedule policies when a task dies. Responses are gzipped for
+// clients that accept it, as the agent does.
+//
+// # Timing and deployments
+//
+// By default the server keeps the timing of the recorded agent
+// (testdata/facts/lifecycle): a register answers first and the scheduler
+// plans Options.EvalDelay (5ms) later, so a read right after a destructive
+// update still sees the previous version desired run and running; the
+// client reports the stopped allocation complete and the placed one
+// received Options.ClientDelay (150ms) after the plan, the placed one
+// running Options.SchedulingDelay (450ms) after it, and healthy its
+// group's min_healthy_time later. A service job whose group has an update
+// strategy with max_parallel above 0 (Nomad fills in 1 when the job has no
+// update block) gets a deployment in the plan that starts a version; the
+// deployment watcher's evaluation comes 1.05s after the allocation is
+// healthy, and 0.25s later the deployment is successful and the version
+// stable, which moves the job's ModifyIndex but not its JobModifyIndex or
+// Version. A newer version or a stop cancels a running deployment; an
+// allocation failing before it is healthy fails it. With max_parallel 0
+// there is no deployment, as recorded. Every step is its own write with
+// the recorded events, payloads included: the lifecycle conformance tests
+// replay both recorded variants and compare the event counts per phase,
+// the event sequence, the payload fields and the allocation timeline.
+//
+// Options.Instant does every step at once, inside the request: for tests
+// that are not about placement timing.
 //
 // Use it in tests as
 //
@@ -80,15 +103,30 @@
 // Nothing in the controller may rely on these; they are listed so that
 // no test does either.
 //
-//   - The scheduler plans inside the register request unless EvalDelay is
-//     set, so a blocking list woken by a register returns the plan's
-//     index, one above the register's.
-//   - Job and allocation bodies are encoded from the nomad/api structs: a
-//     few server-only job fields are missing, allocations carry no
-//     resource or metrics fields, and unset task times read as year 1
-//     rather than null.
-//   - Not simulated: deployments and their events, restart jitter (the
-//     delay is exact), alloc exec, job version diffs.
+//   - Every delay is one fixed value, the recorded median, where the
+//     agent varies (plan 1-10ms after the register, first client report
+//     60-320ms and running 360-930ms after the plan, restarts with up to
+//     25% jitter). The agent's client sometimes reports an allocation
+//     received and running in one write (40 @14, the first allocation of
+//     maxparallel0); this client always takes two, unless
+//     SchedulingDelay is not longer than ClientDelay.
+//   - Job bodies are encoded from the nomad/api struct: GET /v1/job lacks
+//     a few server-only fields (events carry the recorded keys), and unset
+//     task times read as year 1 rather than null. An allocation's
+//     resources are the group's asks on the one node, with dynamic ports
+//     from 20000 up, and its metrics carry fixed scores.
+//   - Deployments: no canaries, auto-revert, auto-promote, progress or
+//     healthy deadlines, and no deployment endpoints that write (promote,
+//     pause, fail, alloc health). A destructive update replaces every
+//     allocation of a group in one plan, whatever max_parallel says; an
+//     in-place update starts a deployment and health is reported again;
+//     a rescheduled allocation joins the version's running deployment. A
+//     purge deletes the job's deployments, which the agent keeps until
+//     garbage collection.
+//   - Not simulated: alloc exec, job version diffs, node events other
+//     than the client's allocation updates. The agent also makes writes
+//     that send no event (default.events skips 4130 and 4150); here every
+//     write sends its events, so indexes run denser.
 //   - ACLs: no roles, auth methods, workload identities, token expiry or
 //     Sentinel. Policies may hold node_pool, host_volume, quota, plugin,
 //     agent and operator rules, but no endpoint here needs them; the

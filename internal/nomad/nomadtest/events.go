@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -92,16 +93,30 @@ func (b *eventBuffer) startSeq(n uint64) uint64 {
 }
 
 func (s *Server) jobEvent(idx uint64, j *api.Job, typ string) event {
+	// The agent's job has no job-level Migrate or Reschedule; api.Job
+	// does, and leaves them null.
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(mustJSON(j), &m); err != nil {
+		panic(fmt.Sprintf("decode job: %v", err))
+	}
+	for _, k := range []string{"Migrate", "Reschedule"} {
+		if string(m[k]) == "null" {
+			delete(m, k)
+		}
+	}
 	return event{
 		Topic:     "Job",
 		Type:      typ,
 		Key:       deref(j.ID),
 		Namespace: deref(j.Namespace),
 		Index:     idx,
-		Payload:   mustJSON(map[string]any{"Job": j}),
+		Payload:   mustJSON(map[string]any{"Job": m}),
 	}
 }
 
+// evalEvent carries the evaluation without its zero-valued top-level
+// fields, as recorded (lifecycle events: JobModifyIndex, DeploymentID,
+// PlanAnnotations and the like appear only once set).
 func (s *Server) evalEvent(idx uint64, ee *evalEntry, typ string) event {
 	return event{
 		Topic:      "Evaluation",
@@ -110,8 +125,34 @@ func (s *Server) evalEvent(idx uint64, ee *evalEntry, typ string) event {
 		Namespace:  ee.e.Namespace,
 		FilterKeys: []string{ee.e.JobID, ee.e.DeploymentID},
 		Index:      idx,
-		Payload:    mustJSON(map[string]any{"Evaluation": ee.e}),
+		Payload:    mustJSON(map[string]any{"Evaluation": omitZero(mustJSON(ee.e))}),
 	}
+}
+
+// allocWire is an allocation as the agent encodes it: the api struct and
+// the fields only the server's struct has.
+type allocWire struct {
+	*api.Allocation
+	AllocatedResources *allocatedResources `json:",omitempty"`
+	SharedResources    *api.Resources      `json:",omitempty"`
+	SigningKeyID       string              `json:",omitempty"`
+}
+
+// allocatedResources adds the tasks' lifecycles, null for main tasks.
+type allocatedResources struct {
+	*api.AllocatedResources
+	TaskLifecycles map[string]*api.TaskLifecycle
+}
+
+func (s *Server) allocWire(a *alloc, c *api.Allocation) allocWire {
+	w := allocWire{Allocation: c, SharedResources: a.shared, SigningKeyID: s.signingKeyID}
+	if c.AllocatedResources != nil {
+		w.AllocatedResources = &allocatedResources{AllocatedResources: c.AllocatedResources, TaskLifecycles: make(map[string]*api.TaskLifecycle)}
+		for name := range c.AllocatedResources.Tasks {
+			w.AllocatedResources.TaskLifecycles[name] = nil
+		}
+	}
+	return w
 }
 
 // allocEvent carries the allocation without its Job and without zero-valued
@@ -126,11 +167,26 @@ func (s *Server) allocEvent(idx uint64, a *alloc, typ string) event {
 		Namespace:  a.a.Namespace,
 		FilterKeys: []string{a.a.JobID, a.a.DeploymentID},
 		Index:      idx,
-		Payload:    mustJSON(map[string]any{"Allocation": omitZero(mustJSON(&c))}),
+		Payload:    mustJSON(map[string]any{"Allocation": omitZero(mustJSON(s.allocWire(a, &c)))}),
 	}
 }
 
-// omitZero drops top-level keys whose value is null, false, 0 or "".
+// deploymentEvent is filtered by the job alone (lifecycle events:
+// FilterKeys [jobID]).
+func (s *Server) deploymentEvent(idx uint64, d *deployment, typ string) event {
+	return event{
+		Topic:      "Deployment",
+		Type:       typ,
+		Key:        d.ID,
+		Namespace:  d.Namespace,
+		FilterKeys: []string{d.JobID},
+		Index:      idx,
+		Payload:    mustJSON(map[string]any{"Deployment": d}),
+	}
+}
+
+// omitZero drops top-level keys whose value is null, false, 0, "", the
+// zero time, or an object of nulls only (an unset DesiredTransition).
 func omitZero(b []byte) json.RawMessage {
 	var m map[string]json.RawMessage
 	if err := json.Unmarshal(b, &m); err != nil {
@@ -138,7 +194,19 @@ func omitZero(b []byte) json.RawMessage {
 	}
 	for k, v := range m {
 		switch string(v) {
-		case "null", "false", "0", `""`:
+		case "null", "false", "0", `""`, `"0001-01-01T00:00:00Z"`:
+			delete(m, k)
+			continue
+		}
+		var obj map[string]json.RawMessage
+		if json.Unmarshal(v, &obj) != nil || len(obj) == 0 {
+			continue
+		}
+		allNull := true
+		for _, x := range obj {
+			allNull = allNull && string(x) == "null"
+		}
+		if allNull {
 			delete(m, k)
 		}
 	}
@@ -173,7 +241,8 @@ func parseStreamFilter(r *http.Request) streamFilter {
 // match applies topic=Topic:Key, where Key matches the event key or any
 // filter key (45); an unknown topic simply matches nothing (46).
 func (f streamFilter) match(e event) bool {
-	if f.namespace != "*" && e.Namespace != f.namespace {
+	// Node events belong to no namespace and reach every stream.
+	if f.namespace != "*" && e.Namespace != f.namespace && e.Namespace != "" {
 		return false
 	}
 	for _, k := range append(f.topics[e.Topic], f.topics["*"]...) {

@@ -181,7 +181,8 @@ func (s *Server) liveAlloc(ns, jobID string) (*alloc, error) {
 
 // KillTask kills the tasks of the job's newest running allocation as
 // `kill -9` would: exit 137, signal 9, then the restart policy and, once its
-// attempts are used up, the reschedule policy (facts 4.11).
+// attempts are used up, the reschedule policy (facts 4.11). The client
+// reports it Options.ClientDelay later, as FailTask's and ExitTask's.
 func (s *Server) KillTask(ns, jobID string) error {
 	return s.endTask(ns, jobID, 137, 9, false)
 }
@@ -206,9 +207,14 @@ func (s *Server) endTask(ns, jobID string, code, signal int, unrecoverable bool)
 	if err != nil {
 		return fmt.Errorf("end task: %w", err)
 	}
-	if err := s.taskExited(a, code, signal, unrecoverable); err != nil {
-		return fmt.Errorf("end task of job %q: %w", jobID, err)
-	}
+	// The client notices the task's end and reports it with its next sync,
+	// ClientDelay later (lifecycle timeline: the allocation still running
+	// 10ms after a kill -9, pending 220ms after).
+	s.after(s.opts.ClientDelay, func() {
+		if s.allocs[a.a.ID] == a && a.a.DesiredStatus == desiredRun && a.a.ClientStatus == clientRunning {
+			_ = s.taskExited(a, code, signal, unrecoverable)
+		}
+	})
 	return nil
 }
 

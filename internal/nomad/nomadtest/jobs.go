@@ -261,7 +261,11 @@ func (s *Server) deregister(key nsKey, purge bool) deregisterResponse {
 		// (facts 4.8).
 		delete(s.jobs, key)
 		for _, a := range je.allocs {
+			s.stopTimer(a.health)
 			delete(s.allocs, a.a.ID)
+		}
+		for _, d := range je.deployments {
+			delete(s.deployments, d.ID)
 		}
 		s.publish(idx, s.jobEvent(idx, je.job, "JobDeregistered"))
 		ee := s.newEval(idx, je, triggerDeregister, evalPending)
@@ -276,10 +280,16 @@ func (s *Server) deregister(key nsKey, purge bool) deregisterResponse {
 		s.touch(idx, "allocs")
 		s.watch.fire(jobKeyWatch(key))
 		s.watch.fire(allocsKeyWatch(key))
-		idx2 := s.nextIndex()
-		s.setEvalStatus(idx2, ee, evalComplete)
-		s.publish(idx2, s.evalEvent(idx2, ee, "EvaluationUpdated"))
-		delete(s.evals, ee.e.ID)
+		// The scheduler finds nothing left to plan for (default.events
+		// 4152).
+		s.after(s.opts.EvalDelay, func() {
+			idx2 := s.nextIndex()
+			ee.e.PlanAnnotations = &api.PlanAnnotations{DesiredTGUpdates: map[string]*api.DesiredUpdates{}}
+			ee.e.SnapshotIndex = idx
+			s.setEvalStatus(idx2, ee, evalComplete)
+			s.publish(idx2, s.evalEvent(idx2, ee, "EvaluationUpdated"))
+			delete(s.evals, ee.e.ID)
+		})
 		resp.EvalID = ee.e.ID
 		return resp
 	}
@@ -352,6 +362,7 @@ func allocStub(a *alloc) allocListStub {
 		ClientStatus:       x.ClientStatus,
 		ClientDescription:  x.ClientDescription,
 		TaskStates:         x.TaskStates,
+		DeploymentStatus:   x.DeploymentStatus,
 		FollowupEvalID:     x.FollowupEvalID,
 		NextAllocation:     x.NextAllocation,
 		RescheduleTracker:  x.RescheduleTracker,
@@ -365,7 +376,7 @@ func allocStub(a *alloc) allocListStub {
 // allocFull is GET /v1/allocation/:id: the allocation with its Job and
 // JobVersion (130).
 type allocFull struct {
-	*api.Allocation
+	allocWire
 	JobVersion uint64
 }
 
@@ -390,7 +401,7 @@ func (s *Server) handleAllocation(w http.ResponseWriter, r *http.Request) {
 		c := *a.a
 		c.Job = a.job
 		// Zero-valued fields are left out, JobVersion 0 included (130).
-		return queryResult{index: a.a.ModifyIndex, body: omitZero(mustJSON(allocFull{Allocation: &c, JobVersion: a.jobVersion}))}, ch
+		return queryResult{index: a.a.ModifyIndex, body: omitZero(mustJSON(allocFull{allocWire: s.allocWire(a, &c), JobVersion: a.jobVersion}))}, ch
 	})
 }
 

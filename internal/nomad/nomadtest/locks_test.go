@@ -41,14 +41,14 @@ func TestConformanceLocksReplay(t *testing.T) {
 		// The recording's agent had written two of the variables before:
 		// locks/exp2 in a first run of 231 (its CreateTime), and
 		// locks/leaser by an api LockLeaser before 241.
-		replaySession(t, "2[0-4]?-*.http", Options{SchedulingDelay: -1}, []timedStep{
+		replaySession(t, "2[0-4]?-*.http", Options{}, []timedStep{
 			{at: mustTime(t, "2026-11-27T17:54:12.030Z"), name: "exp2 first run", do: lockWrite(opAcquire, "locks/exp2", "exp2-acquire.json")},
 			{at: mustTime(t, "2026-11-27T17:56:20.303Z"), name: "leaser first run", do: lockWrite(opAcquire+"=", "locks/leaser", "lock-acquire-api-leaser-ttl10s.json")},
 		}, nil)
 	})
 	// The race was recorded against a restarted agent (its indexes start
 	// lower again).
-	t.Run("race", func(t *testing.T) { replaySession(t, "25?-*.http", Options{SchedulingDelay: -1}, nil, nil) })
+	t.Run("race", func(t *testing.T) { replaySession(t, "25?-*.http", Options{}, nil, nil) })
 }
 
 // lockAction is one request of a lock timeline, at a time after the
@@ -124,7 +124,7 @@ func TestLockTimeline(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				f := newPipeFixture(t, Options{SchedulingDelay: -1})
+				f := newPipeFixture(t, Options{})
 				start := time.Now()
 				ids := map[string]string{}
 				acquireBody := func(who string) string {
@@ -182,7 +182,7 @@ func lockID(t *testing.T, body []byte) string {
 // Variable event (more/ 1.5, 233).
 func TestLockExpiryIsAWrite(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		f := newPipeFixture(t, Options{SchedulingDelay: -1})
+		f := newPipeFixture(t, Options{})
 		resp, body := f.do(t, http.MethodPut, "/v1/var/locks/w?lock-acquire", []byte(`{"Items":{"holder":"a"},"Lock":{"TTL":"10s","LockDelay":"1s"}}`), nil)
 		if resp.StatusCode != http.StatusOK {
 			t.Fatalf("acquire: %d %s", resp.StatusCode, body)
@@ -232,7 +232,7 @@ func jsonNum(n uint64) string { return string(mustJSON(n)) }
 // TestLockValidation covers requests the session replay has no recording
 // of (more/ 2.2, 2.4).
 func TestLockValidation(t *testing.T) {
-	f := newLoopbackFixture(t, Options{SchedulingDelay: -1})
+	f := newLoopbackFixture(t, Options{})
 	cases := []struct {
 		name, method, target, body string
 		status                     int
@@ -260,7 +260,7 @@ func TestLockValidation(t *testing.T) {
 // gzip (more/ 242), and two LockLeasers taking turns.
 func TestLockAPIClient(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		f := newPipeFixture(t, Options{SchedulingDelay: -1})
+		f := newPipeFixture(t, Options{})
 		v := api.Variable{Path: "locks/api", Lock: &api.VariableLock{TTL: "10s", LockDelay: "5s"}}
 		holder, err := f.api.Locks(api.WriteOptions{}, v)
 		if err != nil {

@@ -69,7 +69,7 @@ func (s *Server) planJob(job *api.Job, diff bool) planResponse {
 			hyp.Version = ptr(deref(je.job.Version) + 1)
 		}
 	}
-	p := s.computePlan(hyp, allocs)
+	p := s.computePlan(hyp, allocs, true)
 	resp := planResponse{
 		Annotations:    &api.PlanAnnotations{DesiredTGUpdates: p.updates},
 		Index:          jmi,

@@ -12,18 +12,19 @@ import (
 
 // The simulated scheduler and client. Every step is one raft write with its
 // own index and event line, in the order the recorded agent produced them
-// (file 40):
+// (40; lifecycle default.events):
 //
 //	register      N    Job/JobRegistered, then Evaluation/JobRegistered
-//	plan          N+1  Evaluation, Allocation and Job PlanResult
+//	plan          N+1  Evaluation, Deployment, Allocation and Job PlanResult, after EvalDelay
 //	eval done     N+2  Evaluation/EvaluationUpdated
-//	client        N+3  Allocation/AllocationUpdated (running), after SchedulingDelay
+//	client        N+3  Allocation/AllocationUpdated (received), after ClientDelay
+//	client        N+4  Allocation/AllocationUpdated (running), after SchedulingDelay
+//	client        N+5  Deployment and Allocation AllocationUpdated (healthy), min_healthy_time later
+//	watcher       N+6  Evaluation/AllocationUpdateDesiredStatus, 1.05s later
+//	watcher       N+7  Deployment, Job (Stable) and Evaluation PlanResult, 0.25s later
+//	eval done     N+8  Evaluation/EvaluationUpdated
 //
-// By default the scheduler steps run inside the request that caused them,
-// so a read right after a write sees the plan applied; Options.EvalDelay
-// defers them as a real agent's workers do. Client-side transitions
-// (pending -> running, running -> complete, restarts, reschedules) always
-// wait on timers.
+// Options.Instant runs them all within the request that caused them.
 
 const (
 	descJobUpdate     = "alloc is being updated due to job update"
@@ -221,7 +222,10 @@ type placement struct {
 // (Meta, group or task changes, facts 4.5) and updated in place otherwise
 // (Priority, 87). Finished allocations of older versions are left as they
 // are and do not count, so a changed batch job runs again (more/ 608-612).
-func (s *Server) computePlan(job *api.Job, allocs []*alloc) plan {
+// The plan endpoint counts the stopped allocations as ignored (82), an
+// evaluation's annotations do not (lifecycle events 4134: Ignore 1 with
+// two stopped allocations).
+func (s *Server) computePlan(job *api.Job, allocs []*alloc, countStopped bool) plan {
 	p := plan{
 		stopDesc:    make(map[*alloc]string),
 		destructive: make(map[*alloc]bool),
@@ -256,7 +260,9 @@ func (s *Server) computePlan(job *api.Job, allocs []*alloc) plan {
 				continue
 			}
 			if a.a.DesiredStatus != desiredRun {
-				upd(g).Ignore++
+				if countStopped {
+					upd(g).Ignore++
+				}
 				continue
 			}
 			switch {
@@ -368,44 +374,59 @@ func mustJSON(v any) []byte {
 	return b
 }
 
-// scheduleEval hands an evaluation to the scheduler: in the same request by
-// default, or after Options.EvalDelay as the agent's asynchronous workers
-// do, when a test wants to see the job before its plan is applied.
+// scheduleEval hands an evaluation to the scheduler, which plans it after
+// Options.EvalDelay as the agent's asynchronous workers do, or within the
+// request when the delay is negative.
 func (s *Server) scheduleEval(je *jobEntry, ee *evalEntry) {
-	if s.opts.EvalDelay <= 0 {
-		s.processEval(je, ee)
-		return
-	}
 	key := jobKey(je.job)
-	s.afterFunc(s.opts.EvalDelay, func() {
+	s.after(s.opts.EvalDelay, func() {
 		if s.jobs[key] != je || s.evals[ee.e.ID] != ee || ee.e.Status != evalPending {
 			return
 		}
-		s.processEval(je, ee)
+		s.processEval(je, ee, 0)
 	})
 }
 
 // processEval runs the scheduler for an evaluation: a PlanResult write when
 // the plan changes anything (an identical re-register has none, 40 @51-52), a
 // blocked evaluation when a driver is missing (fact 68), then the write that
-// completes the evaluation.
-func (s *Server) processEval(je *jobEntry, ee *evalEntry) {
+// completes the evaluation. snapshot is the index the scheduler read the
+// state at, zero for the current one.
+func (s *Server) processEval(je *jobEntry, ee *evalEntry, snapshot uint64) {
+	if snapshot == 0 {
+		snapshot = s.index
+	}
 	job := je.job
-	p := s.computePlan(job, je.allocs)
-	var started, stopping []*alloc
-	if !p.empty() {
-		idx := s.nextIndex()
+	p := s.computePlan(job, je.allocs, false)
+	now := s.now()
+	idx := s.index + 1
+	dep, created, cancelled := s.planDeployments(idx, je, p, now)
+	var started, stopping, inPlace []*alloc
+	if !p.empty() || created || len(cancelled) > 0 {
+		s.nextIndex()
 		s.setEvalStatus(idx, ee, evalPending)
 		evs := []event{s.evalEvent(idx, ee, "PlanResult")}
-		now := s.now().UnixNano()
+		if created {
+			evs = append(evs, s.deploymentEvent(idx, dep, "PlanResult"))
+		}
+		for _, d := range cancelled {
+			evs = append(evs, s.deploymentEvent(idx, d, "PlanResult"))
+		}
+		if created || len(cancelled) > 0 {
+			s.touch(idx, "deployment")
+		}
+		ts := now.UnixNano()
+		var written []*alloc
 		newByOld := make(map[*alloc]*alloc)
 		for _, pl := range p.place {
 			a := s.newAlloc(idx, je, ee, pl.group, pl.name)
+			joinDeployment(dep, a)
 			if pl.replaces != nil {
 				newByOld[pl.replaces] = a
+				a.a.PreviousAllocation = pl.replaces.a.ID
 			}
 			started = append(started, a)
-			evs = append(evs, s.allocEvent(idx, a, "PlanResult"))
+			written = append(written, a)
 		}
 		for _, a := range p.stop {
 			a.a.DesiredStatus = desiredStop
@@ -413,16 +434,24 @@ func (s *Server) processEval(je *jobEntry, ee *evalEntry) {
 			if n := newByOld[a]; n != nil {
 				a.a.NextAllocation = n.a.ID
 			}
-			a.a.ModifyIndex, a.a.AllocModifyIndex, a.a.ModifyTime = idx, idx, now
+			a.a.ModifyIndex, a.a.AllocModifyIndex, a.a.ModifyTime = idx, idx, ts
 			if !clientTerminal(a) {
 				stopping = append(stopping, a)
 			}
-			evs = append(evs, s.allocEvent(idx, a, "PlanResult"))
+			written = append(written, a)
 		}
 		for _, a := range p.inPlace {
 			a.jobVersion = deref(job.Version)
 			a.job = job
-			a.a.ModifyIndex, a.a.AllocModifyIndex, a.a.ModifyTime = idx, idx, now
+			a.a.ModifyIndex, a.a.AllocModifyIndex, a.a.ModifyTime = idx, idx, ts
+			if dep != nil {
+				joinDeployment(dep, a)
+				inPlace = append(inPlace, a)
+			}
+			written = append(written, a)
+		}
+		written = append(written, s.bumpPrevious(idx, written)...)
+		for _, a := range written {
 			evs = append(evs, s.allocEvent(idx, a, "PlanResult"))
 		}
 		s.touch(idx, "allocs")
@@ -432,6 +461,17 @@ func (s *Server) processEval(je *jobEntry, ee *evalEntry) {
 		s.publish(idx, evs...)
 	}
 	ee.e.PlanAnnotations = &api.PlanAnnotations{DesiredTGUpdates: p.updates}
+	queued := make(map[string]int)
+	for _, tg := range job.TaskGroups {
+		queued[deref(tg.Name)] = p.blocked[deref(tg.Name)]
+	}
+	ee.e.QueuedAllocations = queued
+	ee.e.SnapshotIndex = snapshot
+	if ee.e.DeploymentID == "" {
+		if d := je.latestDeployment(); d != nil {
+			ee.e.DeploymentID = d.ID
+		}
+	}
 	if len(p.blocked) > 0 {
 		idx := s.nextIndex()
 		be := s.newEval(idx, je, "queued-allocs", evalBlocked)
@@ -455,7 +495,7 @@ func (s *Server) processEval(je *jobEntry, ee *evalEntry) {
 	} else if len(je.queued) > 0 && deref(job.Stop) {
 		je.queued = nil
 	}
-	idx := s.nextIndex()
+	idx = s.nextIndex()
 	s.setEvalStatus(idx, ee, evalComplete)
 	evs := []event{s.evalEvent(idx, ee, "EvaluationUpdated")}
 	if deref(job.Stop) {
@@ -464,7 +504,29 @@ func (s *Server) processEval(je *jobEntry, ee *evalEntry) {
 	evs = append(evs, s.updateJobStatus(idx, je, "EvaluationUpdated")...)
 	s.publish(idx, evs...)
 
+	for _, a := range inPlace {
+		if a.a.ClientStatus == clientRunning {
+			s.watchHealth(a)
+		}
+	}
 	s.scheduleClient(started, stopping)
+}
+
+// bumpPrevious is the agent's state store writing, with every alloc of a
+// plan that has a PreviousAllocation, that previous alloc again: only its
+// ModifyIndex moves, and it shows up in the plan's events (lifecycle
+// events 4126 and 4138: the alloc before the stopped one).
+func (s *Server) bumpPrevious(idx uint64, written []*alloc) []*alloc {
+	var out []*alloc
+	for _, a := range written {
+		prev := s.allocs[a.a.PreviousAllocation]
+		if prev == nil || slices.Contains(written, prev) || slices.Contains(out, prev) {
+			continue
+		}
+		prev.a.ModifyIndex = idx
+		out = append(out, prev)
+	}
+	return out
 }
 
 // cancelBlocked cancels blocked evaluations of a stopped job so it can end
@@ -503,6 +565,9 @@ func (s *Server) newAlloc(idx uint64, je *jobEntry, ee *evalEntry, group, name s
 		},
 		jobVersion: deref(je.job.Version),
 		job:        je.job,
+	}
+	if tg := s.group(a); tg != nil {
+		s.placeResources(a, tg)
 	}
 	je.allocs = append(je.allocs, a)
 	s.allocs[a.a.ID] = a
@@ -570,13 +635,18 @@ func (s *Server) reschedule(re *evalEntry, old *alloc) {
 		PrevNodeID:     old.a.NodeID,
 	})
 	n.a.RescheduleTracker = tracker
+	joinDeployment(je.activeDeployment(), n)
 	old.a.DesiredStatus = desiredStop
 	old.a.NextAllocation = n.a.ID
 	old.a.ModifyIndex, old.a.AllocModifyIndex = idx, idx
 	s.touch(idx, "allocs")
 	s.watch.fire(allocsKeyWatch(jobKey(je.job)))
 	s.refreshSummary(idx, je)
-	evs := []event{s.evalEvent(idx, re, "PlanResult"), s.allocEvent(idx, n, "PlanResult"), s.allocEvent(idx, old, "PlanResult")}
+	evs := []event{s.evalEvent(idx, re, "PlanResult")}
+	written := []*alloc{n, old}
+	for _, a := range append(written, s.bumpPrevious(idx, written)...) {
+		evs = append(evs, s.allocEvent(idx, a, "PlanResult"))
+	}
 	evs = append(evs, s.updateJobStatus(idx, je, "PlanResult")...)
 	s.publish(idx, evs...)
 

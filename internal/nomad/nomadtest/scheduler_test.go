@@ -37,6 +37,10 @@ func summary(t *testing.T, f *fixture, id string) api.TaskGroupSummary {
 	return s.Summary["main"]
 }
 
+// clientReport is how long a test waits for the client to report a task's
+// end: a little more than the default ClientDelay.
+const clientReport = 200 * time.Millisecond
+
 func clientStatuses(al []*api.AllocationListStub) string {
 	var s []string
 	for _, a := range al {
@@ -46,14 +50,22 @@ func clientStatuses(al []*api.AllocationListStub) string {
 	return strings.Join(s, ",")
 }
 
-// TestSchedulingDelay checks pending -> running after the delay and the job
-// status and summary that go with it (facts 4.1, 4.3).
+// TestSchedulingDelay checks that the register answers before the plan
+// (lifecycle README section 1), then pending -> running after the delay,
+// and the job status and summary that go with it (facts 4.1, 4.3).
 func TestSchedulingDelay(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		f := newPipeFixture(t, Options{SchedulingDelay: 2 * time.Second})
 		f.register(t, loadJob(t, "agentkernel-sleep-raw"))
+		if got := clientStatuses(jobAllocs(t, f, "agentkernel-sleep-raw")); got != "" {
+			t.Errorf("allocs right after register: %s, want none before the plan", got)
+		}
+		if j := jobStatus(t, f, "agentkernel-sleep-raw"); *j.Status != "pending" {
+			t.Errorf("job status %s right after register, want pending", *j.Status)
+		}
+		time.Sleep(10 * time.Millisecond)
 		if got := clientStatuses(jobAllocs(t, f, "agentkernel-sleep-raw")); got != "run/pending" {
-			t.Errorf("allocs right after register: %s, want run/pending", got)
+			t.Errorf("allocs after the plan: %s, want run/pending", got)
 		}
 		if j := jobStatus(t, f, "agentkernel-sleep-raw"); *j.Status != "running" {
 			t.Errorf("job status %s, want running once placed", *j.Status)
@@ -105,6 +117,7 @@ func TestReregister(t *testing.T) {
 		}
 
 		resp = f.register(t, loadJob(t, "agentkernel-sleep-raw-meta-changed"))
+		time.Sleep(10 * time.Millisecond) // planned
 		changed := jobStatus(t, f, "agentkernel-sleep-raw")
 		if *changed.Version != 1 || *changed.JobModifyIndex != resp.EvalCreateIndex || resp.JobModifyIndex != resp.EvalCreateIndex {
 			t.Errorf("meta change: version %d, JobModifyIndex %d, response %+v", *changed.Version, *changed.JobModifyIndex, resp)
@@ -140,6 +153,7 @@ func TestStopStartPurge(t *testing.T) {
 		if _, _, err := f.api.Jobs().Deregister("agentkernel-svc-raw", false, nil); err != nil {
 			t.Fatal(err)
 		}
+		time.Sleep(10 * time.Millisecond) // planned
 		j := jobStatus(t, f, "agentkernel-svc-raw")
 		if !*j.Stop || *j.Version != 1 || *j.Status != "dead" {
 			t.Errorf("after stop: Stop %v Version %d Status %s, want true 1 dead", *j.Stop, *j.Version, *j.Status)
@@ -192,6 +206,7 @@ func TestBatchTaskDeaths(t *testing.T) {
 			if err := f.srv.KillTask("default", "agentkernel-sleep-raw"); err != nil {
 				t.Fatal(err)
 			}
+			time.Sleep(clientReport)
 			al := jobAllocs(t, f, "agentkernel-sleep-raw")
 			if ts := al[0].TaskStates["sleep"]; al[0].ClientStatus != "pending" || ts.State != "pending" || ts.Restarts != uint64(i) {
 				t.Fatalf("kill %d: alloc %s task %s restarts %d", i, al[0].ClientStatus, ts.State, ts.Restarts)
@@ -208,6 +223,7 @@ func TestBatchTaskDeaths(t *testing.T) {
 		if err := f.srv.KillTask("default", "agentkernel-sleep-raw"); err != nil {
 			t.Fatal(err)
 		}
+		time.Sleep(clientReport)
 		al := jobAllocs(t, f, "agentkernel-sleep-raw")
 		events := al[0].TaskStates["sleep"].Events
 		if al[0].ClientStatus != "failed" || events[len(events)-1].DisplayMessage != `Exceeded allowed attempts 3 in interval 24h0m0s and mode is "fail"` {
@@ -254,7 +270,7 @@ func TestServiceTaskDeaths(t *testing.T) {
 				if err := f.srv.KillTask("default", "agentkernel-svc-raw"); err != nil {
 					t.Fatal(err)
 				}
-				time.Sleep(15 * time.Second)
+				time.Sleep(15*time.Second + clientReport)
 				synctest.Wait()
 			}
 		}
@@ -298,6 +314,7 @@ func TestBatchExit(t *testing.T) {
 		if err := f.srv.ExitTask("default", "agentkernel-short-fail", 3); err != nil {
 			t.Fatal(err)
 		}
+		time.Sleep(clientReport)
 		for id, want := range map[string]string{"agentkernel-short-ok": "complete", "agentkernel-short-fail": "failed"} {
 			if j := jobStatus(t, f, id); *j.Status != "dead" {
 				t.Errorf("%s: job %s, want dead", id, *j.Status)
@@ -309,6 +326,7 @@ func TestBatchExit(t *testing.T) {
 		// Re-registering a finished batch job does not run it again and
 		// flips it dead -> pending -> dead (more/ 604-607).
 		f.register(t, loadJob(t, "agentkernel-short-ok"))
+		time.Sleep(10 * time.Millisecond) // planned
 		if al := jobAllocs(t, f, "agentkernel-short-ok"); len(al) != 1 || *jobStatus(t, f, "agentkernel-short-ok").Status != "dead" {
 			t.Errorf("identical re-register of a dead batch job ran it again: %s", clientStatuses(al))
 		}

@@ -143,7 +143,7 @@ func moreRange(from, to int, skip ...int) []string {
 // order against a fresh server; it starts at the same raft index as the
 // recorded agent, so indexes match too. 138-139 come from another agent.
 func TestConformanceVariables(t *testing.T) {
-	f := newLoopbackFixture(t, Options{SchedulingDelay: -1})
+	f := newLoopbackFixture(t, Options{})
 	seq := steps(true, moreRange(100, 114)...)
 	seq = append(seq, seqStep{put: "sandboxes/beta"}, seqStep{fact: "more/115", index: true}, seqStep{put: "sandboxes/beta"})
 	seq = append(seq, steps(true, moreRange(116, 117)...)...)
@@ -162,7 +162,7 @@ func TestConformanceVariables(t *testing.T) {
 }
 
 func TestConformanceVariablePrecedence(t *testing.T) {
-	f := newLoopbackFixture(t, Options{SchedulingDelay: -1})
+	f := newLoopbackFixture(t, Options{})
 	replaySequence(t, f, steps(false, "more/138", "more/139"))
 }
 
@@ -222,7 +222,9 @@ func compareJSONShape(t *testing.T, recorded, got []byte) {
 // tokens, single-job endpoints defaulting to "default", and deleting a
 // namespace with and without jobs.
 func TestConformanceNamespaces(t *testing.T) {
-	f := newLoopbackFixture(t, Options{SchedulingDelay: -1})
+	// instant mode: the recorded allocation lists were read once the
+	// registers before them had settled; this compares namespaces.
+	f := newLoopbackFixture(t, Options{Instant: true})
 	// 420-428 were recorded before 417 and 418.
 	seq := steps(false, moreRange(400, 404)...)
 	seq = append(seq, steps(false, moreRange(410, 416)...)...)
@@ -243,7 +245,9 @@ func TestConformanceNamespaces(t *testing.T) {
 // The server starts where the recorded history did (index 54), so indexes
 // match.
 func TestConformanceEvaluations(t *testing.T) {
-	f := newLoopbackFixture(t, Options{SchedulingDelay: -1})
+	// instant mode: the recorded requests followed each other once the
+	// previous one had settled, and their indexes are compared.
+	f := newLoopbackFixture(t, Options{Instant: true})
 	f.srv.mu.Lock()
 	f.srv.index = 54
 	f.srv.mu.Unlock()
@@ -282,7 +286,9 @@ func exits(job string) seqStep {
 // stop and start of service and batch jobs through register, Stop:true in
 // the body, and register after purge.
 func TestConformanceDeadAndStoppedJobs(t *testing.T) {
-	f := newLoopbackFixture(t, Options{SchedulingDelay: -1})
+	// instant mode: the recorded requests followed each other once the
+	// previous one had settled; what is compared is the jobs' states.
+	f := newLoopbackFixture(t, Options{Instant: true})
 	job := []string{"Status", "Version", "Stop"}
 	seq := []seqStep{
 		{fact: "more/600"}, exits("batch-ok"),

@@ -22,17 +22,42 @@ type Options struct {
 	// testing/synctest.
 	Now func() time.Time
 
-	// SchedulingDelay is how long a placed allocation stays pending before the
-	// simulated client reports it running, and how long a stopped allocation
-	// keeps running before it reports complete. Zero means 50ms; a negative
-	// value means the transition happens at once, in the same request.
-	SchedulingDelay time.Duration
+	// Instant applies every scheduler and client step at once, inside the
+	// request that causes it: a register answers with its allocations
+	// already running, their deployment successful and the job version
+	// stable. The writes and their events are those of the default mode,
+	// in the same order, except that the client reports a placed
+	// allocation received and running in one write; only the time between
+	// them is gone. Restart and reschedule delays keep their policies'
+	// values. It overrides EvalDelay, ClientDelay and SchedulingDelay. For
+	// tests that are not about placement timing: a real agent is never
+	// instant.
+	Instant bool
 
-	// EvalDelay is how long an evaluation waits before the scheduler plans
-	// it. Zero plans it within the request that created it, so a read right
-	// after a register sees the allocations; real agents plan a few
-	// milliseconds later, which a positive delay reproduces (fact 56).
+	// EvalDelay is how long an evaluation waits before the scheduler
+	// applies its plan: the register answers first, and a read right after
+	// it still sees the previous allocations. Zero means 5ms: the recorded
+	// agent's plans became visible 1-10ms after the register answered
+	// (lifecycle README section 1; its "~30ms" is the 25ms poll interval).
+	// Negative plans within the request that created the evaluation.
 	EvalDelay time.Duration
+
+	// ClientDelay is how long after a plan the simulated client first
+	// reports: the allocations the plan stopped as complete, the ones it
+	// placed as received, still pending with their tasks being set up. It
+	// is also how long the client takes to report a task's end that
+	// KillTask, FailTask or ExitTask caused. Zero means 150ms (recorded:
+	// 60-320ms); negative reports at once.
+	ClientDelay time.Duration
+
+	// SchedulingDelay is how long after a plan a placed allocation reports
+	// running. Zero means 450ms (recorded for raw_exec: 360-930ms); a
+	// negative value reports it at once. Not longer than ClientDelay, the
+	// allocation goes running in the client's first report, as it once did
+	// on the recorded agent. Health follows the group's min_healthy_time
+	// later, and with it the deployment (see Deployments in the package
+	// documentation).
+	SchedulingDelay time.Duration
 
 	// EventBufferSize is how many event batches the event stream keeps for
 	// resuming clients. Zero means 100, the agent's event_buffer_size default
@@ -77,7 +102,10 @@ type Server struct {
 	faultMux *http.ServeMux
 	drivers  map[string]bool
 	nodeID   string
-	gzipPool sync.Pool
+	// signingKeyID is the agent's workload identity key, on every alloc.
+	signingKeyID string
+	started      time.Time
+	gzipPool     sync.Pool
 
 	mu         sync.Mutex
 	closed     bool
@@ -87,15 +115,19 @@ type Server struct {
 	jobs       map[nsKey]*jobEntry
 	allocs     map[string]*alloc
 	evals      map[string]*evalEntry
-	vars       map[nsKey]*variable
-	locks      map[string]*lockTimer
-	acl        aclState
-	watch      watcher
-	events     eventBuffer
-	streams    map[*stream]struct{}
-	timers     map[*time.Timer]struct{}
-	faults     faultState
-	counts     map[string]int
+	// deployments by ID; each job lists its own.
+	deployments     map[string]*deployment
+	port            int    // the last dynamic port handed out
+	lastAllocUpdate uint64 // the node's LastAllocUpdateIndex
+	vars            map[nsKey]*variable
+	locks           map[string]*lockTimer
+	acl             aclState
+	watch           watcher
+	events          eventBuffer
+	streams         map[*stream]struct{}
+	timers          map[*time.Timer]struct{}
+	faults          faultState
+	counts          map[string]int
 
 	lnMu    sync.Mutex
 	addr    string
@@ -111,9 +143,9 @@ func New(opts Options) *Server {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	if opts.SchedulingDelay == 0 {
-		opts.SchedulingDelay = 50 * time.Millisecond
-	}
+	opts.EvalDelay = timing(opts.Instant, opts.EvalDelay, defaultEvalDelay)
+	opts.ClientDelay = timing(opts.Instant, opts.ClientDelay, defaultClientDelay)
+	opts.SchedulingDelay = timing(opts.Instant, opts.SchedulingDelay, defaultSchedulingDelay)
 	if opts.EventBufferSize <= 0 {
 		opts.EventBufferSize = 100
 	}
@@ -128,25 +160,28 @@ func New(opts Options) *Server {
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{
-		opts:       opts,
-		log:        log,
-		now:        opts.Now,
-		drivers:    make(map[string]bool),
-		nodeID:     newUUID(),
-		index:      10,
-		tables:     map[string]uint64{"namespaces": 1, "nodes": 10},
-		namespaces: make(map[string]*namespace),
-		jobs:       make(map[nsKey]*jobEntry),
-		allocs:     make(map[string]*alloc),
-		evals:      make(map[string]*evalEntry),
-		vars:       make(map[nsKey]*variable),
-		locks:      make(map[string]*lockTimer),
-		acl:        newACLState(opts.ACLs || opts.ACLToken != ""),
-		watch:      newWatcher(),
-		events:     eventBuffer{size: opts.EventBufferSize},
-		streams:    make(map[*stream]struct{}),
-		timers:     make(map[*time.Timer]struct{}),
-		counts:     make(map[string]int),
+		opts:         opts,
+		log:          log,
+		now:          opts.Now,
+		drivers:      make(map[string]bool),
+		nodeID:       newUUID(),
+		signingKeyID: newUUID(),
+		started:      opts.Now(),
+		deployments:  make(map[string]*deployment),
+		index:        10,
+		tables:       map[string]uint64{"namespaces": 1, "nodes": 10},
+		namespaces:   make(map[string]*namespace),
+		jobs:         make(map[nsKey]*jobEntry),
+		allocs:       make(map[string]*alloc),
+		evals:        make(map[string]*evalEntry),
+		vars:         make(map[nsKey]*variable),
+		locks:        make(map[string]*lockTimer),
+		acl:          newACLState(opts.ACLs || opts.ACLToken != ""),
+		watch:        newWatcher(),
+		events:       eventBuffer{size: opts.EventBufferSize},
+		streams:      make(map[*stream]struct{}),
+		timers:       make(map[*time.Timer]struct{}),
+		counts:       make(map[string]int),
 	}
 	for _, d := range opts.Drivers {
 		s.drivers[d] = true
@@ -401,6 +436,11 @@ func (s *Server) apiRoutes() []route {
 		{"/v1/job/{id}/summary", s.handleJobSummary},
 		{"/v1/job/{id}/versions", s.handleJobVersions},
 		{"/v1/job/{id}/plan", s.handleJobPlan},
+		{"/v1/job/{id}/deployment", s.handleJobDeployment},
+		{"/v1/job/{id}/deployments", s.handleJobDeployments},
+		{"/v1/deployment/{id}", s.handleDeployment},
+		{"/v1/deployment/allocations/{id}", s.handleDeploymentAllocations},
+		{"/v1/deployments", s.handleDeployments},
 		{"/v1/validate/job", s.handleValidateJob},
 		{"/v1/allocation/{id}", s.handleAllocation},
 		{"/v1/allocations", s.handleAllocations},

@@ -12,8 +12,8 @@ import (
 // table remembers the last index that touched it, because reads answer with
 // table indexes (facts 4.2, 4.3) while single objects answer with their own.
 //
-// Tables: namespaces, nodes, jobs, job_summary, allocs, evals, variables,
-// acl_policy, acl_token.
+// Tables: namespaces, nodes, jobs, job_summary, allocs, evals, deployment,
+// variables, acl_policy, acl_token.
 
 type nsKey struct{ ns, id string }
 
@@ -27,6 +27,8 @@ type jobEntry struct {
 	allocs   []*alloc // creation order
 	evals    []*evalEntry
 	queued   map[string]int // placements a blocked eval waits for, by group
+	// deployments in creation order, the newest last.
+	deployments []*deployment
 }
 
 type summaryEntry struct {
@@ -40,6 +42,15 @@ type alloc struct {
 	jobVersion uint64
 	restarts   []time.Time // task restarts inside the restart interval
 	job        *api.Job    // the version the alloc runs
+	// received is set once the client has reported the alloc's tasks
+	// received; until then the alloc has no task states.
+	received bool
+	// health is the min_healthy_time clock of a running alloc that has not
+	// been reported healthy yet.
+	health *time.Timer
+	// shared are the alloc's group-level resources, SharedResources on
+	// the wire.
+	shared *api.Resources
 }
 
 type evalEntry struct {

@@ -39,8 +39,18 @@ func canonicalize(job *api.Job, ns string) {
 	if job.Name == nil || *job.Name == "" {
 		job.Name = ptr(*job.ID)
 	}
-	if job.Update == nil {
-		job.Update = &api.UpdateStrategy{}
+	// The groups have merged the job's update strategy; the job keeps only
+	// its stagger and max_parallel, as the agent's conversion to its own
+	// struct does (lifecycle events: job Update {Stagger 30s, MaxParallel 1}
+	// and zeros).
+	u := job.Update
+	if u == nil {
+		u = &api.UpdateStrategy{}
+	}
+	job.Update = &api.UpdateStrategy{
+		Stagger: ptr(deref(u.Stagger)), MaxParallel: ptr(deref(u.MaxParallel)),
+		HealthCheck: ptr(""), MinHealthyTime: ptr(time.Duration(0)), HealthyDeadline: ptr(time.Duration(0)),
+		ProgressDeadline: ptr(time.Duration(0)), AutoRevert: ptr(false), AutoPromote: ptr(false), Canary: ptr(0),
 	}
 	for _, tg := range job.TaskGroups {
 		for _, t := range tg.Tasks {
