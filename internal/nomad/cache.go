@@ -299,8 +299,15 @@ func (c *Cache) replace(l Listing) []string {
 		}
 		as := allocOfStub(a)
 		if old := c.entries[key]; old != nil {
-			if prev := old.allocs[a.ID]; prev != nil && prev.ModifyIndex == as.ModifyIndex {
-				as.AllocModifyIndex = prev.AllocModifyIndex
+			if prev := old.allocs[a.ID]; prev != nil {
+				if prev.ModifyIndex == as.ModifyIndex {
+					as.AllocModifyIndex = prev.AllocModifyIndex
+				}
+				if as.Resources == nil {
+					// List stubs carry no resources (fact 31); the ports
+					// an event brought still hold.
+					as.Resources = prev.Resources
+				}
 			}
 		}
 		next[key].allocs[a.ID] = as
