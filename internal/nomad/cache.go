@@ -178,6 +178,7 @@ func (c *Cache) Refresh(key string, job *api.Job) {
 		return // a read of the allocations is due as well: Put
 	}
 	e.job, e.full = stateOf(job), job
+	e.versionsKnown()
 }
 
 // Wrote records the controller's own register or stop, which Nomad took
@@ -192,6 +193,10 @@ func (c *Cache) Wrote(key string, st JobState) {
 	if e == nil {
 		e = &cacheEntry{allocs: map[string]*AllocState{}}
 		c.entries[key] = e
+	}
+	if e.job != nil && !e.stale && e.job.JobModifyIndex >= st.JobModifyIndex && (e.job.VersionKnown || !st.VersionKnown) {
+		// The write's own event came first, and told at least as much.
+		return
 	}
 	st.Meta = maps.Clone(st.Meta)
 	st.ModifyIndex = max(st.ModifyIndex, st.JobModifyIndex)
@@ -241,10 +246,19 @@ func (c *Cache) SetVersion(key string, jobModifyIndex, version uint64) {
 	defer c.mu.Unlock()
 	if e := c.entries[key]; e != nil && e.job != nil && !e.job.VersionKnown && e.job.JobModifyIndex == jobModifyIndex {
 		e.job.Version, e.job.VersionKnown = version, true
-		for _, a := range e.allocs {
-			if a.JobVersion != version && a.AllocModifyIndex >= jobModifyIndex {
-				a.JobVersion = version
-			}
+		e.versionsKnown()
+	}
+}
+
+// versionsKnown gives the allocations the scheduler placed or updated
+// at or after the job's current version that version, once it is known.
+func (e *cacheEntry) versionsKnown() {
+	if e.job == nil || !e.job.VersionKnown {
+		return
+	}
+	for _, a := range e.allocs {
+		if a.AllocModifyIndex != 0 && a.AllocModifyIndex >= e.job.JobModifyIndex {
+			a.JobVersion = e.job.Version
 		}
 	}
 }
@@ -373,6 +387,11 @@ func (c *Cache) applyJob(typ string, index uint64, j *api.Job) (string, bool) {
 	var old cacheEntry
 	if e != nil {
 		old = *e
+		old.allocs = make(map[string]*AllocState, len(e.allocs))
+		for id, a := range e.allocs {
+			c := *a
+			old.allocs[id] = &c
+		}
 	} else {
 		e = &cacheEntry{allocs: map[string]*AllocState{}}
 		c.entries[key] = e

@@ -181,3 +181,53 @@ func TestCacheTellsAStopFromAPurge(t *testing.T) {
 		t.Errorf("an event from before the purge brought the job back: %+v", cj)
 	}
 }
+
+// A job known only from a list has no version; once the version is
+// learnt (from the controller's own record, or a read), the allocations
+// the scheduler placed after that version's register run it.
+func TestCacheLearnsTheVersionOfAListedJob(t *testing.T) {
+	for _, learn := range []string{"SetVersion", "Refresh"} {
+		t.Run(learn, func(t *testing.T) {
+			c := NewCache("me")
+			c.replace(Listing{Index: 50, Jobs: []*api.JobListStub{{ID: "agentkernel-x", Namespace: "default", JobModifyIndex: 40, ModifyIndex: 45,
+				Meta: map[string]string{MetaOwner: "me", MetaSandbox: "x"}}}})
+			// The controller's own register of a new version, of a job whose
+			// version it does not know.
+			st := JobState{Namespace: "default", ID: "agentkernel-x", JobModifyIndex: 60, Meta: map[string]string{MetaOwner: "me"}}
+			c.Wrote("default/x", st)
+			key, matters := c.applyAlloc(&api.Allocation{ID: "a1", Namespace: "default", JobID: "agentkernel-x", DesiredStatus: "run",
+				ClientStatus: "running", CreateIndex: 61, ModifyIndex: 62, AllocModifyIndex: 61})
+			if key != "default/x" || !matters {
+				t.Fatalf("a new allocation: %s, %t", key, matters)
+			}
+			if cj, _ := c.Get("default/x"); cj.Allocs[0].JobVersion != UnknownVersion {
+				t.Fatalf("before the version is known, the allocation's is %d", cj.Allocs[0].JobVersion)
+			}
+			switch learn {
+			case "SetVersion":
+				c.SetVersion("default/x", 60, 3)
+			case "Refresh":
+				c.Refresh("default/x", &api.Job{ID: ptr("agentkernel-x"), Namespace: ptr("default"), Version: ptr(uint64(3)),
+					JobModifyIndex: ptr(uint64(60)), ModifyIndex: ptr(uint64(62)), Meta: map[string]string{MetaOwner: "me"}})
+			}
+			cj, _ := c.Get("default/x")
+			if !cj.Job.VersionKnown || cj.Job.Version != 3 || cj.Allocs[0].JobVersion != 3 {
+				t.Errorf("after %s: job version %d (known %t), allocation version %d; want 3, 3", learn, cj.Job.Version, cj.Job.VersionKnown, cj.Allocs[0].JobVersion)
+			}
+		})
+	}
+}
+
+// The event of the controller's own write may come before the write's
+// answer: what it told (the version) is kept.
+func TestCacheKeepsWhatTheWritesOwnEventToldFirst(t *testing.T) {
+	c := NewCache("me")
+	c.replace(Listing{Index: 50, Jobs: []*api.JobListStub{{ID: "agentkernel-x", Namespace: "default", JobModifyIndex: 40, ModifyIndex: 45,
+		Meta: map[string]string{MetaOwner: "me", MetaSandbox: "x"}}}})
+	c.applyJob("JobRegistered", 60, &api.Job{ID: ptr("agentkernel-x"), Namespace: ptr("default"), Version: ptr(uint64(3)),
+		JobModifyIndex: ptr(uint64(60)), ModifyIndex: ptr(uint64(60)), Meta: map[string]string{MetaOwner: "me"}})
+	c.Wrote("default/x", JobState{Namespace: "default", ID: "agentkernel-x", JobModifyIndex: 60, Meta: map[string]string{MetaOwner: "me"}})
+	if cj, _ := c.Get("default/x"); !cj.Job.VersionKnown || cj.Job.Version != 3 {
+		t.Errorf("the write's answer, without a version, replaced its event's: version %d, known %t", cj.Job.Version, cj.Job.VersionKnown)
+	}
+}

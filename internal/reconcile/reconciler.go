@@ -320,18 +320,28 @@ func (r *Reconciler) version(ctx context.Context, lj *liveJob, recorded store.St
 	if lj.state.VersionKnown {
 		return lj.state.Version, nil
 	}
+	var version uint64
 	if recorded.JobVersion != nil && recorded.JobModifyIndex == lj.state.JobModifyIndex {
+		version = *recorded.JobVersion
 		if c := r.cfg.Cache; c != nil {
-			c.SetVersion(lj.key, lj.state.JobModifyIndex, *recorded.JobVersion)
+			c.SetVersion(lj.key, lj.state.JobModifyIndex, version)
 		}
-		return *recorded.JobVersion, nil
+	} else {
+		lj.full = nil
+		job, err := r.whole(ctx, lj)
+		if err != nil {
+			return 0, err
+		}
+		version = deref(job.Version)
 	}
-	lj.full = nil
-	job, err := r.whole(ctx, lj)
-	if err != nil {
-		return 0, err
+	// The cache now knows which of its allocations run this version:
+	// take them again.
+	if c := r.cfg.Cache; c != nil && lj.cached {
+		if cj, ok := c.Get(lj.key); ok && cj != nil && cj.Job.JobModifyIndex == lj.state.JobModifyIndex {
+			lj.allocs = cj.Stubs()
+		}
 	}
-	return deref(job.Version), nil
+	return version, nil
 }
 
 // queueKey carries, in a reconcile's context, what the worker is told
