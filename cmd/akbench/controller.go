@@ -49,11 +49,12 @@ type controllerUnderTest struct {
 // loop is one run of the controller's loop with its own queue; a restart
 // replaces it, as restarting the controller process would.
 type loop struct {
-	ctrl   *reconcile.Controller
-	queue  *reconcile.Queue
-	stats  *queueStats
-	cancel context.CancelFunc
-	done   chan error
+	ctrl    *reconcile.Controller
+	watcher *nomad.Watcher
+	queue   *reconcile.Queue
+	stats   *queueStats
+	cancel  context.CancelFunc
+	done    chan error
 }
 
 type controllerOptions struct {
@@ -157,18 +158,19 @@ func (c *controllerUnderTest) startLoop(ctx context.Context) error {
 	if old := c.rec.Swap(rec); old != nil {
 		c.wrote.Add(old.Writes())
 	}
+	watcher := nomad.NewWatcher(c.nc, nomad.WatchOptions{Owner: c.st.StoreID(), Logger: c.log, Cache: cache})
 	ctrl := reconcile.New(reconcile.Options{
 		Reconciler: rec,
 		Queue:      q,
 		Store:      c.st,
-		Watcher:    nomad.NewWatcher(c.nc, nomad.WatchOptions{Owner: c.st.StoreID(), Logger: c.log, Cache: cache}),
+		Watcher:    watcher,
 		Owner:      c.st.StoreID(),
 		Workers:    c.workers,
 		Logger:     c.log,
 		Metrics:    c.metrics,
 	})
 	lctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	l := &loop{ctrl: ctrl, queue: q, stats: stats, cancel: cancel, done: make(chan error, 1)}
+	l := &loop{ctrl: ctrl, watcher: watcher, queue: q, stats: stats, cancel: cancel, done: make(chan error, 1)}
 	go func() { l.done <- ctrl.Run(lctx) }()
 	c.loop.Store(l)
 	for !ctrl.InitialListDone() {

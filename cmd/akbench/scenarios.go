@@ -113,6 +113,7 @@ func (b *bench) converge(ctx context.Context, f *fleetUnderTest, report bool, ra
 	c.requests.take()
 	writes0 := c.writes()
 	_, _, reconciles0 := c.loop.Load().stats.drained(0, 0)
+	events0 := c.loop.Load().watcher.Stats().Events
 
 	m := startMeter()
 	type waited struct {
@@ -164,6 +165,7 @@ func (b *bench) converge(ctx context.Context, f *fleetUnderTest, report bool, ra
 	r.add(scenConverge, n, fmt.Sprintf("time to accept %d apply request(s) (s)", len(f.bodies)), applied.Seconds())
 	r.add(scenConverge, n, "sandboxes Running per second", float64(n)/elapsed.Seconds())
 	r.add(scenConverge, n, "reconciles per sandbox", float64(reconciles-reconciles0)/float64(n))
+	r.add(scenConverge, n, "Nomad Job and Allocation events per sandbox", float64(c.loop.Load().watcher.Stats().Events-events0)/float64(n))
 	r.add(scenConverge, n, "Nomad requests, controller", float64(reqs.total()))
 	r.addRequests(scenConverge, n, "Nomad requests", reqs, 1)
 	b.serverRequests(ctx, f.t, scenConverge, n, 1)

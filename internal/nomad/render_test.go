@@ -18,7 +18,7 @@ var update = flag.Bool("update", false, "rewrite golden files under testdata/ren
 
 var testRenderOptions = RenderOptions{Owner: "0123456789abcdef0123456789abcdef", AllowRawExec: true}
 
-func loadSandbox(t *testing.T, path string) spec.Sandbox {
+func loadSandbox(t testing.TB, path string) spec.Sandbox {
 	t.Helper()
 	res, diags := spec.Load([]string{path}, spec.Options{})
 	if diags.HasErrors() {
