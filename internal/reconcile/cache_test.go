@@ -91,6 +91,23 @@ func TestReconcileReadsTheCacheNotNomad(t *testing.T) {
 		if rd := h.reads(); rd != 0 {
 			t.Errorf("after the repair the controller read %d times, want 0", rd)
 		}
+
+		// Stopping and deleting: a write each, no read.
+		h.srv.ResetRequests()
+		h.apply(`sandbox "s005" {
+  image = "alpine:3"
+  state = "stopped"
+}`)
+		h.eventually("s005 stopped", h.allPhase([]string{"default/s005"}, store.PhaseStopped))
+		if _, err := h.st.Delete(t.Context(), "default/s006"); err != nil {
+			t.Fatal(err)
+		}
+		h.eventually("s006 gone", func() bool { _, err := h.st.Get(t.Context(), "default/s006"); return err != nil })
+		time.Sleep(time.Minute)
+		synctest.Wait()
+		if got := h.srv.Requests(); got["DELETE /v1/job/{id}"] != 2 || h.reads() != 0 {
+			t.Errorf("a stop and a delete made requests %v; want 2 DELETEs (stop, purge) and no read", got)
+		}
 	})
 }
 
