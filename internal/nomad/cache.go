@@ -2,6 +2,7 @@ package nomad
 
 import (
 	"cmp"
+	"encoding/json"
 	"maps"
 	"slices"
 	"strconv"
@@ -78,15 +79,45 @@ type AllocState struct {
 // CachedJob is one job as the cache holds it.
 type CachedJob struct {
 	Job JobState
-	// Full is the whole job from its last Job event or read, when the
-	// cache still holds it; nil otherwise.
-	Full   *api.Job
+	// whole is the whole job from its last Job event or read, while the
+	// cache holds it: decoded, or the event's bytes, decoded on demand.
+	whole  wholeJob
 	Allocs []AllocState
 }
 
+// Whole returns the whole job the cache holds for the job's current
+// JobModifyIndex, or nil when it holds none.
+func (j *CachedJob) Whole() *api.Job {
+	w := j.whole.decode()
+	if w == nil || deref(w.JobModifyIndex) != j.Job.JobModifyIndex {
+		return nil
+	}
+	return w
+}
+
+// wholeJob is a whole job, decoded or as its event carried it: decoding
+// every event's job would cost more than the few a reconcile compares.
+type wholeJob struct {
+	job *api.Job
+	raw []byte
+}
+
+func (w wholeJob) decode() *api.Job {
+	if w.job != nil || w.raw == nil {
+		return w.job
+	}
+	var j api.Job
+	if json.Unmarshal(w.raw, &j) != nil {
+		return nil
+	}
+	return &j
+}
+
+func (w wholeJob) none() bool { return w.job == nil && w.raw == nil }
+
 type cacheEntry struct {
 	job    *JobState
-	full   *api.Job
+	full   wholeJob
 	allocs map[string]*AllocState
 	// stale marks an entry a write may have outdated in ways the cache
 	// cannot tell (a check-and-set conflict): the next look reads Nomad.
@@ -127,7 +158,7 @@ func (c *Cache) Get(key string) (job *CachedJob, ok bool) {
 	if e.job == nil {
 		return nil, true
 	}
-	out := &CachedJob{Job: *e.job, Full: e.full}
+	out := &CachedJob{Job: *e.job, whole: e.full}
 	out.Job.Meta = maps.Clone(e.job.Meta)
 	for _, a := range e.allocs {
 		out.Allocs = append(out.Allocs, *a)
@@ -159,7 +190,7 @@ func (c *Cache) Put(key string, job *api.Job, allocs []*api.AllocationListStub) 
 		delete(c.entries, key)
 		return
 	}
-	e := &cacheEntry{job: stateOf(job), full: job, allocs: map[string]*AllocState{}}
+	e := &cacheEntry{job: stateOf(job), full: wholeJob{job: job}, allocs: map[string]*AllocState{}}
 	for _, a := range allocs {
 		if a.DesiredStatus == api.AllocDesiredStatusRun {
 			e.allocs[a.ID] = allocOfStub(a)
@@ -177,7 +208,7 @@ func (c *Cache) Refresh(key string, job *api.Job) {
 	if e == nil || e.stale {
 		return // a read of the allocations is due as well: Put
 	}
-	e.job, e.full = stateOf(job), job
+	e.job, e.full = stateOf(job), wholeJob{job: job}
 	e.versionsKnown()
 }
 
@@ -206,7 +237,7 @@ func (c *Cache) Wrote(key string, st JobState) {
 	} else {
 		st.CreateIndex = cmp.Or(st.CreateIndex, st.JobModifyIndex)
 	}
-	e.job, e.full, e.stale = &st, nil, false
+	e.job, e.full, e.stale = &st, wholeJob{}, false
 	for _, a := range e.allocs {
 		if a.AllocModifyIndex < st.JobModifyIndex {
 			a.JobVersion = olderThan(a.JobVersion, st.Version)
@@ -268,8 +299,8 @@ func (e *cacheEntry) versionsKnown() {
 func (c *Cache) Release(key string, jobModifyIndex uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if e := c.entries[key]; e != nil && e.full != nil && deref(e.full.JobModifyIndex) <= jobModifyIndex {
-		e.full = nil
+	if e := c.entries[key]; e != nil && e.job != nil && e.job.JobModifyIndex <= jobModifyIndex {
+		e.full = wholeJob{}
 	}
 }
 
@@ -354,7 +385,13 @@ func (c *Cache) replace(l Listing) []string {
 // applyJob takes a Job event at index; it reports the sandbox key and
 // whether what changed matters.
 func (c *Cache) applyJob(typ string, index uint64, j *api.Job) (string, bool) {
-	key, ok := sandboxKey(deref(j.Namespace), deref(j.ID))
+	return c.applyJobState(typ, index, stateOf(j), wholeJob{job: j})
+}
+
+// applyJobState is applyJob on what the watcher decoded of the event: the
+// job's state, and its whole as the event carried it.
+func (c *Cache) applyJobState(typ string, index uint64, st *JobState, whole wholeJob) (string, bool) {
+	key, ok := sandboxKey(st.Namespace, st.ID)
 	if !ok {
 		return "", false
 	}
@@ -366,9 +403,9 @@ func (c *Cache) applyJob(typ string, index uint64, j *api.Job) (string, bool) {
 	e := c.entries[key]
 	known := e != nil && e.job != nil
 	switch {
-	case known && deref(j.ModifyIndex) < e.job.ModifyIndex:
+	case known && st.ModifyIndex < e.job.ModifyIndex:
 		return key, false // older than what the cache holds
-	case typ == "JobDeregistered" && deref(j.JobModifyIndex) < index:
+	case typ == "JobDeregistered" && st.JobModifyIndex < index:
 		// A purge: a stop is a new version, written at the event's
 		// index, while a purge leaves the job's indexes as they were.
 		if !known {
@@ -379,7 +416,7 @@ func (c *Cache) applyJob(typ string, index uint64, j *api.Job) (string, bool) {
 		return key, true
 	case !known && index <= max(c.listed, c.gone[key]):
 		return key, false // older than the listing, or than the purge
-	case j.Meta[MetaOwner] != c.owner && !known:
+	case st.Meta[MetaOwner] != c.owner && !known:
 		// Not ours: the cache holds the jobs it lists, and others only
 		// once a reconcile has read them (Put), to know they are taken.
 		return key, false
@@ -396,7 +433,7 @@ func (c *Cache) applyJob(typ string, index uint64, j *api.Job) (string, bool) {
 		e = &cacheEntry{allocs: map[string]*AllocState{}}
 		c.entries[key] = e
 	}
-	e.job, e.full, e.stale = stateOf(j), j, false
+	e.job, e.full, e.stale = st, whole, false
 	for _, a := range e.allocs {
 		switch {
 		case a.AllocModifyIndex != 0 && a.AllocModifyIndex >= e.job.JobModifyIndex:
@@ -412,6 +449,38 @@ func (c *Cache) applyJob(typ string, index uint64, j *api.Job) (string, bool) {
 // applyAlloc takes an Allocation event; it reports the sandbox key and
 // whether what changed matters.
 func (c *Cache) applyAlloc(a *api.Allocation) (string, bool) {
+	var res *api.AllocatedResources
+	if a.AllocatedResources != nil {
+		res = &api.AllocatedResources{Shared: api.AllocatedSharedResources{Networks: a.AllocatedResources.Shared.Networks}}
+	}
+	return c.applyAllocState(allocEvent{
+		ID: a.ID, Namespace: a.Namespace, JobID: a.JobID, NodeID: a.NodeID, NodeName: a.NodeName,
+		DesiredStatus: a.DesiredStatus, ClientStatus: a.ClientStatus,
+		CreateIndex: a.CreateIndex, ModifyIndex: a.ModifyIndex, AllocModifyIndex: a.AllocModifyIndex, resources: res,
+	})
+}
+
+// allocEvent is what an Allocation event's payload says that the cache
+// keeps, decoded without the rest (task states, metrics, resources of
+// every task), which the watcher would otherwise decode for every event.
+type allocEvent struct {
+	ID, Namespace, JobID, NodeID, NodeName string
+	DesiredStatus, ClientStatus            string
+	CreateIndex, ModifyIndex               uint64
+	AllocModifyIndex                       uint64
+	AllocatedResources                     *struct {
+		Shared struct {
+			Networks []*api.NetworkResource
+		}
+	}
+	resources *api.AllocatedResources
+}
+
+// applyAllocState is applyAlloc on what the watcher decoded.
+func (c *Cache) applyAllocState(a allocEvent) (string, bool) {
+	if a.resources == nil && a.AllocatedResources != nil {
+		a.resources = &api.AllocatedResources{Shared: api.AllocatedSharedResources{Networks: a.AllocatedResources.Shared.Networks}}
+	}
 	key, ok := sandboxKey(a.Namespace, a.JobID)
 	if !ok {
 		return "", false
@@ -442,7 +511,7 @@ func (c *Cache) applyAlloc(a *api.Allocation) (string, bool) {
 	as := &AllocState{
 		ID: a.ID, NodeID: a.NodeID, NodeName: a.NodeName, DesiredStatus: a.DesiredStatus, ClientStatus: a.ClientStatus,
 		CreateIndex: a.CreateIndex, ModifyIndex: a.ModifyIndex, AllocModifyIndex: a.AllocModifyIndex,
-		Resources: a.AllocatedResources,
+		Resources: a.resources,
 	}
 	switch {
 	case a.AllocModifyIndex >= e.job.JobModifyIndex && e.job.VersionKnown:

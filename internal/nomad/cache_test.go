@@ -12,6 +12,12 @@ import (
 	"github.com/hashicorp/nomad/api"
 )
 
+// fullPayload is an event's payload decoded whole, as the tests read it.
+type fullPayload struct {
+	Job        *api.Job
+	Allocation *api.Allocation
+}
+
 // recordedEvent is one Job or Allocation event of a recording, with the
 // second it arrived at.
 type recordedEvent struct {
@@ -19,11 +25,12 @@ type recordedEvent struct {
 	event eventHeader
 }
 
-// readRecording reads testdata/lifecycle/<variant>: the event stream as a
-// real agent sent it, and the phases the recorder went through.
+// readRecording reads the lifecycle recording <variant>, kept with the
+// test server's facts: the event stream as a real agent sent it, and the
+// phases the recorder went through.
 func readRecording(t *testing.T, variant string) (events []recordedEvent, phases map[string]float64, order []string) {
 	t.Helper()
-	f, err := os.Open(filepath.Join("testdata", "lifecycle", variant+".events.ndjson.ts"))
+	f, err := os.Open(filepath.Join("nomadtest", "testdata", "facts", "lifecycle", variant+".events.ndjson.ts"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,7 +53,7 @@ func readRecording(t *testing.T, variant string) (events []recordedEvent, phases
 			}
 		}
 	}
-	tl, err := os.ReadFile(filepath.Join("testdata", "lifecycle", variant+".timeline.jsonl"))
+	tl, err := os.ReadFile(filepath.Join("nomadtest", "testdata", "facts", "lifecycle", variant+".timeline.jsonl"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,7 +82,7 @@ func TestCacheFollowsARecordedLife(t *testing.T) {
 			events, phases, order := readRecording(t, variant)
 			var owner, key string
 			for _, re := range events {
-				var p eventPayload
+				var p fullPayload
 				if re.event.Topic == "Job" && json.Unmarshal(re.event.Payload, &p) == nil {
 					owner, key = p.Job.Meta[MetaOwner], "default/"+p.Job.Meta[MetaSandbox]
 					break
@@ -99,7 +106,7 @@ func TestCacheFollowsARecordedLife(t *testing.T) {
 			truth := map[string]uint64{} // the version each allocation was placed at
 			for _, re := range events {
 				e := re.event
-				var p eventPayload
+				var p fullPayload
 				if err := json.Unmarshal(e.Payload, &p); err != nil {
 					t.Fatal(err)
 				}

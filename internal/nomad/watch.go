@@ -2,6 +2,7 @@ package nomad
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -186,10 +187,20 @@ type eventHeader struct {
 }
 
 // eventPayload is what a Job or Allocation event carries: the whole job,
-// or the allocation without its job.
+// or the allocation without its job. Only what the cache keeps is
+// decoded; the job's bytes are kept for a reconcile that compares it.
 type eventPayload struct {
-	Job        *api.Job        `json:"Job"`
-	Allocation *api.Allocation `json:"Allocation"`
+	Job        json.RawMessage `json:"Job"`
+	Allocation *allocEvent     `json:"Allocation"`
+}
+
+// jobEvent is the part of an event's job the cache keeps as its state.
+type jobEvent struct {
+	ID, Namespace, Status                    *string
+	Version                                  *uint64
+	Stop                                     *bool
+	CreateIndex, JobModifyIndex, ModifyIndex *uint64
+	Meta                                     map[string]string
 }
 
 type decoded struct {
@@ -336,10 +347,23 @@ func (w *Watcher) apply(e eventHeader) (string, bool) {
 		return key, true
 	}
 	switch {
-	case e.Topic == "Job" && p.Job != nil:
-		return w.opts.Cache.applyJob(e.Type, e.Index, p.Job)
+	case e.Topic == "Job" && len(p.Job) > 0:
+		var j jobEvent
+		if err := json.Unmarshal(p.Job, &j); err != nil {
+			w.opts.Logger.Warn("cannot decode an event's job", "type", e.Type, "index", e.Index, "err", err)
+			w.opts.Cache.Invalidate(key)
+			return key, true
+		}
+		st := &JobState{
+			Namespace: cmp.Or(deref(j.Namespace), "default"), ID: deref(j.ID),
+			Version: deref(j.Version), VersionKnown: j.Version != nil,
+			Stop: deref(j.Stop), Status: deref(j.Status),
+			CreateIndex: deref(j.CreateIndex), JobModifyIndex: deref(j.JobModifyIndex), ModifyIndex: deref(j.ModifyIndex),
+			Meta: ownMeta(j.Meta),
+		}
+		return w.opts.Cache.applyJobState(e.Type, e.Index, st, wholeJob{raw: bytes.Clone(p.Job)})
 	case e.Topic == "Allocation" && p.Allocation != nil:
-		return w.opts.Cache.applyAlloc(p.Allocation)
+		return w.opts.Cache.applyAllocState(*p.Allocation)
 	}
 	return key, false
 }

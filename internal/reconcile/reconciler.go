@@ -235,8 +235,10 @@ type liveJob struct {
 	key, ns, id string
 	// state is nil when Nomad has no such job.
 	state *nomad.JobState
-	// full is the whole job, once at hand.
+	// full is the whole job, once at hand; cj is the cache's entry, which
+	// may hold it.
 	full *api.Job
+	cj   *nomad.CachedJob
 	// allocs are the allocations Nomad wants running, once loaded.
 	allocs []*api.AllocationListStub
 	loaded bool
@@ -252,10 +254,7 @@ func (r *Reconciler) look(ctx context.Context, key, ns, id string) (*liveJob, er
 			lj.cached, lj.loaded = true, true
 			if cj != nil {
 				st := cj.Job
-				lj.state = &st
-				if cj.Full != nil && deref(cj.Full.JobModifyIndex) == st.JobModifyIndex {
-					lj.full = cj.Full
-				}
+				lj.state, lj.cj = &st, cj
 				lj.allocs = cj.Stubs()
 			}
 			return lj, nil
@@ -287,6 +286,12 @@ func (r *Reconciler) look(ctx context.Context, key, ns, id string) (*liveJob, er
 func (r *Reconciler) whole(ctx context.Context, lj *liveJob) (*api.Job, error) {
 	if lj.state == nil || lj.full != nil {
 		return lj.full, nil
+	}
+	if lj.cj != nil {
+		if j := lj.cj.Whole(); j != nil && deref(j.JobModifyIndex) == lj.state.JobModifyIndex {
+			lj.full = j
+			return j, nil
+		}
 	}
 	job, err := r.nomad.Job(ctx, lj.ns, lj.id)
 	if err != nil {
@@ -327,7 +332,7 @@ func (r *Reconciler) version(ctx context.Context, lj *liveJob, recorded store.St
 			c.SetVersion(lj.key, lj.state.JobModifyIndex, version)
 		}
 	} else {
-		lj.full = nil
+		lj.full, lj.cj = nil, nil
 		job, err := r.whole(ctx, lj)
 		if err != nil {
 			return 0, err
@@ -553,7 +558,7 @@ func (r *Reconciler) sync(ctx context.Context, rec store.Record, jobID string) (
 			if stopped.VersionKnown {
 				stopped.Version++
 			}
-			lj.state, lj.full = &stopped, nil
+			lj.state, lj.full, lj.cj = &stopped, nil, nil
 			if c := r.cfg.Cache; c != nil {
 				c.Wrote(key, stopped)
 			}
@@ -664,7 +669,7 @@ func (r *Reconciler) sync(ctx context.Context, rec store.Record, jobID string) (
 			if lj.state != nil {
 				wrote.CreateIndex, wrote.Status = lj.state.CreateIndex, lj.state.Status
 			}
-			lj.state, lj.full = &wrote, nil
+			lj.state, lj.full, lj.cj = &wrote, nil, nil
 			if c := r.cfg.Cache; c != nil {
 				c.Wrote(key, wrote)
 			} else {
