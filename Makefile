@@ -2,7 +2,7 @@
 # requirement; `bash .ci/run` installs what a clean machine lacks.
 GO ?= go
 
-.PHONY: all build dev test test-nomad check validate-examples fuzz bench bench-controller reliability clean
+.PHONY: all build dev test test-nomad test-nomad-testserver check validate-examples fuzz bench bench-controller reliability clean
 
 all: check test
 
@@ -24,13 +24,22 @@ test:
 	$(GO) test -count=1 -run '^TestChurnKeepsTheFileBounded$$' ./internal/store
 	$(GO) test -count=1 -run '^TestReadyAfterEveryUpdateNamesTheCurrentVersion$$' ./internal/reconcile
 
-# The tests that need a real Nomad agent, named by NOMAD_ADDR (they skip
-# without it): drift repairs and renderings checked against what a real
-# agent stores. They create and purge agentkernel-* jobs, a namespace
-# "agents" and a node pool "sandboxes"; point them at a dev agent with
-# raw_exec enabled, never at a cluster that matters.
+# The tests that need a Nomad cluster, named by NOMAD_ADDR (they skip
+# without it): test/nomad runs the built controller and akctl through
+# convergence, updates, drift, a foreign job, SIGKILLs and deletion and
+# counts the controller's Nomad requests; the others check drift repairs
+# and renderings against what the agent stores. They create and purge
+# jobs agentkernel-rn-* and agentkernel-real-* (and a few more), a
+# namespace "agents" and a node pool "sandboxes"; point them at a
+# disposable cluster with raw_exec enabled, never at one that matters
+# (README, "Testing against a Nomad cluster").
 test-nomad:
 	$(GO) test -tags realnomad -count=1 -run '^TestRealNomad' ./...
+
+# The same against the Nomad test server in a process of its own, as CI
+# runs it.
+test-nomad-testserver:
+	bash .ci/with-nomad-test-server $(MAKE) test-nomad
 
 # Static checks CI runs before the tests.
 check:

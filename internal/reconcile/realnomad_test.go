@@ -11,11 +11,16 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"net/http"
 	"os"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/nomad/api"
 
 	"github.com/agentkernel/agentkernel-controller/internal/nomad"
 	"github.com/agentkernel/agentkernel-controller/internal/store"
@@ -174,6 +179,12 @@ func TestRealNomadNoDeploymentAndNoWriteAfterConverging(t *testing.T) {
 		t.Errorf("%d writes to a job nobody changed, want none", n)
 	}
 	dep, _, err := h.nc.API().Jobs().LatestDeployment(id, nil)
+	if ure := (api.UnexpectedResponseError{}); errors.As(err, &ure) && ure.StatusCode() == http.StatusNotFound && strings.TrimSpace(ure.Body()) == "404 page not found" {
+		// An agent answers null for a job without deployments, never 404;
+		// Go's default 404 is a Nomad that has no such route at all: the
+		// Nomad test server, which simulates no deployments.
+		t.Skip("no writes checked; the deployment not: the Nomad at NOMAD_ADDR has no /v1/job/:id/deployment route (the Nomad test server simulates no deployments)")
+	}
 	if err != nil {
 		t.Fatal(err)
 	}

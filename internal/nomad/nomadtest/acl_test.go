@@ -411,6 +411,8 @@ func TestACLRoutesDenyByDefault(t *testing.T) {
 		{"GET", "/v1/allocation/" + allocID, ""}, {"GET", "/v1/allocations", ""},
 		{"GET", "/v1/evaluation/" + evalID, ""}, {"GET", "/v1/evaluations", ""},
 		{"GET", "/v1/nodes", ""}, {"GET", "/v1/node/" + f.srv.nodeID, ""},
+		{"GET", "/v1/node/pools", ""}, {"PUT", "/v1/node/pools", `{"Name":"x"}`},
+		{"GET", "/v1/node/pool/default", ""}, {"DELETE", "/v1/node/pool/x", ""},
 		{"GET", "/v1/namespaces", ""}, {"POST", "/v1/namespace", `{"Name":"x"}`},
 		{"GET", "/v1/namespace/default", ""}, {"PUT", "/v1/namespace/x", `{"Name":"x"}`}, {"DELETE", "/v1/namespace/x", ""},
 		{"GET", "/v1/vars", ""}, {"GET", "/v1/var/locks/a", ""}, {"PUT", "/v1/var/locks/a", `{"Items":{"k":"v"}}`},

@@ -112,6 +112,7 @@ type Server struct {
 	index      uint64
 	tables     map[string]uint64
 	namespaces map[string]*namespace
+	nodePools  map[string]*nodePool // nodepools.go; made on first use
 	jobs       map[nsKey]*jobEntry
 	allocs     map[string]*alloc
 	evals      map[string]*evalEntry
@@ -451,6 +452,8 @@ func (s *Server) apiRoutes() []route {
 		{"/v1/agent/health", s.handleHealth},
 		{"/v1/nodes", s.handleNodes},
 		{"/v1/node/{id}", s.handleNode},
+		{"/v1/node/pools", s.handleNodePools},
+		{"/v1/node/pool/{name}", s.handleNodePool},
 		{"/v1/namespaces", s.handleNamespaces},
 		{"/v1/namespace", s.handleNamespaceCreate},
 		{"/v1/namespace/{name}", s.handleNamespace},
