@@ -89,7 +89,10 @@ func (b *clientBatch) commit() {
 // scheduleClient has the client act on a plan: its first report after
 // ClientDelay, with the stopped allocs complete and the placed ones
 // received, then the placed ones running after SchedulingDelay, or in the
-// first report when that is not later.
+// first report when that is not later. The run step is timed from inside
+// the receive step, never as a timer of its own: two timers due together
+// wake in either order, and a run before its receive would leave the
+// allocation pending for good.
 func (s *Server) scheduleClient(start, stop []*alloc) {
 	if len(start) == 0 && len(stop) == 0 {
 		return
@@ -112,18 +115,18 @@ func (s *Server) scheduleClient(start, stop []*alloc) {
 			}
 		}
 		b.commit()
-	})
-	if merged {
-		return
-	}
-	s.after(s.opts.SchedulingDelay, func() {
-		b := s.newClientBatch()
-		for _, a := range start {
-			if live(a) {
-				s.clientRun(b, a)
-			}
+		if merged {
+			return
 		}
-		b.commit()
+		s.after(s.opts.SchedulingDelay-max(s.opts.ClientDelay, 0), func() {
+			b := s.newClientBatch()
+			for _, a := range start {
+				if live(a) {
+					s.clientRun(b, a)
+				}
+			}
+			b.commit()
+		})
 	})
 }
 
