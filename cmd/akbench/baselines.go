@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -152,33 +153,67 @@ func imperativeBaseline(ctx context.Context, client *api.Client, jobs []*api.Job
 }
 
 // purgePrefix purges every job whose ID starts with prefix in namespace:
-// akbench's cleanup on a real cluster.
+// akbench's cleanup on a real cluster. The jobs are stopped first and
+// purged once the client has ended their tasks, so that the next phase
+// does not start while the agent is still killing this one's: a purge
+// alone answers at once and leaves that work running in the background.
 func purgePrefix(ctx context.Context, client *api.Client, prefix, namespace string) (int, error) {
 	stubs, _, err := client.Jobs().List((&api.QueryOptions{Namespace: namespace, Prefix: prefix}).WithContext(ctx))
 	if err != nil {
 		return 0, fmt.Errorf("list jobs to purge: %w", err)
 	}
-	var (
-		mu    sync.Mutex
-		first error
-		n     int
-	)
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(baselineParallelism)
-	for _, s := range stubs {
-		g.Go(func() error {
-			_, _, err := client.Jobs().Deregister(s.ID, true, (&api.WriteOptions{Namespace: s.Namespace}).WithContext(gctx))
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil && first == nil {
-				first = fmt.Errorf("purge job %q: %w", s.ID, err)
-			}
-			if err == nil {
-				n++
-			}
-			return nil
-		})
+	deregister := func(purge bool) (int, error) {
+		var (
+			mu    sync.Mutex
+			first error
+			n     int
+		)
+		g, gctx := errgroup.WithContext(ctx)
+		g.SetLimit(baselineParallelism)
+		for _, s := range stubs {
+			g.Go(func() error {
+				_, _, err := client.Jobs().Deregister(s.ID, purge, (&api.WriteOptions{Namespace: s.Namespace}).WithContext(gctx))
+				mu.Lock()
+				defer mu.Unlock()
+				if err != nil && first == nil {
+					first = fmt.Errorf("deregister job %q (purge %t): %w", s.ID, purge, err)
+				}
+				if err == nil {
+					n++
+				}
+				return nil
+			})
+		}
+		_ = g.Wait()
+		return n, first
 	}
-	_ = g.Wait()
-	return n, first
+	if _, err := deregister(false); err != nil {
+		return 0, err
+	}
+	if err := waitTasksEnded(ctx, client, prefix, namespace); err != nil {
+		return 0, err
+	}
+	return deregister(true)
+}
+
+// waitTasksEnded waits until no allocation of a job whose ID starts with
+// prefix is still pending or running on its client.
+func waitTasksEnded(ctx context.Context, client *api.Client, prefix, namespace string) error {
+	var index uint64
+	for {
+		allocs, meta, err := client.Allocations().List((&api.QueryOptions{Namespace: namespace, WaitIndex: index, WaitTime: 5 * time.Second}).WithContext(ctx))
+		if err != nil {
+			return fmt.Errorf("list allocations of the stopped jobs: %w", err)
+		}
+		live := 0
+		for _, a := range allocs {
+			if strings.HasPrefix(a.JobID, prefix) && (a.ClientStatus == api.AllocClientStatusPending || a.ClientStatus == api.AllocClientStatusRunning) {
+				live++
+			}
+		}
+		if live == 0 {
+			return nil
+		}
+		index = meta.LastIndex
+	}
 }

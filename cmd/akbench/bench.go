@@ -33,6 +33,7 @@ func newBench(cfg config, stderr io.Writer) (*bench, error) {
 	}
 	rc := machineContext()
 	rc.Driver, rc.Workers, rc.WriteRate, rc.WriteBurst, rc.Seed = cfg.driver, cfg.workers, cfg.writeRate, cfg.writeBurst, cfg.seed
+	rc.Resync = cfg.resync.String()
 	if cfg.nomadAddr == "" {
 		rc.Nomad = "test server in a child process, a fresh one per phase"
 		rc.SchedDelay = cfg.schedDelay.String()

@@ -36,6 +36,7 @@ type controllerUnderTest struct {
 	metrics  *reconcile.Metrics
 	log      *slog.Logger
 	workers  int
+	resync   time.Duration
 	requests *requestCounter // the controller's own Nomad requests
 	reach    atomic.Bool
 
@@ -63,6 +64,7 @@ type controllerOptions struct {
 	// as for the nomad CLI.
 	nomadAddr  string
 	workers    int
+	resync     time.Duration
 	writeRate  float64
 	writeBurst int
 	driver     string
@@ -77,7 +79,7 @@ func startController(ctx context.Context, o controllerOptions) (*controllerUnder
 	if err != nil {
 		return nil, err
 	}
-	c := &controllerUnderTest{dir: dir, log: o.log, workers: o.workers, requests: newRequestCounter()}
+	c := &controllerUnderTest{dir: dir, log: o.log, workers: o.workers, resync: o.resync, requests: newRequestCounter()}
 	// The production configuration: fsync on every commit.
 	c.st, err = store.Open(dir, store.Options{Logger: o.log})
 	if err != nil {
@@ -160,14 +162,15 @@ func (c *controllerUnderTest) startLoop(ctx context.Context) error {
 	}
 	watcher := nomad.NewWatcher(c.nc, nomad.WatchOptions{Owner: c.st.StoreID(), Logger: c.log, Cache: cache})
 	ctrl := reconcile.New(reconcile.Options{
-		Reconciler: rec,
-		Queue:      q,
-		Store:      c.st,
-		Watcher:    watcher,
-		Owner:      c.st.StoreID(),
-		Workers:    c.workers,
-		Logger:     c.log,
-		Metrics:    c.metrics,
+		Reconciler:   rec,
+		Queue:        q,
+		Store:        c.st,
+		Watcher:      watcher,
+		Owner:        c.st.StoreID(),
+		Workers:      c.workers,
+		ResyncPeriod: c.resync,
+		Logger:       c.log,
+		Metrics:      c.metrics,
 	})
 	lctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	l := &loop{ctrl: ctrl, watcher: watcher, queue: q, stats: stats, cancel: cancel, done: make(chan error, 1)}

@@ -99,6 +99,7 @@ type config struct {
 	schedDelay  time.Duration
 	instant     bool
 	workers     int
+	resync      time.Duration
 	writeRate   float64
 	writeBurst  int
 	nomadAddr   string
@@ -123,6 +124,7 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&c.schedDelay, "sched-delay", 0, "test server: how long after its plan an allocation runs; 0 is a real agent's timing (planned 5ms after the register, running 450ms after that)")
 	fs.BoolVar(&c.instant, "instant", false, "test server: place and run every allocation within its register, as no real agent does")
 	fs.IntVar(&c.workers, "workers", 4, "parallel reconciles (the default is cmd/controller's)")
+	fs.DurationVar(&c.resync, "resync", 10*time.Minute, "period of the controller's full resync (the default is cmd/controller's); an idle longer than it includes one")
 	fs.Float64Var(&c.writeRate, "write-rate", 50, "controller Nomad writes per second, 0 for no limit (the default is cmd/controller's)")
 	fs.IntVar(&c.writeBurst, "write-burst", 100, "controller Nomad write burst (the default is cmd/controller's)")
 	fs.StringVar(&c.nomadAddr, "nomad-addr", "", "a real Nomad to benchmark against; empty starts the test server in a child process")
@@ -181,6 +183,8 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 		return c, usagef(stderr, "-workers: %d must be between 1 and 256", c.workers)
 	case c.driftTrials < 1:
 		return c, usagef(stderr, "-drift-trials: %d must be at least 1", c.driftTrials)
+	case c.resync < time.Second:
+		return c, usagef(stderr, "-resync: %s must be at least 1s", c.resync)
 	case c.idle <= 0:
 		return c, usagef(stderr, "-idle: %s must be positive", c.idle)
 	case c.writeRate < 0:

@@ -45,6 +45,7 @@ type runContext struct {
 	SchedDelay string    `json:"schedDelay,omitempty"`
 	Driver     string    `json:"driver"`
 	Workers    int       `json:"workers"`
+	Resync     string    `json:"resync"`
 	WriteRate  float64   `json:"writeRate"`
 	WriteBurst int       `json:"writeBurst"`
 	Seed       uint64    `json:"seed"`
@@ -129,7 +130,7 @@ func (r *report) writeTable(w io.Writer) {
 	if c.WriteRate > 0 {
 		limit = fmt.Sprintf("Nomad writes limited to %g/s, burst %d", c.WriteRate, c.WriteBurst)
 	}
-	fmt.Fprintf(w, "; driver %s, %d workers, %s\n", c.Driver, c.Workers, limit)
+	fmt.Fprintf(w, "; driver %s, %d workers, full resync every %s, %s\n", c.Driver, c.Workers, cmpOr(c.Resync, "10m0s"), limit)
 	for _, n := range c.Notes {
 		fmt.Fprintf(w, "note: %s\n", n)
 	}

@@ -41,7 +41,7 @@ func (b *bench) controllerPhase(ctx context.Context, n int, raw, imp *baselineRe
 		return
 	}
 	c, err := startController(ctx, controllerOptions{
-		nomadAddr: t.addr, workers: b.cfg.workers,
+		nomadAddr: t.addr, workers: b.cfg.workers, resync: b.cfg.resync,
 		writeRate: b.cfg.writeRate, writeBurst: b.cfg.writeBurst, driver: b.cfg.driver, log: b.log,
 	})
 	if err != nil {
