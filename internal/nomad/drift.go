@@ -66,7 +66,7 @@ func Drift(desired, live *api.Job) []string {
 		reasons = append(reasons, DriftRunning)
 	case !wantStop && isStop:
 		reasons = append(reasons, DriftStopped)
-	case !wantStop && deref(live.Status) == "dead":
+	case !wantStop && Dead(deref(live.Status), deref(live.JobModifyIndex), deref(live.ModifyIndex)):
 		reasons = append(reasons, DriftDead)
 	}
 	if desired.Meta[MetaSpecHash] != live.Meta[MetaSpecHash] {
@@ -76,6 +76,16 @@ func Drift(desired, live *api.Job) []string {
 		reasons = append(reasons, DriftFields)
 	}
 	return reasons
+}
+
+// Dead reports whether a job's status says its current version has died:
+// "dead", computed after that version was written. A register writes the
+// new version with the status it had (a stopped job's "dead", in the
+// first event of the register) and Nomad recomputes it at the same index
+// with the evaluation, so a dead status at ModifyIndex == JobModifyIndex
+// belongs to the version before.
+func Dead(status string, jobModifyIndex, modifyIndex uint64) bool {
+	return status == "dead" && modifyIndex > jobModifyIndex
 }
 
 // FieldDiffs names the paths where the live job differs from what the

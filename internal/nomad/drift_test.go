@@ -54,6 +54,7 @@ func TestDriftKinds(t *testing.T) {
 		j.NodePool = ptr("default")
 		j.Status = ptr("running")
 		j.JobModifyIndex = ptr(uint64(12))
+		j.ModifyIndex = ptr(uint64(14))
 		j.TaskGroups[0].Networks[0].DynamicPorts = nil
 		mut(&j)
 		return &j
@@ -150,5 +151,42 @@ func TestUpdateStrategyRenderedLaterIsNotDrift(t *testing.T) {
 	old.TaskGroups[0].Update = &api.UpdateStrategy{MaxParallel: ptr(1), HealthCheck: ptr("checks"), MinHealthyTime: ptr(10 * time.Second)}
 	if got := Drift(desired, old); len(got) != 0 {
 		t.Errorf("a job rendered before with Nomad's default update strategy drifts: %v (%v)", got, FieldDiffs(desired, old))
+	}
+}
+
+// TestDriftIgnoresTheDeadStatusAJobIsRegisteredWith: registering a job
+// that is dead (stopped, its allocations complete) writes the new version
+// with the old status, and Nomad's first event of it says "dead"; the
+// status becomes pending at the same index, with the register's
+// evaluation (recorded: lifecycle maxparallel0, index 4178). A status not
+// computed since the version was written (ModifyIndex equal to
+// JobModifyIndex) is not the version's own: taking it for a job that died
+// again registered it a second time (2 of 100 drift repairs on a real
+// agent). Once Nomad has evaluated the version, dead is drift.
+func TestDriftIgnoresTheDeadStatusAJobIsRegisteredWith(t *testing.T) {
+	sb := loadSandbox(t, filepath.Join("testdata", "render", "docker-restrictive.hcl"))
+	desired, err := Render(&sb, testRenderOptions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name                string
+		jobModify, modified uint64
+		want                []string
+	}{
+		{"dead in the register's own event", 4178, 4178, nil},
+		{"dead after the version was evaluated", 4178, 4190, []string{DriftDead}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			live, err := jsonRoundTrip(desired)
+			if err != nil {
+				t.Fatal(err)
+			}
+			live.Status = ptr("dead")
+			live.JobModifyIndex, live.ModifyIndex = ptr(tt.jobModify), ptr(tt.modified)
+			if diff := cmp.Diff(tt.want, Drift(desired, live)); diff != "" {
+				t.Errorf("drift (-want +got):\n%s", diff)
+			}
+		})
 	}
 }

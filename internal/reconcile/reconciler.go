@@ -584,7 +584,8 @@ func (r *Reconciler) sync(ctx context.Context, rec store.Record, jobID string) (
 
 	var reasons []string
 	if lj.cached && lj.state != nil && observed && lj.state.JobModifyIndex == rec.Status.JobModifyIndex &&
-		lj.state.Meta[nomad.MetaSpecHash] == rec.Hash && !lj.state.Stop && lj.state.Status != "dead" {
+		lj.state.Meta[nomad.MetaSpecHash] == rec.Hash && !lj.state.Stop &&
+		!nomad.Dead(lj.state.Status, lj.state.JobModifyIndex, lj.state.ModifyIndex) {
 		// The job is at the very index this controller recorded after
 		// its own write or its last full look, and any change to its spec
 		// moves that index: nothing to compare.
