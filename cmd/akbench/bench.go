@@ -75,8 +75,10 @@ func (b *bench) run(ctx context.Context) *report {
 			break
 		}
 		var raw, imp *baselineResult
-		if b.cfg.scenarios[scenConverge] {
+		if b.cfg.scenarios[scenConverge] && b.cfg.baselines[baseRaw] {
 			raw = b.baseline(ctx, n, baseRaw)
+		}
+		if b.cfg.scenarios[scenConverge] && b.cfg.baselines[baseImperative] {
 			imp = b.baseline(ctx, n, baseImperative)
 		}
 		if b.cfg.scenarios[scenConverge] || b.cfg.scenarios[scenReapply] || b.cfg.scenarios[scenDrift] || b.cfg.scenarios[scenIdle] {

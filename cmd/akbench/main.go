@@ -94,6 +94,7 @@ var allScenarios = []string{scenConverge, scenReapply, scenDrift, scenIdle, scen
 type config struct {
 	sizes       []int
 	scenarios   map[string]bool
+	baselines   map[string]bool
 	idle        time.Duration
 	driftTrials int
 	schedDelay  time.Duration
@@ -119,11 +120,12 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs.SetOutput(stderr)
 	sizes := fs.String("n", "100,1000", "comma-separated fleet sizes (each at most 10000)")
 	scen := fs.String("scenarios", strings.Join(allScenarios, ","), "comma-separated scenarios to run")
+	bases := fs.String("baselines", baseRaw+","+baseImperative, "comma-separated baselines measured before converge, or none")
 	fs.DurationVar(&c.idle, "idle", 60*time.Second, "how long the idle scenario watches a converged fleet")
 	fs.IntVar(&c.driftTrials, "drift-trials", 100, "out-of-band changes made by the drift scenario")
 	fs.DurationVar(&c.schedDelay, "sched-delay", 0, "test server: how long after its plan an allocation runs; 0 is a real agent's timing (planned 5ms after the register, running 450ms after that)")
 	fs.BoolVar(&c.instant, "instant", false, "test server: place and run every allocation within its register, as no real agent does")
-	fs.IntVar(&c.workers, "workers", 4, "parallel reconciles (the default is cmd/controller's)")
+	fs.IntVar(&c.workers, "workers", 8, "parallel reconciles (the default is cmd/controller's)")
 	fs.DurationVar(&c.resync, "resync", 10*time.Minute, "period of the controller's full resync (the default is cmd/controller's); an idle longer than it includes one")
 	fs.Float64Var(&c.writeRate, "write-rate", 50, "controller Nomad writes per second, 0 for no limit (the default is cmd/controller's)")
 	fs.IntVar(&c.writeBurst, "write-burst", 100, "controller Nomad write burst (the default is cmd/controller's)")
@@ -175,6 +177,16 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 			return c, usagef(stderr, "-scenarios: unknown scenario %q; want some of %s", s, strings.Join(allScenarios, ","))
 		}
 		c.scenarios[s] = true
+	}
+	c.baselines = make(map[string]bool)
+	if *bases != "none" {
+		for _, s := range strings.Split(*bases, ",") {
+			s = strings.TrimSpace(s)
+			if s != baseRaw && s != baseImperative {
+				return c, usagef(stderr, "-baselines: unknown baseline %q; want some of %s,%s, or none", s, baseRaw, baseImperative)
+			}
+			c.baselines[s] = true
+		}
 	}
 	switch {
 	case !contains([]string{spec.DriverRawExec, spec.DriverExec, spec.DriverDocker}, c.driver):
