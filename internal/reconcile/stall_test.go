@@ -22,8 +22,10 @@ func TestReconcileAgainstASilentNomadEndsAtTheRequestTimeout(t *testing.T) {
 		h.mem.SetSilent(true)
 		start := time.Now()
 		_, err := h.rec.Reconcile(t.Context(), "default/box")
-		if took := time.Since(start); took > nomad.DefaultRequestTimeout {
-			t.Errorf("reconcile returned after %s, want within the %s request bound", took, nomad.DefaultRequestTimeout)
+		// The request bound, and the status write that reports it (a
+		// batched commit waits a couple of milliseconds for company).
+		if took, bound := time.Since(start), nomad.DefaultRequestTimeout+100*time.Millisecond; took > bound {
+			t.Errorf("reconcile returned after %s, want within %s: the %s request bound and a status write", took, bound, nomad.DefaultRequestTimeout)
 		}
 		if !errors.Is(err, nomad.ErrTransient) {
 			t.Errorf("err = %v, want transient", err)

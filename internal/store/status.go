@@ -130,7 +130,11 @@ type eventsEntry struct {
 // recorded one (times aside) with no events writes nothing, so that
 // re-observing a steady sandbox does not feed the change feed.
 func (s *Store) UpdateStatus(ctx context.Context, key string, st Status, events ...Event) error {
-	_, err := s.update(ctx, func(w *writeTx) error {
+	if len(events) == 0 && s.statusUnchanged(key, st) {
+		return nil
+	}
+	// Workers write statuses concurrently: batched, they share commits.
+	_, err := s.batch(ctx, func(w *writeTx) error {
 		e, found, err := getSandboxImpl(w.tx, key)
 		if err != nil {
 			return err
@@ -174,6 +178,25 @@ func (s *Store) UpdateStatus(ctx context.Context, key string, st Status, events 
 		return fmt.Errorf("update status of sandbox %q: %w", key, err)
 	}
 	return nil
+}
+
+// statusUnchanged reports, from a read, whether st is what is recorded
+// for key already (times aside), so that UpdateStatus writes nothing.
+func (s *Store) statusUnchanged(key string, st Status) bool {
+	unchanged := false
+	_ = s.db.View(func(tx *bolt.Tx) error {
+		e, found, err := getSandboxImpl(tx, key)
+		if err != nil || !found || st.ObservedGeneration > e.Generation {
+			return nil
+		}
+		old, _, err := getStatusImpl(tx, key)
+		if err != nil || old.ObservedGeneration != st.ObservedGeneration {
+			return nil
+		}
+		unchanged = statusEqual(old, mergeStatus(old, st, s.now().UTC()))
+		return nil
+	})
+	return unchanged
 }
 
 // mergeStatus carries over what the caller need not know: transition times

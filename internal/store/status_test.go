@@ -3,11 +3,13 @@ package store_test
 import (
 	"errors"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/agentkernel/agentkernel-controller/internal/spec"
 	"github.com/agentkernel/agentkernel-controller/internal/store"
 )
 
@@ -149,5 +151,59 @@ func TestEventsKeepTheLatestMaxEvents(t *testing.T) {
 	}
 	if err := s.AppendEvent(t.Context(), "team/ghost", store.Event{}); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("AppendEvent to an unknown key = %v, want ErrNotFound", err)
+	}
+}
+
+// Workers write statuses at the same time, and those writes share
+// commits; each still takes a revision of its own, with its change in
+// the feed, and none is lost.
+func TestConcurrentStatusWritesEachTakeARevision(t *testing.T) {
+	const n = 40
+	s := openStore(t, store.Options{})
+	var sbs []spec.Sandbox
+	for i := range n {
+		sbs = append(sbs, sandbox("team", fmt.Sprintf("s%02d", i), "img:1", nil))
+	}
+	mustApply(t, s, store.ApplyOptions{}, sbs...)
+	before := mustRevision(t, s)
+
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := range n {
+		wg.Go(func() {
+			st := store.Status{Phase: store.PhaseRunning, ObservedGeneration: 1, AllocID: fmt.Sprintf("alloc-%02d", i)}
+			errs <- s.UpdateStatus(t.Context(), fmt.Sprintf("team/s%02d", i), st)
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := mustRevision(t, s); got != before+n {
+		t.Fatalf("revision %d after %d status writes from %d, want %d", got, n, before, before+n)
+	}
+	w, err := s.Watch(t.Context(), before)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[uint64]string{}
+	for len(seen) < n {
+		ch := <-w.Changes()
+		if ch.Kind != store.ChangeStatus {
+			t.Fatalf("change %+v, want a status change", ch)
+		}
+		if k, dup := seen[ch.Revision]; dup {
+			t.Fatalf("revision %d taken by %s and %s", ch.Revision, k, ch.Key)
+		}
+		seen[ch.Revision] = ch.Key
+	}
+	for i := range n {
+		key := fmt.Sprintf("team/s%02d", i)
+		if got := mustGet(t, s, key).Status.AllocID; got != fmt.Sprintf("alloc-%02d", i) {
+			t.Errorf("%s: allocation %q recorded", key, got)
+		}
 	}
 }

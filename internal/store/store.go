@@ -175,6 +175,11 @@ func open(dataDir string, opts Options, plan schemaPlan) (*Store, error) {
 		FreelistType:   bolt.FreelistMapType,
 		NoFreelistSync: true,
 	})
+	if err == nil {
+		// Status writes from several workers share a commit: a batch
+		// waits this long for company, about the time of one fsync.
+		db.MaxBatchDelay = 2 * time.Millisecond
+	}
 	if errors.Is(err, berrors.ErrTimeout) {
 		return nil, fmt.Errorf("open store: data dir %q is in use by another controller (lock not acquired within %s): %w",
 			dataDir, opts.LockTimeout, ErrInUse)
@@ -383,6 +388,47 @@ func (s *Store) update(ctx context.Context, fn func(w *writeTx) error) (uint64, 
 		return 0, err
 	}
 	s.notifyCommit()
+	return rev, nil
+}
+
+// batch is update for small writes that many goroutines make at once:
+// bbolt's Batch runs concurrent calls in one transaction, one commit and
+// one fsync for all of them, each call still taking a revision of its
+// own. fn may run twice (alone, when another call of its batch failed),
+// so it must do nothing but write through w. A call that records no
+// change still commits with its batch; callers skip those beforehand.
+func (s *Store) batch(ctx context.Context, fn func(w *writeTx) error) (uint64, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	var (
+		rev     uint64
+		changed bool
+	)
+	err := s.db.Batch(func(tx *bolt.Tx) error {
+		w := &writeTx{tx: tx, rev: revisionImpl(tx) + 1, now: s.now().UTC()}
+		rev, changed = w.rev-1, false
+		if err := fn(w); err != nil {
+			return err
+		}
+		if len(w.changes) == 0 {
+			return nil
+		}
+		if err := s.putChangesImpl(w); err != nil {
+			return err
+		}
+		rev, changed = w.rev, true
+		return nil
+	})
+	if errors.Is(err, berrors.ErrDatabaseNotOpen) {
+		return 0, ErrClosed
+	}
+	if err != nil {
+		return 0, err
+	}
+	if changed {
+		s.notifyCommit()
+	}
 	return rev, nil
 }
 
