@@ -94,7 +94,7 @@ type policyConfig struct {
 
 func defaultConfig() config {
 	return config{
-		Workers:   4,
+		Workers:   8,
 		Resync:    "10m",
 		LogLevel:  "info",
 		LogFormat: "text",
@@ -140,7 +140,7 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&f.DataDir, "data-dir", "", "`dir` for the store (required unless -dev, which uses a temporary one)")
 	fs.StringVar(&f.Listen, "listen", "", "API `address`: a unix socket path, or host:port for TCP (default: controller.sock in the data dir; 127.0.0.1:7474 with -dev)")
 	fs.StringVar(&f.TokenFile, "token-file", "", "`file` holding the API bearer token; required for a non-loopback TCP listener")
-	fs.IntVar(&f.Workers, "workers", 0, "parallel reconciles (default 4)")
+	fs.IntVar(&f.Workers, "workers", 0, "parallel reconciles (default 8)")
 	fs.StringVar(&f.Resync, "resync", "", "period of the full resync, a Go `duration` (default 10m)")
 	fs.StringVar(&f.LogLevel, "log-level", "", "debug, info, warn or error (default info)")
 	fs.StringVar(&f.LogFormat, "log-format", "", "text or json (default text)")

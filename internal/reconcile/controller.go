@@ -46,7 +46,7 @@ type Options struct {
 	Store      FeedStore
 	Watcher    NomadWatcher
 	Owner      string
-	// Workers reconcile in parallel, one key each at a time (default 4).
+	// Workers reconcile in parallel, one key each at a time (default 8).
 	Workers int
 	// ResyncPeriod re-queues every sandbox and owned job, give or take
 	// 10 % jitter, to catch anything a missed event left behind (10 min).
@@ -107,7 +107,7 @@ type GCState struct {
 // New makes a controller.
 func New(o Options) *Controller {
 	if o.Workers <= 0 {
-		o.Workers = 4
+		o.Workers = 8
 	}
 	if o.ResyncPeriod <= 0 {
 		o.ResyncPeriod = 10 * time.Minute
