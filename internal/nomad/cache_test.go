@@ -21,8 +21,9 @@ type fullPayload struct {
 // recordedEvent is one Job or Allocation event of a recording, with the
 // second it arrived at.
 type recordedEvent struct {
-	at    float64
-	event eventHeader
+	at      float64
+	event   eventHeader
+	payload json.RawMessage // the event's payload, whole
 }
 
 // readRecording reads the lifecycle recording <variant>, kept with the
@@ -43,13 +44,16 @@ func readRecording(t *testing.T, variant string) (events []recordedEvent, phases
 			continue
 		}
 		var l streamLine
-		if json.Unmarshal([]byte(raw), &l) != nil {
+		var whole struct {
+			Events []struct{ Payload json.RawMessage }
+		}
+		if json.Unmarshal([]byte(raw), &l) != nil || json.Unmarshal([]byte(raw), &whole) != nil {
 			continue
 		}
 		sec, _ := strconv.ParseFloat(at, 64)
-		for _, e := range l.Events {
+		for i, e := range l.Events {
 			if e.Topic == "Job" || e.Topic == "Allocation" {
-				events = append(events, recordedEvent{at: sec, event: e})
+				events = append(events, recordedEvent{at: sec, event: e, payload: whole.Events[i].Payload})
 			}
 		}
 	}
@@ -83,7 +87,7 @@ func TestCacheFollowsARecordedLife(t *testing.T) {
 			var owner, key string
 			for _, re := range events {
 				var p fullPayload
-				if re.event.Topic == "Job" && json.Unmarshal(re.event.Payload, &p) == nil {
+				if re.event.Topic == "Job" && json.Unmarshal(re.payload, &p) == nil {
 					owner, key = p.Job.Meta[MetaOwner], "default/"+p.Job.Meta[MetaSandbox]
 					break
 				}
@@ -107,7 +111,7 @@ func TestCacheFollowsARecordedLife(t *testing.T) {
 			for _, re := range events {
 				e := re.event
 				var p fullPayload
-				if err := json.Unmarshal(e.Payload, &p); err != nil {
+				if err := json.Unmarshal(re.payload, &p); err != nil {
 					t.Fatal(err)
 				}
 				if p.Job != nil && *p.Job.JobModifyIndex == e.Index {

@@ -1,7 +1,6 @@
 package nomad
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
@@ -169,21 +168,28 @@ func (w *Watcher) Run(ctx context.Context, sink WatchSink) error {
 
 var errSilentStream = errors.New("event stream sent nothing, not even a heartbeat, before it went silent or closed (denied by ACL?)")
 
-// streamLine is one NDJSON line. Only what routes a change is decoded;
-// payloads (full jobs, allocations) are skipped.
+// streamLine is one NDJSON line, decoded in one pass as it is read: only
+// what routes a change and what the cache keeps is decoded, and a Job
+// event's job is kept as bytes for a reconcile that compares it. A line
+// with neither Index nor Events is a heartbeat ({}).
 type streamLine struct {
-	Index  uint64        `json:"Index"`
-	Events []eventHeader `json:"Events"`
+	Index  *uint64         `json:"Index"`
+	Events []eventHeader   `json:"Events"`
+	Error  json.RawMessage `json:"Error"`
+	// untrusted is why some of the line could not be decoded.
+	untrusted error
 }
 
+func (l *streamLine) heartbeat() bool { return l.Index == nil && l.Events == nil && l.Error == nil }
+
 type eventHeader struct {
-	Topic      string          `json:"Topic"`
-	Type       string          `json:"Type"`
-	Key        string          `json:"Key"`
-	Namespace  string          `json:"Namespace"`
-	FilterKeys []string        `json:"FilterKeys"`
-	Index      uint64          `json:"Index"`
-	Payload    json.RawMessage `json:"Payload"`
+	Topic      string       `json:"Topic"`
+	Type       string       `json:"Type"`
+	Key        string       `json:"Key"`
+	Namespace  string       `json:"Namespace"`
+	FilterKeys []string     `json:"FilterKeys"`
+	Index      uint64       `json:"Index"`
+	Payload    eventPayload `json:"Payload"`
 }
 
 // eventPayload is what a Job or Allocation event carries: the whole job,
@@ -204,8 +210,8 @@ type jobEvent struct {
 }
 
 type decoded struct {
-	raw json.RawMessage
-	err error
+	line streamLine
+	err  error
 }
 
 // streamOnce runs one connection: open, wait for the first line, relist,
@@ -260,10 +266,10 @@ func (w *Watcher) streamOnce(ctx context.Context, sink WatchSink) (healthy bool,
 				return healthy, &Error{Op: "read nomad event stream", Kind: ErrTransient, Err: d.err}
 			}
 			timer.Reset(w.opts.IdleTimeout)
-			if bytes.Equal(bytes.TrimSpace(d.raw), []byte("{}")) {
+			if d.line.heartbeat() {
 				w.heartbeats.Add(1)
 			} else {
-				if err := w.handleLine(d.raw, asked, firstBatch && !prelisted, sink); err != nil {
+				if err := w.handleLine(&d.line, asked, firstBatch && !prelisted, sink); err != nil {
 					return healthy, err
 				}
 				firstBatch = false
@@ -288,10 +294,18 @@ func (w *Watcher) streamOnce(ctx context.Context, sink WatchSink) (healthy bool,
 func decodeLines(ctx context.Context, r io.Reader, out chan<- decoded) {
 	dec := json.NewDecoder(r)
 	for {
-		var raw json.RawMessage
-		err := dec.Decode(&raw)
+		var l streamLine
+		err := dec.Decode(&l)
+		var typeErr *json.UnmarshalTypeError
+		if errors.As(err, &typeErr) {
+			// A field of a type the watcher does not expect: the decoder
+			// read the whole line and decoded the rest of it, so the
+			// stream goes on; the line's events are looked at without
+			// trusting what was decoded of them.
+			l.untrusted, err = err, nil
+		}
 		select {
-		case out <- decoded{raw, err}:
+		case out <- decoded{l, err}:
 		case <-ctx.Done():
 			return
 		}
@@ -301,29 +315,52 @@ func decodeLines(ctx context.Context, r io.Reader, out chan<- decoded) {
 	}
 }
 
-func (w *Watcher) handleLine(raw json.RawMessage, asked uint64, firstBatch bool, sink WatchSink) error {
-	var l streamLine
-	if err := json.Unmarshal(raw, &l); err != nil || l.Index == 0 {
-		return &Error{Op: "read nomad event stream", Kind: ErrTransient, Err: fmt.Errorf("unexpected line %.200q", raw)}
+func (w *Watcher) handleLine(l *streamLine, asked uint64, firstBatch bool, sink WatchSink) error {
+	if l.Error != nil || l.Index == nil || *l.Index == 0 {
+		return &Error{Op: "read nomad event stream", Kind: ErrTransient, Err: fmt.Errorf("unexpected line: index %v, %d events, error %.200s", l.Index, len(l.Events), l.Error)}
 	}
-	if firstBatch && asked > 1 && l.Index > asked {
+	index := *l.Index
+	if firstBatch && asked > 1 && index > asked {
 		// Nomad starts silently at its oldest buffered index when the
 		// one asked for has left the buffer (facts 4.10); indexes that
 		// carried no Job or Allocation event look the same. Either way
 		// the relist taken once the stream was open covers them.
 		w.gaps.Add(1)
-		w.opts.Logger.Info("nomad event stream skipped indexes; relisting", "asked", asked, "first", l.Index)
+		w.opts.Logger.Info("nomad event stream skipped indexes; relisting", "asked", asked, "first", index)
 	}
 	for _, e := range l.Events {
 		w.events.Add(1)
+		if l.untrusted != nil {
+			w.untrusted(e, l.untrusted, sink)
+			continue
+		}
 		if key, ok := w.apply(e); ok {
 			sink.Changed(key)
 		}
 	}
-	if l.Index > w.last {
-		w.last = l.Index
+	if index > w.last {
+		w.last = index
 	}
 	return nil
+}
+
+// untrusted takes an event whose line did not decode as expected: the
+// cache cannot follow it, so its sandbox is looked at again, reading
+// Nomad where the cache cannot answer.
+func (w *Watcher) untrusted(e eventHeader, why error, sink WatchSink) {
+	jobID := e.Key
+	if e.Topic == "Allocation" && len(e.FilterKeys) > 0 {
+		jobID = e.FilterKeys[0]
+	}
+	key, ok := sandboxKey(e.Namespace, jobID)
+	if !ok {
+		return
+	}
+	w.opts.Logger.Warn("cannot decode an event's payload", "topic", e.Topic, "type", e.Type, "index", e.Index, "err", why)
+	if w.opts.Cache != nil {
+		w.opts.Cache.Invalidate(key)
+	}
+	sink.Changed(key)
 }
 
 // apply hands an event to the cache, and reports the sandbox to look at
@@ -338,14 +375,7 @@ func (w *Watcher) apply(e eventHeader) (string, bool) {
 	if !ok || w.opts.Cache == nil {
 		return key, ok
 	}
-	var p eventPayload
-	if err := json.Unmarshal(e.Payload, &p); err != nil {
-		// The cache cannot follow this one: look at the sandbox, which
-		// reads Nomad where the cache cannot answer.
-		w.opts.Logger.Warn("cannot decode an event's payload", "topic", e.Topic, "type", e.Type, "index", e.Index, "err", err)
-		w.opts.Cache.Invalidate(key)
-		return key, true
-	}
+	p := e.Payload
 	switch {
 	case e.Topic == "Job" && len(p.Job) > 0:
 		var j jobEvent
@@ -361,7 +391,8 @@ func (w *Watcher) apply(e eventHeader) (string, bool) {
 			CreateIndex: deref(j.CreateIndex), JobModifyIndex: deref(j.JobModifyIndex), ModifyIndex: deref(j.ModifyIndex),
 			Meta: ownMeta(j.Meta),
 		}
-		return w.opts.Cache.applyJobState(e.Type, e.Index, st, wholeJob{raw: bytes.Clone(p.Job)})
+		// The decoder gave the job's bytes a buffer of their own.
+		return w.opts.Cache.applyJobState(e.Type, e.Index, st, wholeJob{raw: p.Job})
 	case e.Topic == "Allocation" && p.Allocation != nil:
 		return w.opts.Cache.applyAllocState(*p.Allocation)
 	}
