@@ -192,6 +192,17 @@ type eventHeader struct {
 	Payload    eventPayload `json:"Payload"`
 }
 
+// sandbox is the key of the sandbox whose job the event is about: a Job
+// event's key is the job's ID, an Allocation event names it first among
+// its filter keys.
+func (e *eventHeader) sandbox() (string, bool) {
+	jobID := e.Key
+	if e.Topic == "Allocation" && len(e.FilterKeys) > 0 {
+		jobID = e.FilterKeys[0]
+	}
+	return sandboxKey(e.Namespace, jobID)
+}
+
 // eventPayload is what a Job or Allocation event carries: the whole job,
 // or the allocation without its job. Only what the cache keeps is
 // decoded; the job's bytes are kept for a reconcile that compares it.
@@ -348,11 +359,7 @@ func (w *Watcher) handleLine(l *streamLine, asked uint64, firstBatch bool, sink 
 // cache cannot follow it, so its sandbox is looked at again, reading
 // Nomad where the cache cannot answer.
 func (w *Watcher) untrusted(e eventHeader, why error, sink WatchSink) {
-	jobID := e.Key
-	if e.Topic == "Allocation" && len(e.FilterKeys) > 0 {
-		jobID = e.FilterKeys[0]
-	}
-	key, ok := sandboxKey(e.Namespace, jobID)
+	key, ok := e.sandbox()
 	if !ok {
 		return
 	}
@@ -367,11 +374,7 @@ func (w *Watcher) untrusted(e eventHeader, why error, sink WatchSink) {
 // again, if any: every one an event names when there is no cache, only
 // those whose cached state changed in a way that matters when there is.
 func (w *Watcher) apply(e eventHeader) (string, bool) {
-	jobID := e.Key
-	if e.Topic == "Allocation" && len(e.FilterKeys) > 0 {
-		jobID = e.FilterKeys[0]
-	}
-	key, ok := sandboxKey(e.Namespace, jobID)
+	key, ok := e.sandbox()
 	if !ok || w.opts.Cache == nil {
 		return key, ok
 	}
