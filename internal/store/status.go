@@ -133,47 +133,58 @@ func (s *Store) UpdateStatus(ctx context.Context, key string, st Status, events 
 	if len(events) == 0 && s.statusUnchanged(key, st) {
 		return nil
 	}
-	// Workers write statuses concurrently: batched, they share commits.
+	// Workers write statuses concurrently: batched, they share commits. A
+	// refusal is kept aside rather than returned from the function, which
+	// would roll back the whole batch and run every other call again; the
+	// function may run twice, so it starts from its arguments each time.
+	var refused error
 	_, err := s.batch(ctx, func(w *writeTx) error {
+		refused = nil
 		e, found, err := getSandboxImpl(w.tx, key)
 		if err != nil {
 			return err
 		}
 		if !found {
-			return ErrNotFound
+			refused = ErrNotFound
+			return nil
 		}
 		if st.ObservedGeneration > e.Generation {
-			return fmt.Errorf("observed generation %d is newer than the record's generation %d", st.ObservedGeneration, e.Generation)
+			refused = fmt.Errorf("observed generation %d is newer than the record's generation %d", st.ObservedGeneration, e.Generation)
+			return nil
 		}
 		old, _, err := getStatusImpl(w.tx, key)
 		if err != nil {
 			return err
 		}
 		if st.ObservedGeneration < old.ObservedGeneration {
-			return fmt.Errorf("status for generation %d, status for generation %d already recorded: %w",
+			refused = fmt.Errorf("status for generation %d, status for generation %d already recorded: %w",
 				st.ObservedGeneration, old.ObservedGeneration, ErrStaleStatus)
+			return nil
 		}
-		st = mergeStatus(old, st, w.now)
+		merged := mergeStatus(old, st, w.now)
 		if len(events) > 0 {
 			if err := appendEventsImpl(w.tx, key, events, w.now, s.maxEvents); err != nil {
 				return err
 			}
 			w.record(ChangeEvents, key, e.Generation)
 		}
-		if statusEqual(old, st) {
+		if statusEqual(old, merged) {
 			return nil
 		}
-		if err := putStatusImpl(w.tx, key, st); err != nil {
+		if err := putStatusImpl(w.tx, key, merged); err != nil {
 			return err
 		}
-		if st.JobModifyIndex > old.JobModifyIndex {
-			if err := raiseNomadIndexImpl(w.tx, st.JobModifyIndex); err != nil {
+		if merged.JobModifyIndex > old.JobModifyIndex {
+			if err := raiseNomadIndexImpl(w.tx, merged.JobModifyIndex); err != nil {
 				return err
 			}
 		}
 		w.record(ChangeStatus, key, e.Generation)
 		return nil
 	})
+	if err == nil {
+		err = refused
+	}
 	if err != nil {
 		return fmt.Errorf("update status of sandbox %q: %w", key, err)
 	}
