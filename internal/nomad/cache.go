@@ -537,7 +537,7 @@ func matters(old, now *cacheEntry) bool {
 		return true
 	case old.job != nil:
 		o, n := old.job, now.job
-		if o.JobModifyIndex != n.JobModifyIndex || o.Stop != n.Stop || (o.Status == "dead") != (n.Status == "dead") ||
+		if o.JobModifyIndex != n.JobModifyIndex || o.Stop != n.Stop || Dead(o.Status, o.JobModifyIndex, o.ModifyIndex) != Dead(n.Status, n.JobModifyIndex, n.ModifyIndex) ||
 			o.Meta[MetaOwner] != n.Meta[MetaOwner] || o.Meta[MetaSpecHash] != n.Meta[MetaSpecHash] ||
 			o.VersionKnown && n.VersionKnown && o.Version != n.Version {
 			return true

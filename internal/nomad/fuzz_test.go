@@ -3,11 +3,10 @@ package nomad
 import (
 	"bytes"
 	"context"
+	"errors"
 	"slices"
 	"strings"
 	"testing"
-
-	"github.com/hashicorp/nomad/api"
 )
 
 type keySink struct{ keys []string }
@@ -53,36 +52,50 @@ func FuzzEventStream(f *testing.F) {
 	})
 }
 
-// An event whose payload has a field of a type the watcher does not
-// expect is not trusted to the cache: its sandbox is looked at again
-// (the reconcile reads Nomad), and the stream goes on with the next line.
-func TestAnEventThatDoesNotDecodeIsLookedAtAndTheStreamGoesOn(t *testing.T) {
-	stream := `{"Index":30,"Events":[{"Topic":"Allocation","Type":"AllocationUpdated","Key":"a1","Namespace":"default","FilterKeys":["agentkernel-x",""],"Index":30,"Payload":{"Allocation":{"ID":"a1","JobID":"agentkernel-x","ClientStatus":5}}}]}
-{}
-{"Index":31,"Events":[{"Topic":"Job","Type":"JobDeregistered","Key":"agentkernel-y","Namespace":"default","Index":31,"Payload":{"Job":{"ID":"agentkernel-y","Namespace":"default","JobModifyIndex":12,"ModifyIndex":12}}}]}
-`
-	c := NewCache("owner-1")
-	c.replace(Listing{Index: 20, Jobs: []*api.JobListStub{{Namespace: "default", ID: "agentkernel-y", JobModifyIndex: 12, ModifyIndex: 12,
-		Meta: map[string]string{MetaOwner: "owner-1"}}}})
-	w := &Watcher{opts: WatchOptions{Cache: c}.withDefaults()}
-	sink := &keySink{}
-	lines := make(chan decoded)
-	go decodeLines(t.Context(), strings.NewReader(stream), lines)
-	for d := <-lines; d.err == nil; d = <-lines {
-		if d.line.heartbeat() {
-			continue
-		}
-		if err := w.handleLine(&d.line, 30, false, sink); err != nil {
-			t.Fatalf("line at %v: %v", d.line.Index, err)
-		}
+// An event whose line has a field of a type the watcher does not expect
+// is not trusted to the cache, not even for which sandbox it is about:
+// the sandbox it names is looked at again (the reconcile reads Nomad),
+// and the connection ends past the line, so that the relist of the
+// reconnection covers whatever else it said.
+func TestAnEventThatDoesNotDecodeIsLookedAtAndRelisted(t *testing.T) {
+	for _, tt := range []struct {
+		name, line string
+		want       []string
+	}{
+		{"a payload field", `{"Index":30,"Events":[{"Topic":"Allocation","Type":"AllocationUpdated","Key":"a1","Namespace":"default","FilterKeys":["agentkernel-x",""],"Index":30,"Payload":{"Allocation":{"ID":"a1","JobID":"agentkernel-x","ClientStatus":5}}}]}`,
+			[]string{"default/x"}},
+		{"the field that names the job", `{"Index":30,"Events":[{"Topic":"Allocation","Type":"AllocationUpdated","Key":"a1","Namespace":"default","FilterKeys":"agentkernel-x","Index":30,"Payload":{"Allocation":{"ID":"a1","JobID":"agentkernel-x"}}}]}`,
+			nil},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c := NewCache("owner-1")
+			c.replace(Listing{Index: 20})
+			w := &Watcher{opts: WatchOptions{Cache: c}.withDefaults()}
+			sink := &keySink{}
+			lines := make(chan decoded, 2)
+			decodeLines(t.Context(), strings.NewReader(tt.line+"\n"), lines)
+			d := <-lines
+			if d.err != nil || d.line.heartbeat() {
+				t.Fatalf("decoded %+v, %v; want a line to handle", d.line, d.err)
+			}
+			if err := w.handleLine(&d.line, 30, false, sink); !errors.Is(err, ErrTransient) {
+				t.Errorf("handleLine: %v, want a transient error that ends the connection", err)
+			}
+			if !slices.Equal(sink.keys, tt.want) {
+				t.Errorf("sandboxes looked at: %v, want %v", sink.keys, tt.want)
+			}
+			if w.last != 30 {
+				t.Errorf("stream resumes after index %d, want 30: past the line", w.last)
+			}
+			if j, ok := c.Get("default/x"); ok && tt.want != nil {
+				t.Errorf("the undecodable event's sandbox still answered from the cache: %+v", j)
+			}
+		})
 	}
-	if want := []string{"default/x", "default/y"}; !slices.Equal(sink.keys, want) {
-		t.Errorf("sandboxes looked at: %v, want %v", sink.keys, want)
-	}
-	if j, ok := c.Get("default/y"); !ok || j != nil {
-		t.Errorf("the purge after the undecodable line not applied to the cache: %+v, %t", j, ok)
-	}
-	if j, ok := c.Get("default/x"); ok {
-		t.Errorf("the undecodable event's sandbox still answered from the cache: %+v", j)
+	// A line that is not an object is no heartbeat.
+	lines := make(chan decoded, 2)
+	decodeLines(t.Context(), strings.NewReader("[1,2]\n"), lines)
+	if d := <-lines; d.err == nil && d.line.heartbeat() {
+		t.Error("[1,2] taken for a heartbeat")
 	}
 }

@@ -180,7 +180,12 @@ type streamLine struct {
 	untrusted error
 }
 
-func (l *streamLine) heartbeat() bool { return l.Index == nil && l.Events == nil && l.Error == nil }
+func (l *streamLine) heartbeat() bool {
+	return l.Index == nil && l.Events == nil && !l.failed() && l.untrusted == nil
+}
+
+// failed reports an Error field in the line ("Error": null is none).
+func (l *streamLine) failed() bool { return l.Error != nil && string(l.Error) != "null" }
 
 type eventHeader struct {
 	Topic      string       `json:"Topic"`
@@ -327,7 +332,7 @@ func decodeLines(ctx context.Context, r io.Reader, out chan<- decoded) {
 }
 
 func (w *Watcher) handleLine(l *streamLine, asked uint64, firstBatch bool, sink WatchSink) error {
-	if l.Error != nil || l.Index == nil || *l.Index == 0 {
+	if l.failed() || l.Index == nil || *l.Index == 0 {
 		return &Error{Op: "read nomad event stream", Kind: ErrTransient, Err: fmt.Errorf("unexpected line: index %v, %d events, error %.200s", l.Index, len(l.Events), l.Error)}
 	}
 	index := *l.Index
@@ -339,12 +344,20 @@ func (w *Watcher) handleLine(l *streamLine, asked uint64, firstBatch bool, sink 
 		w.gaps.Add(1)
 		w.opts.Logger.Info("nomad event stream skipped indexes; relisting", "asked", asked, "first", index)
 	}
+	if l.untrusted != nil {
+		// What was decoded of the line cannot be trusted, not even which
+		// sandboxes its events are about: those it names are looked at
+		// again, and the connection ends past the line, so that the
+		// relist that follows every reconnection covers the rest.
+		for _, e := range l.Events {
+			w.events.Add(1)
+			w.untrusted(e, l.untrusted, sink)
+		}
+		w.last = max(w.last, index)
+		return &Error{Op: "read nomad event stream", Kind: ErrTransient, Err: fmt.Errorf("line at index %d did not decode as expected; relisting: %w", index, l.untrusted)}
+	}
 	for _, e := range l.Events {
 		w.events.Add(1)
-		if l.untrusted != nil {
-			w.untrusted(e, l.untrusted, sink)
-			continue
-		}
 		if key, ok := w.apply(e); ok {
 			sink.Changed(key)
 		}
@@ -356,8 +369,8 @@ func (w *Watcher) handleLine(l *streamLine, asked uint64, firstBatch bool, sink 
 }
 
 // untrusted takes an event whose line did not decode as expected: the
-// cache cannot follow it, so its sandbox is looked at again, reading
-// Nomad where the cache cannot answer.
+// cache cannot follow it, so its sandbox, if it names one, is looked at
+// again, reading Nomad where the cache cannot answer.
 func (w *Watcher) untrusted(e eventHeader, why error, sink WatchSink) {
 	key, ok := e.sandbox()
 	if !ok {
