@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -187,13 +188,15 @@ func purgePrefix(ctx context.Context, client *api.Client, prefix, namespace stri
 		_ = g.Wait()
 		return n, first
 	}
-	if _, err := deregister(false); err != nil {
-		return 0, err
+	// Whatever goes wrong with the stop or the wait, the jobs are purged.
+	_, stopErr := deregister(false)
+	if stopErr == nil {
+		wctx, cancel := context.WithTimeout(ctx, time.Minute)
+		stopErr = waitTasksEnded(wctx, client, prefix, namespace)
+		cancel()
 	}
-	if err := waitTasksEnded(ctx, client, prefix, namespace); err != nil {
-		return 0, err
-	}
-	return deregister(true)
+	n, err := deregister(true)
+	return n, errors.Join(err, stopErr)
 }
 
 // waitTasksEnded waits until no allocation of a job whose ID starts with
