@@ -168,11 +168,18 @@ func TestConcurrentStatusWritesEachTakeARevision(t *testing.T) {
 	before := mustRevision(t, s)
 
 	var wg sync.WaitGroup
-	errs := make(chan error, n)
+	errs := make(chan error, 2*n)
 	for i := range n {
 		wg.Go(func() {
 			st := store.Status{Phase: store.PhaseRunning, ObservedGeneration: 1, AllocID: fmt.Sprintf("alloc-%02d", i)}
 			errs <- s.UpdateStatus(t.Context(), fmt.Sprintf("team/s%02d", i), st)
+		})
+		// Refused writes among them cost the others nothing.
+		wg.Go(func() {
+			st := store.Status{Phase: store.PhaseRunning, ObservedGeneration: 1}
+			if err := s.UpdateStatus(t.Context(), fmt.Sprintf("team/gone%02d", i), st); !errors.Is(err, store.ErrNotFound) {
+				errs <- fmt.Errorf("status of a sandbox that does not exist: %v, want ErrNotFound", err)
+			}
 		})
 	}
 	wg.Wait()
