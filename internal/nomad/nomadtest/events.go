@@ -323,7 +323,11 @@ func (s *Server) handleEventStream(w http.ResponseWriter, r *http.Request) {
 		var batch []streamLine
 		b := &s.events
 		if len(b.lines) > 0 && pos < b.lines[0].seq {
-			pos = b.lines[0].seq
+			// The reader fell behind and its next line left the buffer:
+			// Nomad ends such a subscription ("event dropped from
+			// buffer", nomad/stream), and the stream with it.
+			s.mu.Unlock()
+			return
 		}
 		for _, l := range b.lines {
 			if l.seq < pos {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"slices"
 	"testing"
@@ -340,6 +341,73 @@ func TestEventStreamThroughAPI(t *testing.T) {
 		}
 		if evs.Index <= last+500 {
 			t.Errorf("resumed at %d after a jump past %d, want a silent gap", evs.Index, last+500)
+		}
+	})
+}
+
+// TestEventStreamEndsWhenItsReaderFallsBehind: Nomad keeps a bounded
+// buffer of events, and a subscriber whose next event was dropped from it
+// gets "event dropped from buffer" and its stream ends (nomad/stream
+// event_buffer.go), so that the client reconnects and lists again. The
+// server skipped the dropped lines and went on, and a slow reader lost
+// events without knowing (an allocation left Pending at N = 10,000).
+func TestEventStreamEndsWhenItsReaderFallsBehind(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newPipeFixture(t, Options{EventBufferSize: 5})
+		req, err := http.NewRequest(http.MethodGet, f.base+"/v1/event/stream?topic=Job", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := f.http.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		r := bufio.NewReader(resp.Body)
+		if l, err := r.ReadString('\n'); err != nil || l != "{}\n" {
+			t.Fatalf("first line %q, %v; want the heartbeat", l, err)
+		}
+		// The reader stops reading; the server's write blocks on the
+		// in-memory connection while more than the buffer is published.
+		base := loadJob(t, "agentkernel-sleep-raw")
+		const n = 20
+		for i := range n {
+			j := *base
+			id := fmt.Sprintf("agentkernel-behind-%02d", i)
+			j.ID, j.Name = &id, &id
+			f.register(t, &j)
+		}
+		synctest.Wait()
+		var jobs []string
+		ended := false
+		for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); {
+			l, err := r.ReadString('\n')
+			if err != nil {
+				ended = true
+				break
+			}
+			var wl wireLine
+			if json.Unmarshal([]byte(l), &wl) != nil {
+				continue
+			}
+			for _, e := range wl.Events {
+				if e.Type == "JobRegistered" && !slices.Contains(jobs, e.Key) {
+					jobs = append(jobs, e.Key)
+				}
+			}
+			if len(jobs) == n {
+				break
+			}
+		}
+		// Every job the reader saw, it saw in order from the first: what
+		// it missed, it missed at the end, with the stream closed.
+		for i, id := range jobs {
+			if want := fmt.Sprintf("agentkernel-behind-%02d", i); id != want {
+				t.Fatalf("jobs seen %v: %s where %s was due, with the stream still open", jobs, id, want)
+			}
+		}
+		if !ended {
+			t.Fatalf("the stream still open after a reader fell behind, %d of %d jobs seen: %v", len(jobs), n, jobs)
 		}
 	})
 }
