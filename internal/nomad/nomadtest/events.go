@@ -25,6 +25,10 @@ type event struct {
 	Payload    json.RawMessage
 	Topic      string
 	Type       string
+	// wire is the event encoded, once, when it is published: every
+	// stream that sends it writes these bytes rather than encoding (and
+	// validating) the payload again.
+	wire []byte
 }
 
 // line is one NDJSON line: the events of one write. A write can produce
@@ -61,6 +65,9 @@ func (s *Server) publish(idx uint64, evs ...event) {
 		for _, e := range evs {
 			s.log.Debug("state change", "index", idx, "topic", e.Topic, "type", e.Type, "key", e.Key)
 		}
+	}
+	for i := range evs {
+		evs[i].wire = mustJSON(evs[i])
 	}
 	b := &s.events
 	b.lines = append(b.lines, line{seq: b.nextSeq, index: idx, events: evs})
@@ -269,6 +276,26 @@ type streamLine struct {
 	Index  uint64
 }
 
+// encode is the line as json.Marshal writes it, and a newline, built from
+// the events' bytes encoded at publishing.
+func (l streamLine) encode() []byte {
+	n := 32
+	for _, e := range l.Events {
+		n += len(e.wire) + 1
+	}
+	b := make([]byte, 0, n)
+	b = append(b, `{"Events":[`...)
+	for i, e := range l.Events {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, e.wire...)
+	}
+	b = append(b, `],"Index":`...)
+	b = strconv.AppendUint(b, l.Index, 10)
+	return append(b, "}\n"...)
+}
+
 // handleEventStream streams NDJSON like the agent: it takes over the
 // connection and writes raw bytes with Connection: close and neither
 // Content-Length nor chunked encoding, `{}` at once and then every
@@ -348,7 +375,7 @@ func (s *Server) handleEventStream(w http.ResponseWriter, r *http.Request) {
 		s.mu.Unlock()
 
 		for _, l := range batch {
-			if _, err := out.Write(append(mustJSON(l), '\n')); err != nil {
+			if _, err := out.Write(l.encode()); err != nil {
 				return
 			}
 		}

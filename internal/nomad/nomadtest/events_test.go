@@ -411,3 +411,23 @@ func TestEventStreamEndsWhenItsReaderFallsBehind(t *testing.T) {
 		}
 	})
 }
+
+// A stream line built from its events' bytes is what json.Marshal writes.
+func TestStreamLineEncodesAsMarshal(t *testing.T) {
+	s := New(Options{})
+	defer s.Close()
+	s.mu.Lock()
+	s.publish(7,
+		event{FilterKeys: []string{"agentkernel-a", ""}, Index: 7, Key: "a1", Namespace: "default", Payload: json.RawMessage(`{"Allocation": {"ID": "a1", "Note": "<&>"}}`), Topic: "Allocation", Type: "AllocationUpdated"},
+		event{Index: 7, Key: "agentkernel-a", Namespace: "default", Payload: json.RawMessage(`{"Job":{"ID":"agentkernel-a"}}`), Topic: "Job", Type: "JobRegistered"})
+	l := s.events.lines[len(s.events.lines)-1]
+	s.mu.Unlock()
+	sl := streamLine{Events: l.events, Index: l.index}
+	want, err := json.Marshal(sl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := sl.encode(); string(got) != string(want)+"\n" {
+		t.Errorf("encoded line\n%s\nwant\n%s", got, want)
+	}
+}
