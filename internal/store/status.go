@@ -138,7 +138,7 @@ func (s *Store) UpdateStatus(ctx context.Context, key string, st Status, events 
 	// would roll back the whole batch and run every other call again; the
 	// function may run twice, so it starts from its arguments each time.
 	var refused error
-	_, err := s.batch(ctx, func(w *writeTx) error {
+	err := s.batch(ctx, func(w *writeTx) error {
 		refused = nil
 		e, found, err := getSandboxImpl(w.tx, key)
 		if err != nil {

@@ -364,19 +364,12 @@ func (s *Store) update(ctx context.Context, fn func(w *writeTx) error) (uint64, 
 	}
 	var rev uint64
 	err := s.db.Update(func(tx *bolt.Tx) error {
-		w := &writeTx{tx: tx, rev: revisionImpl(tx) + 1, now: s.now().UTC()}
-		if err := fn(w); err != nil {
-			return err
-		}
-		if len(w.changes) == 0 {
-			rev = w.rev - 1
+		var changed bool
+		var err error
+		if rev, changed, err = s.writeRevision(tx, fn); err == nil && !changed {
 			return errNoChange
 		}
-		if err := s.putChangesImpl(w); err != nil {
-			return err
-		}
-		rev = w.rev
-		return nil
+		return err
 	})
 	if errors.Is(err, errNoChange) {
 		return rev, nil
@@ -397,39 +390,44 @@ func (s *Store) update(ctx context.Context, fn func(w *writeTx) error) (uint64, 
 // own. fn may run twice (alone, when another call of its batch failed),
 // so it must do nothing but write through w. A call that records no
 // change still commits with its batch; callers skip those beforehand.
-func (s *Store) batch(ctx context.Context, fn func(w *writeTx) error) (uint64, error) {
+func (s *Store) batch(ctx context.Context, fn func(w *writeTx) error) error {
 	if err := ctx.Err(); err != nil {
-		return 0, err
+		return err
 	}
-	var (
-		rev     uint64
-		changed bool
-	)
+	var changed bool
 	err := s.db.Batch(func(tx *bolt.Tx) error {
-		w := &writeTx{tx: tx, rev: revisionImpl(tx) + 1, now: s.now().UTC()}
-		rev, changed = w.rev-1, false
-		if err := fn(w); err != nil {
-			return err
-		}
-		if len(w.changes) == 0 {
-			return nil
-		}
-		if err := s.putChangesImpl(w); err != nil {
-			return err
-		}
-		rev, changed = w.rev, true
-		return nil
+		var err error
+		_, changed, err = s.writeRevision(tx, fn)
+		return err
 	})
 	if errors.Is(err, berrors.ErrDatabaseNotOpen) {
-		return 0, ErrClosed
+		return ErrClosed
 	}
 	if err != nil {
-		return 0, err
+		return err
 	}
 	if changed {
 		s.notifyCommit()
 	}
-	return rev, nil
+	return nil
+}
+
+// writeRevision runs fn in tx as the next revision: if fn recorded
+// changes, they take that revision in the change feed, which is compacted;
+// otherwise nothing is written. It returns the store's revision after fn
+// and whether fn changed anything.
+func (s *Store) writeRevision(tx *bolt.Tx, fn func(w *writeTx) error) (uint64, bool, error) {
+	w := &writeTx{tx: tx, rev: revisionImpl(tx) + 1, now: s.now().UTC()}
+	if err := fn(w); err != nil {
+		return 0, false, err
+	}
+	if len(w.changes) == 0 {
+		return w.rev - 1, false, nil
+	}
+	if err := s.putChangesImpl(w); err != nil {
+		return 0, false, err
+	}
+	return w.rev, true, nil
 }
 
 func (s *Store) notifyCommit() {
