@@ -422,7 +422,7 @@ func (s queueSink) Relisted(l nomad.Listing) {
 			continue
 		}
 		switch {
-		case !ok, r.Deleting(), j.Stop, j.Status == "dead",
+		case !ok, r.Deleting(), j.Stop, nomad.Dead(j.Status, j.JobModifyIndex, j.ModifyIndex),
 			j.Meta[nomad.MetaSpecHash] != r.Hash,
 			j.JobModifyIndex != r.Status.JobModifyIndex,
 			r.Status.ObservedGeneration != r.Generation,
