@@ -118,6 +118,8 @@ func TestUsageErrors(t *testing.T) {
 		{"size not a number", []string{"-n", "ten"}, "-n"},
 		{"unknown scenario", []string{"-scenarios", "converge,chaos"}, "unknown scenario \"chaos\""},
 		{"unknown driver", []string{"-driver", "java"}, "-driver"},
+		{"unknown baseline", []string{"-baselines", "raw,kubectl"}, "unknown baseline \"kubectl\""},
+		{"resync too short", []string{"-resync", "10ms"}, "-resync"},
 		{"stray argument", []string{"extra"}, "unexpected argument"},
 	}
 	for _, tt := range tests {
