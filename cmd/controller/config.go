@@ -18,6 +18,7 @@ import (
 	"github.com/hashicorp/hcl/v2/hclparse"
 
 	"github.com/agentkernel/agentkernel-controller/internal/replica"
+	"github.com/agentkernel/agentkernel-controller/internal/sandboxio"
 )
 
 // config is the controller's configuration: defaults, then the -config
@@ -37,6 +38,7 @@ type config struct {
 	Nomad  nomadConfig
 	Policy policyConfig
 	HA     haConfig
+	Exec   execConfig
 
 	Dev          bool
 	DevNomadAddr string
@@ -84,6 +86,19 @@ type haConfig struct {
 	SeedEmpty bool
 }
 
+// execConfig bounds the work done inside sandboxes (exec, files, logs).
+type execConfig struct {
+	// MaxOutputBytes bounds each of stdout and stderr of an exec that
+	// answers once the command ended.
+	MaxOutputBytes int64 `hcl:"max_output_bytes,optional"`
+	// MaxFileBytes bounds one file or archive written into a sandbox.
+	MaxFileBytes int64 `hcl:"max_file_bytes,optional"`
+	// Sessions and SessionsPerSandbox bound the exec sessions, file
+	// transfers and followed logs open at once.
+	Sessions           int `hcl:"sessions,optional"`
+	SessionsPerSandbox int `hcl:"sessions_per_sandbox,optional"`
+}
+
 type policyConfig struct {
 	AllowedDrivers     []string `hcl:"allowed_drivers,optional"`
 	MaxVCPUs           float64  `hcl:"max_vcpus,optional"`
@@ -104,6 +119,10 @@ func defaultConfig() config {
 		},
 		DevNomadAddr: "127.0.0.1:4646",
 		HA:           haConfig{VariablePrefix: "agentkernel", LockTTL: "15s", LockDelay: "15s"},
+		Exec: execConfig{
+			MaxOutputBytes: sandboxio.DefaultMaxOutputBytes, MaxFileBytes: sandboxio.DefaultMaxFileBytes,
+			Sessions: sandboxio.DefaultSessions, SessionsPerSandbox: sandboxio.DefaultSessionsPerSandbox,
+		},
 	}
 }
 
@@ -169,6 +188,10 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&f.HA.LockTTL, "ha-lock-ttl", "", "with -ha, the leader lock's TTL, a Go `duration` from 10s to 24h (default 15s)")
 	fs.StringVar(&f.HA.LockDelay, "ha-lock-delay", "", "with -ha, the leader lock's delay, a Go `duration` (default 15s)")
 	fs.BoolVar(&f.HA.SeedEmpty, "ha-seed-empty", false, "with -ha, let an instance with an empty store start the replicated copy although Nomad runs agentkernel jobs (their declarations are then forgotten)")
+	fs.Int64Var(&f.Exec.MaxOutputBytes, "exec-max-output-bytes", 0, "bound on each of stdout and stderr of an exec answered at once, in `bytes` (default 16 MiB)")
+	fs.Int64Var(&f.Exec.MaxFileBytes, "max-file-bytes", 0, "largest file or archive written into a sandbox, in `bytes` (default 256 MiB)")
+	fs.IntVar(&f.Exec.Sessions, "exec-sessions", 0, "exec sessions, file transfers and followed logs open at once, in all (default 64)")
+	fs.IntVar(&f.Exec.SessionsPerSandbox, "exec-sessions-per-sandbox", 0, "exec sessions, file transfers and followed logs open at once in one sandbox (default 8)")
 	adopt := fs.String("adopt-owners", "", "comma-separated owner `IDs` of other controllers whose jobs this one may take over")
 	fs.BoolVar(&cfg.Dev, "dev", false, "development mode: an in-process Nomad test server, a temporary data dir, every driver allowed")
 	fs.StringVar(&cfg.DevNomadAddr, "dev-nomad-addr", cfg.DevNomadAddr, "`address` of the in-process Nomad test server in -dev mode")
@@ -224,6 +247,18 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	if set["workers"] {
 		cfg.Workers = f.Workers
 	}
+	if set["exec-max-output-bytes"] {
+		cfg.Exec.MaxOutputBytes = f.Exec.MaxOutputBytes
+	}
+	if set["max-file-bytes"] {
+		cfg.Exec.MaxFileBytes = f.Exec.MaxFileBytes
+	}
+	if set["exec-sessions"] {
+		cfg.Exec.Sessions = f.Exec.Sessions
+	}
+	if set["exec-sessions-per-sandbox"] {
+		cfg.Exec.SessionsPerSandbox = f.Exec.SessionsPerSandbox
+	}
 	if set["nomad-write-rate"] {
 		cfg.Nomad.WriteRate = f.Nomad.WriteRate
 	}
@@ -268,6 +303,12 @@ func (c *config) validate() error {
 	}
 	if c.Workers < 1 || c.Workers > 256 {
 		errs = append(errs, fmt.Errorf("workers is %d; it must be between 1 and 256", c.Workers))
+	}
+	if c.Exec.MaxOutputBytes < 1 || c.Exec.MaxFileBytes < 1 {
+		errs = append(errs, fmt.Errorf("exec max_output_bytes (%d) and max_file_bytes (%d) must be positive", c.Exec.MaxOutputBytes, c.Exec.MaxFileBytes))
+	}
+	if c.Exec.Sessions < 1 || c.Exec.SessionsPerSandbox < 1 {
+		errs = append(errs, fmt.Errorf("exec sessions (%d) and sessions_per_sandbox (%d) must be at least 1", c.Exec.Sessions, c.Exec.SessionsPerSandbox))
 	}
 	if d, err := time.ParseDuration(c.Resync); err != nil || d < time.Second {
 		errs = append(errs, fmt.Errorf("resync %q must be a Go duration of at least 1s, such as 10m", c.Resync))
@@ -345,6 +386,7 @@ type fileConfig struct {
 	Nomad     *nomadFile    `hcl:"nomad,block"`
 	Policy    *policyConfig `hcl:"policy,block"`
 	HA        *haFile       `hcl:"ha,block"`
+	Exec      *execConfig   `hcl:"exec,block"`
 }
 
 type haFile struct {
@@ -430,6 +472,20 @@ func loadConfigFile(path string, cfg *config) error {
 		}
 		if h.SeedEmpty != nil {
 			cfg.HA.SeedEmpty = *h.SeedEmpty
+		}
+	}
+	if e := fc.Exec; e != nil {
+		if e.MaxOutputBytes != 0 {
+			cfg.Exec.MaxOutputBytes = e.MaxOutputBytes
+		}
+		if e.MaxFileBytes != 0 {
+			cfg.Exec.MaxFileBytes = e.MaxFileBytes
+		}
+		if e.Sessions != 0 {
+			cfg.Exec.Sessions = e.Sessions
+		}
+		if e.SessionsPerSandbox != 0 {
+			cfg.Exec.SessionsPerSandbox = e.SessionsPerSandbox
 		}
 	}
 	if pc := fc.Policy; pc != nil {

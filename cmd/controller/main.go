@@ -27,6 +27,7 @@ import (
 	"github.com/agentkernel/agentkernel-controller/internal/nomad"
 	"github.com/agentkernel/agentkernel-controller/internal/nomad/nomadtest"
 	"github.com/agentkernel/agentkernel-controller/internal/reconcile"
+	"github.com/agentkernel/agentkernel-controller/internal/sandboxio"
 	"github.com/agentkernel/agentkernel-controller/internal/spec"
 	"github.com/agentkernel/agentkernel-controller/internal/store"
 )
@@ -197,6 +198,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Gatherer:         reg,
 		Version:          version,
 		DefaultNamespace: defaultNS,
+		Inside: sandboxio.New(sandboxio.Options{
+			Nomad: nc, Logger: log,
+			MaxOutputBytes: cfg.Exec.MaxOutputBytes, MaxFileBytes: cfg.Exec.MaxFileBytes,
+			Sessions: cfg.Exec.Sessions, SessionsPerSandbox: cfg.Exec.SessionsPerSandbox,
+		}),
 	}
 	var runLoop func(ctx context.Context) error
 	if cfg.HA.Enabled {

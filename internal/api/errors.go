@@ -24,6 +24,7 @@ const (
 	CodeRefused          = "refused"            // 422
 	CodeInternal         = "internal"           // 500
 	CodeBadGateway       = "bad_gateway"        // 502: the leader could not be reached
+	CodeNotImplemented   = "not_implemented"    // 501
 	CodeNotReady         = "not_ready"          // 503
 )
 

@@ -91,6 +91,9 @@ type Options struct {
 	// Controller, when set, is the reconcile loop behind the garbage
 	// collection and reconcile-now routes.
 	Controller Controller
+	// Inside, when set, serves exec, files and logs inside running
+	// sandboxes; without it those routes answer 501.
+	Inside Inside
 	// ForwardClient carries forwarded requests to the leader; nil means
 	// DefaultForwardClient(). The server uses a copy that never follows
 	// redirects. A Timeout on it bounds whole exchanges, watch streams
@@ -197,6 +200,7 @@ func NewServer(opts Options) *Server {
 	s.mux.HandleFunc(routeGC, s.handle(s.gcStatus))
 	s.mux.HandleFunc(routeGCConfirm, s.handle(s.gcConfirm))
 	s.mux.HandleFunc(routeReconcile, s.handle(s.reconcileNow))
+	s.routeInside()
 	s.mux.HandleFunc("GET /v1/version", s.handle(s.version))
 	s.mux.HandleFunc(routeHealthz, s.healthz)
 	s.mux.HandleFunc(routeReadyz, s.readyz)

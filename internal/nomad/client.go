@@ -58,6 +58,11 @@ const DefaultRequestTimeout = 30 * time.Second
 type Client struct {
 	api       *api.Client
 	namespace string
+	// exec carries exec sessions: the same agent, settings and token
+	// as api, over the transport before instrumenting, as nomad/api's
+	// WebSocket dialer needs; onRequest reports them instead.
+	exec      *api.Client
+	onRequest func(method, endpoint string, code int, d time.Duration)
 }
 
 // NewClient builds a client the way the nomad CLI does, then applies cfg.
@@ -103,7 +108,8 @@ func NewClient(cfg Config) (*Client, error) {
 	if timeout == 0 {
 		timeout = DefaultRequestTimeout
 	}
-	if err := instrument(c, cfg.OnRequest, timeout); err != nil {
+	plain, err := instrument(c, cfg.OnRequest, timeout)
+	if err != nil {
 		return nil, err
 	}
 	ac, err := api.NewClient(c)
@@ -114,7 +120,17 @@ func NewClient(cfg Config) (*Client, error) {
 	if ns == "" {
 		ns = "default"
 	}
-	return &Client{api: ac, namespace: ns}, nil
+	cl := &Client{api: ac, namespace: ns, exec: ac, onRequest: cfg.OnRequest}
+	if plain != nil {
+		ec := *c
+		hc := *c.HttpClient
+		hc.Transport = plain
+		ec.HttpClient = &hc
+		if cl.exec, err = api.NewClient(&ec); err != nil {
+			return nil, fmt.Errorf("create nomad exec client for %s: %w", c.Address, err)
+		}
+	}
+	return cl, nil
 }
 
 // Address is the Nomad HTTP address in use.

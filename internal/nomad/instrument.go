@@ -17,10 +17,12 @@ import (
 // instrument wraps the client's transport so that every request is
 // bounded in time (timeout > 0) and reported (report not nil). The
 // transport is built as api.NewClient would build it, TLS settings
-// included, so that nothing else changes.
-func instrument(c *api.Config, report func(method, endpoint string, code int, d time.Duration), timeout time.Duration) error {
+// included, so that nothing else changes. It returns the transport
+// before wrapping, which exec's WebSocket needs as it is (nomad/api dials
+// it only from an *http.Transport), or nil when it wrapped nothing.
+func instrument(c *api.Config, report func(method, endpoint string, code int, d time.Duration), timeout time.Duration) (http.RoundTripper, error) {
 	if report == nil && timeout <= 0 {
-		return nil
+		return nil, nil
 	}
 	switch {
 	case c.HttpClient != nil:
@@ -29,7 +31,7 @@ func instrument(c *api.Config, report func(method, endpoint string, code int, d 
 		// workload-API socket: every request dialled to the path.
 		u, err := url.Parse(c.Address)
 		if err != nil {
-			return fmt.Errorf("nomad address %q: %w", c.Address, err)
+			return nil, fmt.Errorf("nomad address %q: %w", c.Address, err)
 		}
 		path := u.EscapedPath()
 		c.HttpClient = &http.Client{Transport: &http.Transport{
@@ -46,7 +48,7 @@ func instrument(c *api.Config, report func(method, endpoint string, code int, d 
 		tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
 		tr.ForceAttemptHTTP2 = false
 		if err := api.ConfigureTLS(hc, c.TLSConfig); err != nil {
-			return fmt.Errorf("configure nomad TLS: %w", err)
+			return nil, fmt.Errorf("configure nomad TLS: %w", err)
 		}
 		c.HttpClient = hc
 	}
@@ -54,6 +56,7 @@ func instrument(c *api.Config, report func(method, endpoint string, code int, d 
 	if base == nil {
 		base = http.DefaultTransport
 	}
+	plain := base
 	if timeout > 0 {
 		base = &timeoutTransport{base: base, timeout: timeout}
 	}
@@ -61,7 +64,7 @@ func instrument(c *api.Config, report func(method, endpoint string, code int, d 
 		base = &reportingTransport{base: base, report: report}
 	}
 	c.HttpClient.Transport = base
-	return nil
+	return plain, nil
 }
 
 type reportingTransport struct {
@@ -93,6 +96,14 @@ func Endpoint(path string) string {
 		parts[2] = ":id"
 	case "var":
 		return "/v1/var/:path"
+	case "client":
+		// /v1/client/allocation/<id>/exec, /v1/client/fs/<op>/<id>
+		switch {
+		case parts[2] == "allocation" && len(parts) > 3:
+			parts[3] = ":id"
+		case parts[2] == "fs" && len(parts) > 4:
+			parts[4] = ":id"
+		}
 	}
 	return "/" + strings.Join(parts, "/")
 }

@@ -29,6 +29,10 @@ func (t *timeoutTransport) bound(r *http.Request) time.Duration {
 	case strings.HasSuffix(r.URL.Path, "/event/stream"), q.Get("follow") == "true",
 		strings.EqualFold(r.Header.Get("Upgrade"), "websocket"):
 		return 0
+	case strings.HasPrefix(r.URL.Path, "/v1/client/fs/cat/"), strings.HasPrefix(r.URL.Path, "/v1/client/fs/logs/"):
+		// A file or a log can be large; the caller's context bounds
+		// reading it, as the client who asked for it goes away.
+		return 0
 	case q.Get("index") != "" && q.Get("index") != "0":
 		wait := defaultBlockingWait
 		if w, err := time.ParseDuration(q.Get("wait")); err == nil && w > 0 {

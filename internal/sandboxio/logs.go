@@ -1,0 +1,117 @@
+package sandboxio
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/hashicorp/nomad/api"
+
+	"github.com/agentkernel/agentkernel-controller/internal/nomad"
+)
+
+// LogRequest chooses the output Logs writes.
+type LogRequest struct {
+	// Stream is "stdout" or "stderr".
+	Stream string
+	// Follow keeps writing new output until ctx ends or the task's log
+	// ends.
+	Follow bool
+	// Tail, when not negative, starts that many lines from the end.
+	Tail int
+}
+
+// maxTailWindow bounds how far back a tail looks for its lines.
+const maxTailWindow = 64 << 20
+
+// Logs writes the task's output to w, as the task wrote it, passing data
+// on as it comes.
+func (s *Service) Logs(ctx context.Context, t Target, who Caller, req LogRequest, w io.Writer) error {
+	if req.Stream != "stdout" && req.Stream != "stderr" {
+		return invalidf("stream %q is neither stdout nor stderr", req.Stream)
+	}
+	alloc, err := s.running(ctx, t)
+	if err != nil {
+		return err
+	}
+	release, err := s.acquire(t)
+	if err != nil {
+		return err
+	}
+	defer release()
+	o := nomad.LogOptions{Task: s.task, Stream: req.Stream, Follow: req.Follow}
+	if req.Tail >= 0 {
+		tail, seen, whole, err := s.tail(ctx, alloc, req)
+		if err != nil {
+			return err
+		}
+		if _, err := w.Write(tail); err != nil || !req.Follow {
+			return err
+		}
+		if whole {
+			// The log held no more than the tail: follow from where it
+			// ended, losing nothing written meanwhile.
+			o.Offset = seen
+		} else {
+			o.FromEnd = true
+		}
+	}
+	body, err := s.nomad.Logs(ctx, alloc, o)
+	if err != nil {
+		return fmt.Errorf("read the %s of sandbox %q: %w", req.Stream, t.key(), err)
+	}
+	defer body.Close()
+	_, err = io.Copy(w, body)
+	if err != nil && ctx.Err() != nil {
+		return nil // the client left
+	}
+	return err
+}
+
+// tail reads the last req.Tail lines, widening its window until it holds
+// them or the whole log; whole says the window held the whole log, of
+// which it read seen bytes.
+func (s *Service) tail(ctx context.Context, alloc *api.Allocation, req LogRequest) (out []byte, seen int64, whole bool, err error) {
+	window := int64(req.Tail+1) * 256
+	if window < 4096 {
+		window = 4096
+	}
+	for {
+		body, err := s.nomad.Logs(ctx, alloc, nomad.LogOptions{Task: s.task, Stream: req.Stream, FromEnd: true, Offset: window})
+		if err != nil {
+			return nil, 0, false, err
+		}
+		b, err := io.ReadAll(io.LimitReader(body, window+1))
+		body.Close()
+		if err != nil && !errors.Is(err, io.EOF) {
+			return nil, 0, false, err
+		}
+		whole := int64(len(b)) < window
+		if out, ok := lastLines(b, req.Tail); ok || whole || window >= maxTailWindow {
+			return out, int64(len(b)), whole, nil
+		}
+		window *= 4
+	}
+}
+
+// lastLines returns the last n lines of b (the last one may lack its
+// newline); ok says b held more than n, so the result is exact.
+func lastLines(b []byte, n int) ([]byte, bool) {
+	if n == 0 {
+		return nil, true
+	}
+	end := len(b)
+	if end > 0 && b[end-1] == '\n' {
+		end--
+	}
+	for i := 0; i < n; i++ {
+		j := bytes.LastIndexByte(b[:end], '\n')
+		if j < 0 {
+			return b, false
+		}
+		end = j
+	}
+	return b[end+1:], true
+}
