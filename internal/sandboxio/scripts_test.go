@@ -1,0 +1,377 @@
+package sandboxio
+
+import (
+	"archive/tar"
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// The scripts run here with the machine's own sh, as they run in a
+// sandbox: these tests check what they do with hostile names and data,
+// apart from how they reach the sandbox (which the API tests cover).
+
+func runLocal(t *testing.T, argv []string, stdin []byte) (code int, stdout, stderr string) {
+	t.Helper()
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Stdin = bytes.NewReader(stdin)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+	case errors.As(err, &ee):
+		code = ee.ExitCode()
+	default:
+		t.Fatalf("run %q: %v", argv, err)
+	}
+	return code, out.String(), errb.String()
+}
+
+func TestWrapperPassesEnvAndWorkdirAsWritten(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), `a dir "with" $quotes`)
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	hostile := "it's \"quoted\" $HOME `id` $(id)\nsecond line\\n  spaced  "
+	cmd := Command{
+		Argv:    []string{"sh", "-c", `printf '%s|%s|' "$V" "$W"; pwd`},
+		Env:     map[string]string{"V": hostile, "W": ""},
+		Workdir: dir,
+	}
+	code, out, errOut := runLocal(t, cmd.argv(), nil)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	want := hostile + "||" + dir + "\n"
+	if diff := cmp.Diff(want, out); diff != "" {
+		t.Errorf("output (-want +got):\n%s", diff)
+	}
+}
+
+func TestWrapperReportsAMissingCommandAs127(t *testing.T) {
+	cmd := Command{Argv: []string{"/nonexistent/program"}, Env: map[string]string{"A": "1"}}
+	code, _, errOut := runLocal(t, cmd.argv(), nil)
+	if code != ExitNotFound {
+		t.Errorf("exit %d, want %d (stderr %q)", code, ExitNotFound, errOut)
+	}
+	if !strings.Contains(errOut, "nonexistent") {
+		t.Errorf("stderr %q does not name the command", errOut)
+	}
+}
+
+func TestCommandWithoutEnvOrWorkdirRunsAsGiven(t *testing.T) {
+	argv := []string{"printf", "%s", "a b"}
+	if diff := cmp.Diff(argv, Command{Argv: argv}.argv()); diff != "" {
+		t.Errorf("argv (-want +got):\n%s", diff)
+	}
+}
+
+func TestCommandCheck(t *testing.T) {
+	tests := []struct {
+		name string
+		cmd  Command
+		want string // part of the error; "" for none
+	}{
+		{"ok", Command{Argv: []string{"true"}}, ""},
+		{"empty", Command{}, "command is empty"},
+		{"empty program", Command{Argv: []string{""}}, "command[0]"},
+		{"nul", Command{Argv: []string{"echo", "a\x00b"}}, "NUL"},
+		{"bad env name", Command{Argv: []string{"true"}, Env: map[string]string{"A-B": "x"}}, "not a variable name"},
+		{"env name with =", Command{Argv: []string{"true"}, Env: map[string]string{"A=B": "x"}}, "not a variable name"},
+		{"nul in env", Command{Argv: []string{"true"}, Env: map[string]string{"A": "\x00"}}, "NUL"},
+		{"relative workdir", Command{Argv: []string{"true"}, Workdir: "tmp"}, "relative"},
+		{"too many args", Command{Argv: make([]string, MaxCommandArgs+1)}, "at most"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.cmd.check()
+			if tt.want == "" {
+				if err != nil {
+					t.Fatalf("check: %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.want) || !errors.Is(err, ErrInvalid) {
+				t.Errorf("check = %v, want an invalid error containing %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestCheckPath(t *testing.T) {
+	tests := []struct {
+		path string
+		want string // part of the error; "" for none
+	}{
+		{"/", ""},
+		{"/tmp/a b/it's \"here\"/$x/ünïcødé/日本", ""},
+		{"", "empty"},
+		{"tmp/a", "relative"},
+		{"/tmp/../etc/passwd", "not clean"},
+		{"/tmp/./a", "not clean"},
+		{"/tmp//a", "not clean"},
+		{"/tmp/a/", "not clean"},
+		{"/tmp/..", "not clean"},
+		{"/tmp/a\x00b", "control character"},
+		{"/tmp/a\nb", "control character"},
+		{"/tmp/\xff", "UTF-8"},
+		{"/" + strings.Repeat("a", MaxElementBytes+1), "at most"},
+		{"/" + strings.Repeat("a/", MaxPathBytes/2+1), "at most"},
+	}
+	for _, tt := range tests {
+		err := CheckPath(tt.path)
+		if tt.want == "" {
+			if err != nil {
+				t.Errorf("CheckPath(%q) = %v", tt.path, err)
+			}
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("CheckPath(%.40q) = %v, want an error containing %q", tt.path, err, tt.want)
+		}
+	}
+}
+
+func TestWriteScriptRenamesOnlyAWholeFile(t *testing.T) {
+	dir := t.TempDir()
+	target := filepath.Join(dir, `new dir/it's "ü".bin`)
+	tmp := filepath.Join(dir, "new dir/.tmp")
+	data := []byte("line\n\x00binary $x `id`\n")
+
+	code, _, errOut := runLocal(t, script(writeScript, target, "0600", "0", tmp, strconv.Itoa(len(data))), data)
+	if code != exitNotFound {
+		t.Fatalf("write without mkdir into a missing directory: exit %d (%s), want %d", code, errOut, exitNotFound)
+	}
+	code, _, errOut = runLocal(t, script(writeScript, target, "0600", "1", tmp, "999"), data)
+	if code != exitShortWrite {
+		t.Fatalf("write with a wrong size: exit %d (%s), want %d", code, errOut, exitShortWrite)
+	}
+	if _, err := os.Stat(target); !os.IsNotExist(err) {
+		t.Fatalf("a short write left the target: %v", err)
+	}
+	if _, err := os.Stat(tmp); !os.IsNotExist(err) {
+		t.Fatalf("a short write left its temporary file: %v", err)
+	}
+	code, _, errOut = runLocal(t, script(writeScript, target, "0600", "1", tmp, strconv.Itoa(len(data))), data)
+	if code != 0 {
+		t.Fatalf("write: exit %d: %s", code, errOut)
+	}
+	got, err := os.ReadFile(target)
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("read back %q, %v; want %q", got, err, data)
+	}
+	if fi, _ := os.Stat(target); fi.Mode().Perm() != 0o600 {
+		t.Errorf("mode %o, want 600", fi.Mode().Perm())
+	}
+	code, _, _ = runLocal(t, script(writeScript, filepath.Join(dir, "new dir"), "0644", "0", tmp, "1"), []byte("x"))
+	if code != exitIsDirectory {
+		t.Errorf("write onto a directory: exit %d, want %d", code, exitIsDirectory)
+	}
+}
+
+func TestWriteWithoutSizeCommitsOnlyWhenTold(t *testing.T) {
+	dir := t.TempDir()
+	target, tmp := filepath.Join(dir, "f"), filepath.Join(dir, ".f.tmp")
+	if code, _, e := runLocal(t, script(writeScript, target, "0644", "0", tmp, "-"), []byte("abc")); code != 0 {
+		t.Fatalf("write: exit %d: %s", code, e)
+	}
+	if _, err := os.Stat(target); !os.IsNotExist(err) {
+		t.Fatal("the target appeared before the commit")
+	}
+	if code, _, _ := runLocal(t, script(commitScript, tmp, target, "0644", "4"), nil); code != exitShortWrite {
+		t.Fatalf("commit with the wrong size: exit %d, want %d", code, exitShortWrite)
+	}
+	if _, err := os.Stat(tmp); !os.IsNotExist(err) {
+		t.Fatal("a refused commit left the temporary file")
+	}
+	if code, _, e := runLocal(t, script(writeScript, target, "0644", "0", tmp, "-"), []byte("abc")); code != 0 {
+		t.Fatalf("write: exit %d: %s", code, e)
+	}
+	if code, _, e := runLocal(t, script(commitScript, tmp, target, "0644", "3"), nil); code != 0 {
+		t.Fatalf("commit: exit %d: %s", code, e)
+	}
+	if got, _ := os.ReadFile(target); string(got) != "abc" {
+		t.Errorf("content %q", got)
+	}
+}
+
+func TestReadScriptAnswersFilesAndDirectories(t *testing.T) {
+	dir := t.TempDir()
+	names := []string{"a b", `it's "q"`, "ünï", ".hidden"}
+	for i, n := range names {
+		if err := os.WriteFile(filepath.Join(dir, n), bytes.Repeat([]byte("x"), i), 0o640); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Mkdir(filepath.Join(dir, "sub"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("a b", filepath.Join(dir, "link")); err != nil {
+		t.Fatal(err)
+	}
+	code, out, e := runLocal(t, script(readScript, dir), nil)
+	if code != 0 {
+		t.Fatalf("read dir: exit %d: %s", code, e)
+	}
+	br := bufio.NewReader(strings.NewReader(out))
+	if head, _ := br.ReadString('\n'); head != "d\n" {
+		t.Fatalf("head %q", head)
+	}
+	entries, err := readListing(br)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, e := range entries {
+		got[e.Name] = e.Type + " " + modeString(e)
+	}
+	want := map[string]string{"a b": "file 640", `it's "q"`: "file 640", "ünï": "file 640", ".hidden": "file 640",
+		"sub": "directory 755", "link": "symlink 777"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("entries (-want +got):\n%s", diff)
+	}
+
+	code, out, _ = runLocal(t, script(readScript, filepath.Join(dir, `it's "q"`)), nil)
+	if code != 0 || out != "f 1 640\nx" {
+		t.Errorf("read file: exit %d, %q", code, out)
+	}
+	if code, _, _ = runLocal(t, script(readScript, filepath.Join(dir, "missing")), nil); code != exitNotFound {
+		t.Errorf("read missing: exit %d, want %d", code, exitNotFound)
+	}
+}
+
+func modeString(e FileInfo) string { return fmt.Sprintf("%o", e.Mode.Perm()) }
+
+func TestRemoveScript(t *testing.T) {
+	dir := t.TempDir()
+	full := filepath.Join(dir, "full dir")
+	if err := os.MkdirAll(filepath.Join(full, "x"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, _ := runLocal(t, script(removeScript, full, "0"), nil); code != exitNotEmpty {
+		t.Errorf("remove a full directory without recursion: exit %d, want %d", code, exitNotEmpty)
+	}
+	if code, _, _ := runLocal(t, script(removeScript, full, "1"), nil); code != 0 {
+		t.Errorf("remove recursively: exit %d", code)
+	}
+	if _, err := os.Stat(full); !os.IsNotExist(err) {
+		t.Error("the directory is still there")
+	}
+	if code, _, _ := runLocal(t, script(removeScript, full, "1"), nil); code != exitNotFound {
+		t.Errorf("remove a missing path: exit %d, want %d", code, exitNotFound)
+	}
+}
+
+func TestFilterTarRefusesEscapes(t *testing.T) {
+	tests := []struct {
+		name string
+		hdr  tar.Header
+		ok   bool
+	}{
+		{"file", tar.Header{Name: "./a b/c", Typeflag: tar.TypeReg}, true},
+		{"dir", tar.Header{Name: "d/", Typeflag: tar.TypeDir}, true},
+		{"relative link inside", tar.Header{Name: "d/l", Typeflag: tar.TypeSymlink, Linkname: "../c"}, true},
+		{"dotdot", tar.Header{Name: "../x", Typeflag: tar.TypeReg}, false},
+		{"nested dotdot", tar.Header{Name: "a/../../x", Typeflag: tar.TypeReg}, false},
+		{"absolute", tar.Header{Name: "/etc/passwd", Typeflag: tar.TypeReg}, false},
+		{"absolute link", tar.Header{Name: "l", Typeflag: tar.TypeSymlink, Linkname: "/etc"}, false},
+		{"escaping link", tar.Header{Name: "a/l", Typeflag: tar.TypeSymlink, Linkname: "../../etc"}, false},
+		{"device", tar.Header{Name: "dev", Typeflag: tar.TypeChar}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var in bytes.Buffer
+			tw := tar.NewWriter(&in)
+			h := tt.hdr
+			h.Mode, h.Uid, h.Gid = 0o644, 1234, 5678
+			if err := tw.WriteHeader(&h); err != nil {
+				t.Fatal(err)
+			}
+			tw.Close()
+			var out bytes.Buffer
+			var res TarResult
+			err := filterTar(&in, &out, &res)
+			if tt.ok != (err == nil) {
+				t.Fatalf("filterTar = %v, want ok=%v", err, tt.ok)
+			}
+			if err != nil {
+				if !errors.Is(err, ErrInvalid) {
+					t.Errorf("error %v is not ErrInvalid", err)
+				}
+				return
+			}
+			got, err := tar.NewReader(&out).Next()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.Uid != 0 || got.Gid != 0 {
+				t.Errorf("ownership %d:%d kept, want dropped", got.Uid, got.Gid)
+			}
+		})
+	}
+}
+
+func TestLastLines(t *testing.T) {
+	tests := []struct {
+		in   string
+		n    int
+		want string
+		ok   bool
+	}{
+		{"a\nb\nc\n", 2, "b\nc\n", true},
+		{"a\nb\nc", 2, "b\nc", true},
+		{"a\nb\n", 2, "a\nb\n", false},
+		{"a\nb\n", 5, "a\nb\n", false},
+		{"a\nb\n", 0, "", true},
+		{"", 3, "", false},
+	}
+	for _, tt := range tests {
+		got, ok := lastLines([]byte(tt.in), tt.n)
+		if string(got) != tt.want || ok != tt.ok {
+			t.Errorf("lastLines(%q, %d) = %q, %v; want %q, %v", tt.in, tt.n, got, ok, tt.want, tt.ok)
+		}
+	}
+}
+
+func TestLayoutMapsTaskDirectories(t *testing.T) {
+	tests := []struct {
+		name, allocDir, taskLocal, path string
+		want                            string // "" when not in the file system
+	}{
+		{"container local", "/alloc", "/local", "/local/work/a.txt", "/sandbox/local/work/a.txt"},
+		{"container secrets", "/alloc", "/local", "/secrets/x", "/sandbox/secrets/x"},
+		{"container alloc", "/alloc", "/local", "/alloc/logs/sandbox.stdout.0", "/alloc/logs/sandbox.stdout.0"},
+		{"container elsewhere", "/alloc", "/local", "/etc/hostname", ""},
+		{"container look-alike", "/alloc", "/local", "/localx/a", ""},
+		{"host task file", "/data/alloc/1234/alloc", "/data/alloc/1234/sandbox/local", "/data/alloc/1234/sandbox/local/a", "/sandbox/local/a"},
+		{"host alloc dir", "/data/alloc/1234/alloc", "/data/alloc/1234/sandbox/local", "/data/alloc/1234/alloc/data/x", "/alloc/data/x"},
+		{"host elsewhere", "/data/alloc/1234/alloc", "/data/alloc/1234/sandbox/local", "/etc/passwd", ""},
+		{"host other alloc", "/data/alloc/1234/alloc", "/data/alloc/1234/sandbox/local", "/data/alloc/12345/x", ""},
+		{"unknown layout", "/x/alloc", "/y/sandbox/local", "/x/a", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, ok := layoutFrom(tt.allocDir, tt.taskLocal, "sandbox").fsPath(tt.path)
+			if tt.want == "" {
+				if ok {
+					t.Errorf("fsPath(%q) = %q, want none", tt.path, got)
+				}
+				return
+			}
+			if !ok || got != tt.want {
+				t.Errorf("fsPath(%q) = %q, %v; want %q", tt.path, got, ok, tt.want)
+			}
+		})
+	}
+}
