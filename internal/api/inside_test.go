@@ -44,7 +44,7 @@ type insideOptions struct {
 
 // newInsideEnv runs a whole controller in-process: store, Nomad test
 // server, reconcile loop, and the API with exec, files and logs.
-func newInsideEnv(t *testing.T, o insideOptions) *testEnv {
+func newInsideEnv(t testing.TB, o insideOptions) *testEnv {
 	t.Helper()
 	env := &testEnv{logs: &syncBuffer{}, reg: prometheus.NewRegistry(), token: "secret-token-for-tests"}
 	env.store = openStore(t, store.Options{})
@@ -80,6 +80,7 @@ func newInsideEnv(t *testing.T, o insideOptions) *testEnv {
 		Inside: sandboxio.New(so),
 	})
 	env.http = httptest.NewServer(env.server)
+	env.nomad = nc
 	t.Cleanup(func() {
 		env.server.Close()
 		env.http.Close()
@@ -97,7 +98,7 @@ func rawExecSandbox(name string, mods ...func(*spec.Sandbox)) spec.Sandbox {
 }
 
 // waitRunning waits until the sandbox is Running.
-func (e *testEnv) waitRunning(t *testing.T, name string) {
+func (e *testEnv) waitRunning(t testing.TB, name string) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -112,7 +113,7 @@ func (e *testEnv) waitRunning(t *testing.T, name string) {
 	}
 }
 
-func (e *testEnv) execJSON(t *testing.T, name string, req api.ExecRequest) (api.ExecResponse, *http.Response, []byte) {
+func (e *testEnv) execJSON(t testing.TB, name string, req api.ExecRequest) (api.ExecResponse, *http.Response, []byte) {
 	t.Helper()
 	resp, b := e.do(t, http.MethodPost, "/v1/sandboxes/default/"+name+"/exec", req)
 	var out api.ExecResponse
@@ -124,7 +125,7 @@ func (e *testEnv) execJSON(t *testing.T, name string, req api.ExecRequest) (api.
 	return out, resp, b
 }
 
-func (e *testEnv) mustExec(t *testing.T, name string, req api.ExecRequest) api.ExecResponse {
+func (e *testEnv) mustExec(t testing.TB, name string, req api.ExecRequest) api.ExecResponse {
 	t.Helper()
 	out, resp, b := e.execJSON(t, name, req)
 	if resp.StatusCode != http.StatusOK {
@@ -134,7 +135,7 @@ func (e *testEnv) mustExec(t *testing.T, name string, req api.ExecRequest) api.E
 }
 
 // taskDir is the sandbox's $NOMAD_TASK_DIR.
-func (e *testEnv) taskDir(t *testing.T, name string) string {
+func (e *testEnv) taskDir(t testing.TB, name string) string {
 	t.Helper()
 	out := e.mustExec(t, name, api.ExecRequest{Command: []string{"sh", "-c", `printf %s "$NOMAD_TASK_DIR"`}})
 	if out.ExitCode != 0 || !path.IsAbs(string(out.Stdout)) {

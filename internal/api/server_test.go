@@ -119,6 +119,8 @@ type testEnv struct {
 	planner *fakePlanner
 	logs    *syncBuffer
 	reg     *prometheus.Registry
+	// nomad is a client of the env's Nomad test server, when it has one.
+	nomad *nomad.Client
 }
 
 type envConfig struct {
@@ -206,12 +208,12 @@ func newEnv(t *testing.T, opts ...envOption) *testEnv {
 
 // do sends a request with the env's token and returns the response with
 // its body read.
-func (e *testEnv) do(t *testing.T, method, path string, body any) (*http.Response, []byte) {
+func (e *testEnv) do(t testing.TB, method, path string, body any) (*http.Response, []byte) {
 	t.Helper()
 	return e.doAuth(t, method, path, body, e.token)
 }
 
-func (e *testEnv) doAuth(t *testing.T, method, path string, body any, token string) (*http.Response, []byte) {
+func (e *testEnv) doAuth(t testing.TB, method, path string, body any, token string) (*http.Response, []byte) {
 	t.Helper()
 	var rd io.Reader
 	switch b := body.(type) {
@@ -248,7 +250,7 @@ func (e *testEnv) doAuth(t *testing.T, method, path string, body any, token stri
 
 // mustDo is do that fails the test unless the status is want, and decodes
 // the body into out when out is not nil.
-func (e *testEnv) mustDo(t *testing.T, method, path string, body any, want int, out any) []byte {
+func (e *testEnv) mustDo(t testing.TB, method, path string, body any, want int, out any) []byte {
 	t.Helper()
 	resp, b := e.do(t, method, path, body)
 	if resp.StatusCode != want {
@@ -326,7 +328,7 @@ func applyReq(sbs ...spec.Sandbox) api.ApplyRequest {
 	return req
 }
 
-func (e *testEnv) mustApply(t *testing.T, req api.ApplyRequest) api.ApplyResponse {
+func (e *testEnv) mustApply(t testing.TB, req api.ApplyRequest) api.ApplyResponse {
 	t.Helper()
 	var out api.ApplyResponse
 	e.mustDo(t, http.MethodPost, "/v1/apply", req, http.StatusOK, &out)
