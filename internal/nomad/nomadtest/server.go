@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -130,11 +131,14 @@ type Server struct {
 	faults          faultState
 	counts          map[string]int
 
-	lnMu    sync.Mutex
-	addr    string
-	ln      *connTracker
-	httpSrv *http.Server
-	serveWG sync.WaitGroup
+	lnMu sync.Mutex
+	addr string
+	// httpAddr is addr for the node's HTTPAddr, which is read under s.mu
+	// where lnMu may not be taken.
+	httpAddr atomic.Pointer[string]
+	ln       *connTracker
+	httpSrv  *http.Server
+	serveWG  sync.WaitGroup
 }
 
 // New returns a Server with an empty state: the default namespace and one
@@ -220,6 +224,8 @@ func (s *Server) listenLocked(addr string) error {
 	ln := &connTracker{Listener: inner, conns: make(map[*trackedConn]struct{})}
 	s.ln = ln
 	s.addr = ln.Addr().String()
+	advertised := s.addr
+	s.httpAddr.Store(&advertised)
 	srv := &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second}
 	s.httpSrv = srv
 	s.serveWG.Add(1)
