@@ -399,6 +399,9 @@ func TestACLRoutesDenyByDefault(t *testing.T) {
 		"GET /v1/namespaces":     200, // filtered to nothing
 		"GET /v1/acl/policies":   200, // filtered to the token's own
 		"GET /v1/acl/token/self": 200,
+		// Exec's denial is a close frame after the upgrade (TestExecACL);
+		// without one the handler finds no WebSocket.
+		"GET /v1/client/allocation/{id}/exec": 500,
 	}
 	reqs := []aclReq{
 		{"GET", "/v1/jobs", ""}, {"PUT", "/v1/jobs", sleepJob},
@@ -426,6 +429,7 @@ func TestACLRoutesDenyByDefault(t *testing.T) {
 		{"GET", "/v1/acl/token/00000000-0000-0000-0000-000000000000", ""},
 		{"DELETE", "/v1/acl/token/00000000-0000-0000-0000-000000000000", ""},
 		{"GET", "/v1/event/stream", ""},
+		{"GET", "/v1/client/allocation/" + allocID + "/exec", ""},
 	}
 	// Every route of the mux is covered by a request above.
 	covered := map[string]bool{}

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/gorilla/websocket"
 )
 
 // Options configures a Server. The zero value is usable.
@@ -91,6 +93,14 @@ type Options struct {
 	// Logger receives one debug line per request and per event the state
 	// changes publish. Nil discards.
 	Logger *slog.Logger
+
+	// AllocDir is the directory under which each allocation gets its
+	// directory tree, as a client's data dir holds them: made on the
+	// first exec, file-system or log request for the allocation, removed
+	// when its job is purged and by Close. The directory itself is made if
+	// missing and left in place. Empty means a temporary directory, made
+	// on first use and removed by Close.
+	AllocDir string
 }
 
 // Server is an in-memory Nomad agent speaking the Nomad HTTP API. It is an
@@ -130,6 +140,13 @@ type Server struct {
 	timers          map[*time.Timer]struct{}
 	faults          faultState
 	counts          map[string]int
+	// dirs are the allocation directories (allocdir.go); execs the
+	// running exec sessions (exec.go).
+	dirs  allocDirs
+	execs map[*execSession]struct{}
+	// shutdown is closed by Close: it ends the streams of the client
+	// endpoints served over a listener the server does not own.
+	shutdown chan struct{}
 
 	lnMu sync.Mutex
 	addr string
@@ -187,6 +204,9 @@ func New(opts Options) *Server {
 		streams:      make(map[*stream]struct{}),
 		timers:       make(map[*time.Timer]struct{}),
 		counts:       make(map[string]int),
+		dirs:         allocDirs{dir: opts.AllocDir},
+		execs:        make(map[*execSession]struct{}),
+		shutdown:     make(chan struct{}),
 	}
 	for _, d := range opts.Drivers {
 		s.drivers[d] = true
@@ -317,21 +337,28 @@ func (s *Server) URL() string {
 	return "http://" + s.addr
 }
 
-// Close stops the listener, ends every event stream and cancels every timer.
-// It is safe to call more than once.
+// Close stops the listener, ends every event stream and exec session, kills the processes of the sessions, cancels every
+// timer and removes the allocation directories. It is safe to call more
+// than once.
 func (s *Server) Close() error {
 	s.mu.Lock()
+	wasClosed := s.closed
 	s.closed = true
 	for t := range s.timers {
 		t.Stop()
 	}
 	clear(s.timers)
+	sessions := s.endExecsLocked(func(*execSession) bool { return true })
+	if !wasClosed {
+		close(s.shutdown)
+	}
 	s.mu.Unlock()
 	s.lnMu.Lock()
 	s.stopListeningLocked()
 	s.lnMu.Unlock()
 	s.CutEventStreams()
-	return nil
+	waitExecs(sessions)
+	return s.dirs.removeAll()
 }
 
 // afterFunc runs f with s.mu held after d, unless the server is closed or
@@ -396,8 +423,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeText(w, failed.Status, failed.Body)
 		return
 	}
-	// The event stream takes over the connection and is never compressed.
-	if acceptsGzip(r) && r.URL.Path != "/v1/event/stream" {
+	// The event stream and exec's WebSocket take over the connection and
+	// are never compressed.
+	if acceptsGzip(r) && r.URL.Path != "/v1/event/stream" && !websocket.IsWebSocketUpgrade(r) {
 		gw := &gzipWriter{ResponseWriter: w, pool: &s.gzipPool}
 		defer gw.close()
 		w = gw
@@ -472,6 +500,7 @@ func (s *Server) apiRoutes() []route {
 		{"/v1/acl/token", s.handleACLTokenCreate},
 		{"/v1/acl/token/self", s.handleACLTokenSelf},
 		{"/v1/acl/token/{id}", s.handleACLToken},
+		{"/v1/client/allocation/{id}/exec", s.handleAllocExec},
 	}
 }
 
