@@ -144,8 +144,8 @@ type Server struct {
 	// running exec sessions (exec.go).
 	dirs  allocDirs
 	execs map[*execSession]struct{}
-	// shutdown is closed by Close: it ends the streams of the client
-	// endpoints served over a listener the server does not own.
+	// shutdown is closed by Close: it ends file and log streams served
+	// over a listener the server does not own.
 	shutdown chan struct{}
 
 	lnMu sync.Mutex
@@ -337,7 +337,8 @@ func (s *Server) URL() string {
 	return "http://" + s.addr
 }
 
-// Close stops the listener, ends every event stream and exec session, kills the processes of the sessions, cancels every
+// Close stops the listener, ends every event stream, file and log stream
+// and exec session, kills the processes of the sessions, cancels every
 // timer and removes the allocation directories. It is safe to call more
 // than once.
 func (s *Server) Close() error {
@@ -501,6 +502,12 @@ func (s *Server) apiRoutes() []route {
 		{"/v1/acl/token/self", s.handleACLTokenSelf},
 		{"/v1/acl/token/{id}", s.handleACLToken},
 		{"/v1/client/allocation/{id}/exec", s.handleAllocExec},
+		{"/v1/client/fs/ls/{id}", fsRoute(s.handleFSList)},
+		{"/v1/client/fs/stat/{id}", fsRoute(s.handleFSStat)},
+		{"/v1/client/fs/cat/{id}", fsRoute(s.handleFSCat)},
+		{"/v1/client/fs/readat/{id}", fsRoute(s.handleFSReadAt)},
+		{"/v1/client/fs/stream/{id}", fsRoute(s.handleFSStream)},
+		{"/v1/client/fs/logs/{id}", fsRoute(s.handleFSLogs)},
 	}
 }
 
