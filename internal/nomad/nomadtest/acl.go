@@ -124,13 +124,17 @@ func requestSecret(r *http.Request) string {
 // identify resolves the request's token. It returns nil when ACLs are off,
 // and known false for a secret no token has.
 func (s *Server) identify(r *http.Request) (*identity, bool) {
+	return s.identifySecret(requestSecret(r))
+}
+
+// identifySecret resolves a token's secret, "" for the anonymous caller.
+func (s *Server) identifySecret(secret string) (*identity, bool) {
 	// enabled is set once, in New.
 	if !s.acl.enabled {
 		return nil, true
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	secret := requestSecret(r)
 	if secret == "" {
 		return &identity{acl: s.compileLocked([]string{"anonymous"})}, true
 	}

@@ -399,6 +399,12 @@ func TestACLRoutesDenyByDefault(t *testing.T) {
 		"GET /v1/namespaces":     200, // filtered to nothing
 		"GET /v1/acl/policies":   200, // filtered to the token's own
 		"GET /v1/acl/token/self": 200,
+		// Exec's denial is a close frame after the upgrade (TestExecACL);
+		// without one the handler finds no WebSocket.
+		"GET /v1/client/allocation/{id}/exec": 500,
+		// cat and readat answer every error 200, the denial too.
+		"GET /v1/client/fs/cat/{id}":    200,
+		"GET /v1/client/fs/readat/{id}": 200,
 	}
 	reqs := []aclReq{
 		{"GET", "/v1/jobs", ""}, {"PUT", "/v1/jobs", sleepJob},
@@ -426,6 +432,10 @@ func TestACLRoutesDenyByDefault(t *testing.T) {
 		{"GET", "/v1/acl/token/00000000-0000-0000-0000-000000000000", ""},
 		{"DELETE", "/v1/acl/token/00000000-0000-0000-0000-000000000000", ""},
 		{"GET", "/v1/event/stream", ""},
+		{"GET", "/v1/client/allocation/" + allocID + "/exec", ""},
+		{"GET", "/v1/client/fs/ls/" + allocID + "?path=/", ""}, {"GET", "/v1/client/fs/stat/" + allocID + "?path=/", ""},
+		{"GET", "/v1/client/fs/cat/" + allocID + "?path=/x", ""}, {"GET", "/v1/client/fs/readat/" + allocID + "?path=/x&offset=0", ""},
+		{"GET", "/v1/client/fs/stream/" + allocID + "?path=/x", ""}, {"GET", "/v1/client/fs/logs/" + allocID + "?task=sleep&type=stdout", ""},
 	}
 	// Every route of the mux is covered by a request above.
 	covered := map[string]bool{}

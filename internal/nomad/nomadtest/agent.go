@@ -102,7 +102,7 @@ func (s *Server) handleNode(w http.ResponseWriter, r *http.Request) {
 // node.
 func (s *Server) nodeFull() map[string]any {
 	n := s.nodeStub()
-	n["HTTPAddr"] = "127.0.0.1:4646"
+	n["HTTPAddr"] = s.nodeHTTPAddr()
 	n["Attributes"] = map[string]string{"nomad.version": "2.0.5", "kernel.name": "linux", "unique.hostname": nodeName,
 		"cpu.arch": "amd64", "cpu.numcores": "2", "cpu.totalcompute": "200000", "os.name": "debian", "unique.network.ip-address": "127.0.0.1"}
 	n["Meta"] = map[string]string{}
@@ -150,6 +150,21 @@ func (s *Server) nodeFull() map[string]any {
 	delete(n, "Address")
 	delete(n, "Version")
 	return n
+}
+
+// nodeHTTPAddr is the address the node advertises for its client
+// endpoints. nomad/api's exec and file-system calls try it directly before
+// going through the server they were given, with a one-second connect
+// timeout and a dialer of their own (api.go cloneWithTimeout): it is the
+// listener's address once Start has run, so that the direct connection
+// reaches this server. A server served only through a listener it does not
+// own, such as a MemNet's, advertises none, which the client takes as "go
+// through the server" at once, without a dial.
+func (s *Server) nodeHTTPAddr() string {
+	if p := s.httpAddr.Load(); p != nil {
+		return *p
+	}
+	return ""
 }
 
 // nodeEvent ends every client write: the node with the write as its

@@ -81,6 +81,13 @@ func (b *clientBatch) commit() {
 	}
 	evs = append(evs, s.nodeEvent(idx))
 	s.publish(idx, evs...)
+	if len(s.execs) > 0 {
+		ids := make([]string, 0, len(b.allocEvs))
+		for _, e := range b.allocEvs {
+			ids = append(ids, e.Key)
+		}
+		s.killStoppedExecsLocked(ids)
+	}
 	for _, f := range b.after {
 		f()
 	}

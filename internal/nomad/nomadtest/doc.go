@@ -16,8 +16,10 @@
 // Nomad's wait and wake-up rules, and the NDJSON event stream with its
 // bounded resume buffer. The scheduler places one allocation per group
 // count, replaces allocations on destructive changes, and applies restart
-// and reschedule policies when a task dies. Responses are gzipped for
-// clients that accept it, as the agent does.
+// and reschedule policies when a task dies. The simulated client answers
+// exec, file-system and log requests for the allocations it runs (see
+// Exec, files and logs). Responses are gzipped for clients that accept
+// it, as the agent does.
 //
 // # Timing and deployments
 //
@@ -55,6 +57,48 @@
 // in-memory listener: every timer it uses comes from the time package,
 // the lock timers included.
 //
+// # Exec, files and logs
+//
+// The client endpoints work on real processes and real directories, on
+// the machine running the server:
+//
+//	GET /v1/client/allocation/:id/exec      WebSocket: stdin, tty_size; stdout, stderr, exit code
+//	GET /v1/client/fs/ls|stat/:id?path=     JSON file info
+//	GET /v1/client/fs/cat|readat/:id?path=  the file's bytes
+//	GET /v1/client/fs/stream/:id?path=      framed, followed, `{}` heartbeats
+//	GET /v1/client/fs/logs/:id?task=&type=  a task's stdout or stderr, plain or framed, followed or not
+//
+// Each allocation the client has received gets a directory laid out as a
+// Nomad client's, alloc/{data,logs,tmp} and <task>/{local,secrets,tmp,
+// private}, with empty alloc/logs/<task>.stdout.0 and .stderr.0, under
+// Options.AllocDir or a temporary directory. It is made on the first of
+// these requests for the allocation, so allocations nobody looks into
+// cost nothing, and removed when the job is purged and by Close.
+//
+// Exec runs the command as a real local process, as the raw_exec driver
+// would: in the task's directory, with the NOMAD_* variables of the task
+// (NOMAD_ALLOC_DIR, NOMAD_TASK_DIR, NOMAD_ALLOC_ID, ...), the task's env
+// block, and PATH and HOME of the server's process; on a pseudo-terminal
+// of the size the client sends with tty=true. It needs the task running.
+// Closing the WebSocket kills the command's process group, and so do a
+// stop or restart of the task, a purge and Close. The simulated task
+// itself runs nothing, so its logs hold only what is written to those
+// files, by an exec for one, which is also how to feed them on a real
+// raw_exec agent. nomad/api's Allocations().Exec and AllocFS() work
+// against the server as against an agent: the node advertises the
+// listener's address as its HTTPAddr, for their direct connection, or
+// none when the server is served over a listener it does not own, such as
+// a MemNet's, which sends them through the server at once. Exec works in
+// a synctest bubble too.
+//
+// The answers follow the recorded agent (111, 112, lifecycle/fs): an
+// exec error is a close frame, 1011 with the text of an agent-side 500
+// ("task not found", "rpc error: ... failed to start command: ...") and
+// 1008 for the rest (Unknown allocation "<id>"); cat and readat answer
+// every error 200 text/plain with the error as the body ("Path escapes
+// the alloc directory", "stat <host path>: no such file or directory");
+// logs of an unknown task are 400.
+//
 // # ACLs
 //
 // Options.ACLToken turns ACLs on with that secret as the bootstrap
@@ -70,7 +114,12 @@
 // Every endpoint then checks what its Nomad counterpart checks: list-jobs,
 // read-job or submit-job in the namespace, variables read, write, list or
 // destroy on the path, node read for nodes, management for namespace and
-// ACL writes. A denial is 403 "Permission denied" (more/ README section 3).
+// ACL writes; alloc-exec for exec, and alloc-node-exec as well into a task
+// whose driver has no file-system isolation (raw_exec, mock_driver),
+// read-fs for the file system, read-fs or read-logs for logs. A denial is
+// 403 "Permission denied" (more/ README section 3), except where the
+// agent answers otherwise: a 1011 close frame for exec, and 200 with the
+// text as the body for cat and readat.
 //
 // # Faults
 //
@@ -123,8 +172,9 @@
 //     a rescheduled allocation joins the version's running deployment. A
 //     purge deletes the job's deployments, which the agent keeps until
 //     garbage collection.
-//   - Not simulated: alloc exec, job version diffs, node events other
-//     than the client's allocation updates. The agent also makes writes
+//   - Not simulated: job version diffs, node events other than the
+//     client's allocation updates, allocation stats, restart, signal and
+//     checks, job actions. The agent also makes writes
 //     that send no event (default.events skips 4130 and 4150); here every
 //     write sends its events, so indexes run denser.
 //   - ACLs: no roles, auth methods, workload identities, token expiry or
@@ -151,6 +201,16 @@
 //     client updates are batched per evaluation, not across jobs.
 //   - At most 50 finished evaluations are kept per job; unknown paths get
 //     Go's default 404 body.
+//   - The client endpoints: a task runs nothing, so its directory holds
+//     no executor.out and its secrets no .nomad-mount or api.sock, and its
+//     logs are never rotated; exec passes the task PATH and HOME of the
+//     server's environment where the agent passes a raw_exec task all of
+//     its own; on a terminal, closing stdin types Ctrl-D where the agent
+//     closes the terminal; an exec request from a browser page, one that
+//     carries an Origin header, is refused 403; frames
+//     are sent as the file is read, not batched over 200ms, with `{}`
+//     only while a followed file has nothing new; processes an exec left
+//     running after its session ended are not killed with the task.
 //   - Job validation is narrower: a node pool that does not exist, and a
 //     task kill timeout longer than the group's progress deadline, are
 //     accepted where the agent refuses them with 500 (both seen with make

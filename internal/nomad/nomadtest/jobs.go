@@ -263,6 +263,7 @@ func (s *Server) deregister(key nsKey, purge bool) deregisterResponse {
 		for _, a := range je.allocs {
 			s.stopTimer(a.health)
 			delete(s.allocs, a.a.ID)
+			s.removeAllocDirLocked(a.a.ID)
 		}
 		for _, d := range je.deployments {
 			delete(s.deployments, d.ID)

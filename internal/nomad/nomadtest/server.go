@@ -8,7 +8,10 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/gorilla/websocket"
 )
 
 // Options configures a Server. The zero value is usable.
@@ -90,6 +93,14 @@ type Options struct {
 	// Logger receives one debug line per request and per event the state
 	// changes publish. Nil discards.
 	Logger *slog.Logger
+
+	// AllocDir is the directory under which each allocation gets its
+	// directory tree, as a client's data dir holds them: made on the
+	// first exec, file-system or log request for the allocation, removed
+	// when its job is purged and by Close. The directory itself is made if
+	// missing and left in place. Empty means a temporary directory, made
+	// on first use and removed by Close.
+	AllocDir string
 }
 
 // Server is an in-memory Nomad agent speaking the Nomad HTTP API. It is an
@@ -129,12 +140,22 @@ type Server struct {
 	timers          map[*time.Timer]struct{}
 	faults          faultState
 	counts          map[string]int
+	// dirs are the allocation directories (allocdir.go); execs the
+	// running exec sessions (exec.go).
+	dirs  allocDirs
+	execs map[*execSession]struct{}
+	// shutdown is closed by Close: it ends file and log streams served
+	// over a listener the server does not own.
+	shutdown chan struct{}
 
-	lnMu    sync.Mutex
-	addr    string
-	ln      *connTracker
-	httpSrv *http.Server
-	serveWG sync.WaitGroup
+	lnMu sync.Mutex
+	addr string
+	// httpAddr is addr for the node's HTTPAddr, which is read under s.mu
+	// where lnMu may not be taken.
+	httpAddr atomic.Pointer[string]
+	ln       *connTracker
+	httpSrv  *http.Server
+	serveWG  sync.WaitGroup
 }
 
 // New returns a Server with an empty state: the default namespace and one
@@ -183,6 +204,9 @@ func New(opts Options) *Server {
 		streams:      make(map[*stream]struct{}),
 		timers:       make(map[*time.Timer]struct{}),
 		counts:       make(map[string]int),
+		dirs:         allocDirs{dir: opts.AllocDir},
+		execs:        make(map[*execSession]struct{}),
+		shutdown:     make(chan struct{}),
 	}
 	for _, d := range opts.Drivers {
 		s.drivers[d] = true
@@ -220,6 +244,8 @@ func (s *Server) listenLocked(addr string) error {
 	ln := &connTracker{Listener: inner, conns: make(map[*trackedConn]struct{})}
 	s.ln = ln
 	s.addr = ln.Addr().String()
+	advertised := s.addr
+	s.httpAddr.Store(&advertised)
 	srv := &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second}
 	s.httpSrv = srv
 	s.serveWG.Add(1)
@@ -311,21 +337,29 @@ func (s *Server) URL() string {
 	return "http://" + s.addr
 }
 
-// Close stops the listener, ends every event stream and cancels every timer.
-// It is safe to call more than once.
+// Close stops the listener, ends every event stream, file and log stream
+// and exec session, kills the processes of the sessions, cancels every
+// timer and removes the allocation directories. It is safe to call more
+// than once.
 func (s *Server) Close() error {
 	s.mu.Lock()
+	wasClosed := s.closed
 	s.closed = true
 	for t := range s.timers {
 		t.Stop()
 	}
 	clear(s.timers)
+	sessions := s.endExecsLocked(func(*execSession) bool { return true })
+	if !wasClosed {
+		close(s.shutdown)
+	}
 	s.mu.Unlock()
 	s.lnMu.Lock()
 	s.stopListeningLocked()
 	s.lnMu.Unlock()
 	s.CutEventStreams()
-	return nil
+	waitExecs(sessions)
+	return s.dirs.removeAll()
 }
 
 // afterFunc runs f with s.mu held after d, unless the server is closed or
@@ -390,8 +424,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeText(w, failed.Status, failed.Body)
 		return
 	}
-	// The event stream takes over the connection and is never compressed.
-	if acceptsGzip(r) && r.URL.Path != "/v1/event/stream" {
+	// The event stream and exec's WebSocket take over the connection and
+	// are never compressed.
+	if acceptsGzip(r) && r.URL.Path != "/v1/event/stream" && !websocket.IsWebSocketUpgrade(r) {
 		gw := &gzipWriter{ResponseWriter: w, pool: &s.gzipPool}
 		defer gw.close()
 		w = gw
@@ -466,6 +501,13 @@ func (s *Server) apiRoutes() []route {
 		{"/v1/acl/token", s.handleACLTokenCreate},
 		{"/v1/acl/token/self", s.handleACLTokenSelf},
 		{"/v1/acl/token/{id}", s.handleACLToken},
+		{"/v1/client/allocation/{id}/exec", s.handleAllocExec},
+		{"/v1/client/fs/ls/{id}", fsRoute(s.handleFSList)},
+		{"/v1/client/fs/stat/{id}", fsRoute(s.handleFSStat)},
+		{"/v1/client/fs/cat/{id}", fsRoute(s.handleFSCat)},
+		{"/v1/client/fs/readat/{id}", fsRoute(s.handleFSReadAt)},
+		{"/v1/client/fs/stream/{id}", fsRoute(s.handleFSStream)},
+		{"/v1/client/fs/logs/{id}", fsRoute(s.handleFSLogs)},
 	}
 }
 
