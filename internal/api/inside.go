@@ -647,6 +647,11 @@ func (s *Server) logs(w http.ResponseWriter, r *http.Request) error {
 		h.Set("X-Content-Type-Options", "nosniff")
 	}}
 	fw := &flushingWriter{w: lw, rc: rc}
+	req.Opened = func() {
+		// A followed log may stay quiet for long: answer now.
+		lw.start()
+		_ = rc.Flush()
+	}
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 	go func() {

@@ -609,10 +609,10 @@ func TestExecStreamOverWebSocket(t *testing.T) {
 		u := "ws" + strings.TrimPrefix(env.http.URL, "http") + "/v1/sandboxes/default/box/exec?" + q.Encode()
 		return websocket.DefaultDialer.DialContext(t.Context(), u, http.Header{"Authorization": {"Bearer " + env.token}})
 	}
-	run := func(t *testing.T, cmd []string, stdin string) (stdout, stderr string, code int) {
+	run := func(t *testing.T, cmd []string, env []string, stdin string) (stdout, stderr string, code int) {
 		t.Helper()
 		b, _ := json.Marshal(cmd)
-		conn, resp, err := dial(url.Values{"command": {string(b)}, "env": {"GREETING=hello there"}})
+		conn, resp, err := dial(url.Values{"command": {string(b)}, "env": env})
 		if err != nil {
 			t.Fatalf("dial: %v %v", err, resp)
 		}
@@ -637,13 +637,19 @@ func TestExecStreamOverWebSocket(t *testing.T) {
 			}
 		}
 	}
-	out, errOut, code := run(t, []string{"sh", "-c", `cat; printf '%s' "$GREETING"; echo e >&2; exit 5`}, "in\n")
+	out, errOut, code := run(t, []string{"sh", "-c", `cat; printf '%s' "$GREETING"; echo e >&2; exit 5`}, []string{"GREETING=hello there"}, "in\n")
 	if out != "in\nhello there" || errOut != "e\n" || code != 5 {
 		t.Errorf("stream: stdout %q stderr %q exit %d", out, errOut, code)
 	}
-	_, errOut, code = run(t, []string{"/nonexistent"}, "")
+	// Without an environment the command is Nomad's to start, and its
+	// message passes through; with one the wrapper's shell reports it.
+	_, errOut, code = run(t, []string{"/nonexistent"}, nil, "")
 	if code != sandboxio.ExitNotFound || !strings.Contains(errOut, "failed to start command") {
 		t.Errorf("not found: exit %d stderr %q", code, errOut)
+	}
+	_, errOut, code = run(t, []string{"/nonexistent"}, []string{"A=b"}, "")
+	if code != sandboxio.ExitNotFound || !strings.Contains(errOut, "/nonexistent") {
+		t.Errorf("not found with env: exit %d stderr %q", code, errOut)
 	}
 	_, resp, err := dial(url.Values{"command": {"not json"}})
 	if err == nil || resp == nil || resp.StatusCode != http.StatusBadRequest {

@@ -147,6 +147,20 @@ func fsError(op, text string) error {
 	return &Error{Op: op, Kind: ErrInvalid, Status: http.StatusOK, Body: text, Err: errors.New(text)}
 }
 
+// fsStatusError sorts an error status of a file-system endpoint: the
+// same conditions also come back as 404 or 500 with the error text
+// (stat and ls of a missing path), which must not read as an unknown
+// allocation or a failing agent.
+func fsStatusError(op string, err error) error {
+	var ne *Error
+	if errors.As(err, &ne) && ne.Status != 0 && !strings.HasPrefix(ne.Body, "Unknown allocation") {
+		if fe := fsError(op, ne.Body); errors.Is(fe, ErrNoSuchFile) || errors.Is(fe, ErrIsDirectory) || errors.Is(fe, ErrPathEscapes) {
+			return fe
+		}
+	}
+	return err
+}
+
 func fsQuery(ctx context.Context, ns string, params map[string]string) *api.QueryOptions {
 	q := query(ctx, ns)
 	q.Params = params
@@ -158,7 +172,7 @@ func fsQuery(ctx context.Context, ns string, params map[string]string) *api.Quer
 func (c *Client) readFS(ctx context.Context, op, endpoint, ns string, params map[string]string, out any) error {
 	body, err := c.api.Raw().Response(endpoint, fsQuery(ctx, ns, params))
 	if err != nil {
-		return classify(op, err)
+		return fsStatusError(op, classify(op, err))
 	}
 	defer body.Close()
 	b, err := io.ReadAll(io.LimitReader(body, 64<<20))
@@ -200,7 +214,8 @@ func (c *Client) List(ctx context.Context, alloc *api.Allocation, path string) (
 func (c *Client) Cat(ctx context.Context, alloc *api.Allocation, path string) (io.ReadCloser, error) {
 	body, err := c.api.Raw().Response("/v1/client/fs/cat/"+alloc.ID, fsQuery(ctx, alloc.Namespace, map[string]string{"path": path}))
 	if err != nil {
-		return nil, classify(fmt.Sprintf("read %q in allocation %q", path, alloc.ID), err)
+		op := fmt.Sprintf("read %q in allocation %q", path, alloc.ID)
+		return nil, fsStatusError(op, classify(op, err))
 	}
 	return body, nil
 }

@@ -21,6 +21,10 @@ type LogRequest struct {
 	Follow bool
 	// Tail, when not negative, starts that many lines from the end.
 	Tail int
+	// Opened, when set, is called when a follow has written what the
+	// log held and starts waiting for more, so that a caller can answer
+	// before new output arrives.
+	Opened func()
 }
 
 // maxTailWindow bounds how far back a tail looks for its lines.
@@ -41,7 +45,7 @@ func (s *Service) Logs(ctx context.Context, t Target, who Caller, req LogRequest
 		return err
 	}
 	defer release()
-	o := nomad.LogOptions{Task: s.task, Stream: req.Stream, Follow: req.Follow}
+	o := nomad.LogOptions{Task: s.task, Stream: req.Stream, Follow: true}
 	if req.Tail >= 0 {
 		tail, seen, whole, err := s.tail(ctx, alloc, req)
 		if err != nil {
@@ -57,10 +61,31 @@ func (s *Service) Logs(ctx context.Context, t Target, who Caller, req LogRequest
 		} else {
 			o.FromEnd = true
 		}
+	} else {
+		// What the log holds now, read to its end. A follow starts only
+		// after it: an agent sends no answer to a followed log until
+		// there is output, and a quiet sandbox must not hold the
+		// client without one.
+		body, err := s.nomad.Logs(ctx, alloc, nomad.LogOptions{Task: s.task, Stream: req.Stream})
+		if err != nil {
+			return fmt.Errorf("read the %s of sandbox %q: %w", req.Stream, t.key(), err)
+		}
+		n, err := io.Copy(w, body)
+		body.Close()
+		if err != nil || !req.Follow {
+			if err != nil && ctx.Err() != nil {
+				return nil // the client left
+			}
+			return err
+		}
+		o.Offset = n
+	}
+	if req.Opened != nil {
+		req.Opened()
 	}
 	body, err := s.nomad.Logs(ctx, alloc, o)
 	if err != nil {
-		return fmt.Errorf("read the %s of sandbox %q: %w", req.Stream, t.key(), err)
+		return fmt.Errorf("follow the %s of sandbox %q: %w", req.Stream, t.key(), err)
 	}
 	defer body.Close()
 	_, err = io.Copy(w, body)
