@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -20,6 +21,7 @@ import (
 	"github.com/agentkernel/agentkernel-controller/internal/nomad"
 	"github.com/agentkernel/agentkernel-controller/internal/nomad/nomadtest"
 	"github.com/agentkernel/agentkernel-controller/internal/reconcile"
+	"github.com/agentkernel/agentkernel-controller/internal/sandboxio"
 	"github.com/agentkernel/agentkernel-controller/internal/store"
 )
 
@@ -58,6 +60,8 @@ type ctlOptions struct {
 	// gives them. The follower last synced three seconds before akctl's
 	// clock, at index 42.
 	follower bool
+	// inside limits exec, files and logs (the defaults when zero).
+	inside sandboxio.Options
 }
 
 // testCluster is what the election tells an instance.
@@ -165,6 +169,7 @@ func startController(t *testing.T, o ctlOptions) *testController {
 		Token:      o.token,
 		Version:    "test",
 		Controller: loopAPI{ctrl},
+		Inside:     newInside(nc, o.inside),
 	}
 	leaderAddr := ""
 	if o.follower {
@@ -226,6 +231,11 @@ func startController(t *testing.T, o ctlOptions) *testController {
 		<-done
 	})
 	return &testController{addr: addr, store: st, leaderAddr: leaderAddr, nomad: nc}
+}
+
+func newInside(nc *nomad.Client, o sandboxio.Options) *sandboxio.Service {
+	o.Nomad, o.Logger = nc, slog.New(slog.DiscardHandler)
+	return sandboxio.New(o)
 }
 
 // loopAPI gives the API the reconcile loop, as cmd/controller does.

@@ -25,6 +25,10 @@ func newFlagSet(name string) *flag.FlagSet {
 func parseArgs(fs *flag.FlagSet, args []string, usage string, e *env) ([]string, error) {
 	var positional []string
 	for {
+		if len(args) > 0 && args[0] == "--" {
+			// Everything after -- is positional ("exec box -- sh -c x").
+			return append(positional, args[1:]...), nil
+		}
 		if err := fs.Parse(args); err != nil {
 			if err == flag.ErrHelp {
 				printUsage(e.stdout, fs, usage)

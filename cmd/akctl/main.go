@@ -87,6 +87,10 @@ func commands() []command {
 		{"describe", "show a sandbox's spec, status and events", runDescribe},
 		{"delete", "delete sandboxes", runDelete},
 		{"wait", "wait until sandboxes are ready or deleted", runWait},
+		{"exec", "run a command in a running sandbox", runExec},
+		{"attach", "open an interactive shell in a running sandbox", runAttach},
+		{"cp", "copy files and directories to and from a sandbox", runCp},
+		{"logs", "print a sandbox's output", runLogs},
 		{"reconcile", "ask the controller to look at sandboxes now", runReconcile},
 		{"gc", "show or confirm the controller's garbage collection", runGC},
 		{"version", "print the client's and the controller's version", runVersion},
@@ -123,6 +127,8 @@ Exit codes:
      for diff: there are differences
   2  the command line is wrong
   3  diff only: the diff could not be computed
+  exec and attach exit with the command's own code (127: no such
+  command) once it ran; 1 or 2 as above when it could not be run
   130  interrupted (Ctrl-C; 143 for SIGTERM): what was applied stays
        applied, and the controller carries on
 `
