@@ -532,4 +532,3 @@ func readTar(r io.Reader, dir string) error {
 		}
 	}
 }
-
