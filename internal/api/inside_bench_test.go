@@ -24,8 +24,9 @@ import (
 //	go test -run '^$' -bench 'Inside' -benchtime 200x ./internal/api
 
 // benchEnv is an inside env with one running sandbox, its allocation and
-// a nomad/api client of the same server.
-func benchEnv(b *testing.B) (*testEnv, *nomadapi.Allocation, *nomad.Client, string) {
+// a plain nomad/api client of the same server, as a program that uses
+// Nomad alone would make it.
+func benchEnv(b *testing.B) (*testEnv, *nomadapi.Allocation, *nomadapi.Client, string) {
 	b.Helper()
 	env := newInsideEnv(b, insideOptions{})
 	env.mustApply(b, applyReq(rawExecSandbox("box")))
@@ -39,7 +40,11 @@ func benchEnv(b *testing.B) (*testEnv, *nomadapi.Allocation, *nomad.Client, stri
 	if err != nil {
 		b.Fatal(err)
 	}
-	return env, alloc, nc, env.taskDir(b, "box")
+	plain, err := nomadapi.NewClient(&nomadapi.Config{Address: nc.Address()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return env, alloc, plain, env.taskDir(b, "box")
 }
 
 // latencies reports p50 and p99 of the run's durations.
@@ -70,7 +75,7 @@ func BenchmarkInsideExecTrue(b *testing.B) {
 		d := make([]time.Duration, 0, b.N)
 		for b.Loop() {
 			start := time.Now()
-			code, err := nc.API().Allocations().Exec(context.Background(), alloc, nomad.TaskName, false, []string{"true"},
+			code, err := nc.Allocations().Exec(context.Background(), alloc, nomad.TaskName, false, []string{"true"},
 				bytes.NewReader(nil), io.Discard, io.Discard, nil, nil)
 			d = append(d, time.Since(start))
 			if err != nil || code != 0 {
@@ -97,7 +102,7 @@ func BenchmarkInsideFile1MiB(b *testing.B) {
 		// session's stdin.
 		b.SetBytes(int64(len(data)))
 		for b.Loop() {
-			code, err := nc.API().Allocations().Exec(context.Background(), alloc, nomad.TaskName, false,
+			code, err := nc.Allocations().Exec(context.Background(), alloc, nomad.TaskName, false,
 				[]string{"sh", "-c", `cat > "$1"`, "sh", p}, bytes.NewReader(data), io.Discard, io.Discard, nil, nil)
 			if err != nil || code != 0 {
 				b.Fatalf("exec: %d %v", code, err)
@@ -118,7 +123,7 @@ func BenchmarkInsideFile1MiB(b *testing.B) {
 		rel := "/sandbox/local/bench.bin"
 		b.SetBytes(int64(len(data)))
 		for b.Loop() {
-			rc, err := nc.API().AllocFS().Cat(alloc, rel, nil)
+			rc, err := nc.AllocFS().Cat(alloc, rel, nil)
 			if err != nil {
 				b.Fatal(err)
 			}
