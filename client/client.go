@@ -29,9 +29,11 @@ type Config struct {
 	Token string
 	// HTTPClient, when set, sends the requests: give one with a TLS
 	// configuration for a controller with a private CA or client
-	// certificates. Its Transport must be an *http.Transport for
-	// ExecStream over a unix socket or TLS to use the same settings.
-	// Requests are bounded by their context, not by its Timeout.
+	// certificates. When its Transport is an *http.Transport, ExecStream
+	// uses the same TLS settings and proxy, and a unix:// address dials
+	// the socket through a copy of it. Requests are bounded by their
+	// contexts: its Timeout is not used, since it would cut watches,
+	// followed logs and long transfers.
 	HTTPClient *http.Client
 	// UserAgent names the program in the controller's logs.
 	UserAgent string
@@ -61,7 +63,12 @@ func New(cfg Config) (*Client, error) {
 	if token == "" {
 		token = os.Getenv("AKCTL_TOKEN")
 	}
-	c := &Client{addr: addr, token: token, userAgent: cfg.UserAgent, http: cfg.HTTPClient}
+	c := &Client{addr: addr, token: token, userAgent: cfg.UserAgent}
+	if cfg.HTTPClient != nil {
+		hc := *cfg.HTTPClient
+		hc.Timeout = 0
+		c.http = &hc
+	}
 	if c.userAgent == "" {
 		c.userAgent = "agentkernel-client-go"
 	}
@@ -72,16 +79,26 @@ func New(cfg Config) (*Client, error) {
 			return nil, fmt.Errorf("address %q names no socket path", addr)
 		}
 		c.base = "http://controller"
-		if c.http == nil {
-			var d net.Dialer
-			path := c.unixPath
+		var d net.Dialer
+		path := c.unixPath
+		dial := func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return d.DialContext(ctx, "unix", path)
+		}
+		switch {
+		case c.http == nil:
 			c.http = &http.Client{Transport: &http.Transport{
-				DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-					return d.DialContext(ctx, "unix", path)
-				},
+				DialContext:         dial,
 				MaxIdleConnsPerHost: 8,
 				IdleConnTimeout:     30 * time.Second,
 			}}
+		case c.http.Transport == nil:
+			c.http.Transport = &http.Transport{DialContext: dial, MaxIdleConnsPerHost: 8, IdleConnTimeout: 30 * time.Second}
+		default:
+			if tr, ok := c.http.Transport.(*http.Transport); ok {
+				tr = tr.Clone()
+				tr.Proxy, tr.DialContext = nil, dial
+				c.http.Transport = tr
+			}
 		}
 	case strings.HasPrefix(addr, "http://"), strings.HasPrefix(addr, "https://"):
 		u, err := url.Parse(addr)

@@ -8,7 +8,11 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net"
 	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -370,5 +374,61 @@ func TestTheExampleRuns(t *testing.T) {
 	got, err := scratch(t.Context(), c.client)
 	if err != nil || got != "hello from the sandbox\n" {
 		t.Errorf("example: %q, %v", got, err)
+	}
+}
+
+// Behind a TLS proxy that offers HTTP/2 the exec stream still opens: its
+// handshake is HTTP/1.1 whatever the client's TLS configuration offers.
+func TestExecStreamOverTLSWithHTTP2(t *testing.T) {
+	c := startController(t, sandboxio.Options{})
+	c.apply(t, rawExec("box"), "box")
+	ts := httptest.NewUnstartedServer(c.handler)
+	ts.EnableHTTP2 = true
+	ts.StartTLS()
+	defer ts.Close()
+	tc, err := client.New(client.Config{Address: ts.URL, Token: testToken, HTTPClient: ts.Client()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tc.Close()
+	if _, err := tc.Get(t.Context(), "default", "box"); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	code, err := tc.Sandbox("default", "box").ExecStream(t.Context(), client.StreamRequest{Command: []string{"echo", "over tls"}, Stdout: &out})
+	if err != nil || code != 0 || out.String() != "over tls\n" {
+		t.Errorf("exec over TLS: %v exit %d %q", err, code, out.String())
+	}
+}
+
+// A unix socket address with the caller's own HTTP client still dials
+// the socket, for plain requests as for exec.
+func TestUnixSocketWithOwnHTTPClient(t *testing.T) {
+	c := startController(t, sandboxio.Options{})
+	c.apply(t, rawExec("box"), "box")
+	dir, err := os.MkdirTemp("", "akc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	ln, err := net.Listen("unix", filepath.Join(dir, "c.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: c.handler}
+	go srv.Serve(ln)
+	defer srv.Close()
+	uc, err := client.New(client.Config{Address: "unix://" + ln.Addr().String(), Token: testToken,
+		HTTPClient: &http.Client{Transport: &http.Transport{}, Timeout: time.Nanosecond}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer uc.Close()
+	if _, err := uc.Get(t.Context(), "default", "box"); err != nil {
+		t.Errorf("get over the socket (the client's Timeout must not apply): %v", err)
+	}
+	var out bytes.Buffer
+	if code, err := uc.Sandbox("default", "box").ExecStream(t.Context(), client.StreamRequest{Command: []string{"echo", "unix"}, Stdout: &out}); err != nil || code != 0 || out.String() != "unix\n" {
+		t.Errorf("exec over the socket: %v %d %q", err, code, out.String())
 	}
 }

@@ -2,7 +2,7 @@
 // API, for programs that use sandboxes: agents, test harnesses, tools.
 // akctl is built on it.
 //
-// A Client declares sandboxes (ApplyHCL, Apply), reads and watches them
+// A Client declares sandboxes (ApplyHCL), reads and watches them
 // (Get, List, Watch, WaitReady), deletes them, and works inside a running
 // one through its Sandbox handle: Exec runs a command and returns its
 // output, ExecStream runs one with live standard streams and a terminal,

@@ -3,6 +3,7 @@ package client_test
 import (
 	"context"
 	"log/slog"
+	"net/http"
 	"net/http/httptest"
 	"testing"
 	"time"
@@ -22,8 +23,9 @@ const testToken = "client-test-token"
 // it: store, Nomad test server (whose exec runs real local processes),
 // reconcile loop, and the API with exec, files and logs.
 type controller struct {
-	url    string
-	client *client.Client
+	url     string
+	client  *client.Client
+	handler http.Handler
 }
 
 func startController(t *testing.T, so sandboxio.Options) *controller {
@@ -74,7 +76,7 @@ func startController(t *testing.T, so sandboxio.Options) *controller {
 		cancel()
 		<-done
 	})
-	return &controller{url: hs.URL, client: c}
+	return &controller{url: hs.URL, client: c, handler: h}
 }
 
 // apply declares sandboxes from HCL and waits until each is Ready.

@@ -96,7 +96,10 @@ type StreamRequest struct {
 	// outputs, and Resize changes the terminal's size.
 	TTY bool
 	// Stdin, when set, is copied to the command until it ends; its end
-	// closes the command's standard input.
+	// closes the command's standard input. A goroutine reads it and may
+	// still be blocked in Read when ExecStream returns, and will take one
+	// more chunk: give a reader you can close (an io.Pipe, a file) when
+	// the program reads the same input afterwards.
 	Stdin  io.Reader
 	Stdout io.Writer
 	Stderr io.Writer
@@ -177,7 +180,13 @@ func (h *SandboxHandle) ExecStream(ctx context.Context, req StreamRequest) (int,
 func (c *Client) dialer() *websocket.Dialer {
 	d := &websocket.Dialer{HandshakeTimeout: 30 * time.Second, Proxy: http.ProxyFromEnvironment}
 	if tr, ok := c.http.Transport.(*http.Transport); ok {
-		d.TLSClientConfig = tr.TLSClientConfig
+		if tr.TLSClientConfig != nil {
+			// The WebSocket handshake is HTTP/1.1: a configuration that
+			// offers h2, as http.Transport makes its own, would let a
+			// proxy choose HTTP/2 and break it.
+			d.TLSClientConfig = tr.TLSClientConfig.Clone()
+			d.TLSClientConfig.NextProtos = []string{"http/1.1"}
+		}
 		d.Proxy = tr.Proxy
 		if tr.DialContext != nil {
 			d.NetDialContext = tr.DialContext
@@ -241,7 +250,10 @@ func runSession(ctx context.Context, conn *websocket.Conn, req StreamRequest) (i
 				select {
 				case <-sctx.Done():
 					return
-				case sz := <-req.Resize:
+				case sz, ok := <-req.Resize:
+					if !ok {
+						return
+					}
 					in := streamInput{}
 					in.TTYSize = &struct {
 						Height int `json:"height"`

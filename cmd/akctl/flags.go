@@ -36,12 +36,14 @@ func parseArgs(fs *flag.FlagSet, args []string, usage string, e *env) ([]string,
 			}
 			return nil, usagef("%v", err)
 		}
-		args = fs.Args()
+		rest := fs.Args()
+		if consumed := args[:len(args)-len(rest)]; len(consumed) > 0 && consumed[len(consumed)-1] == "--" {
+			// The flag package ate the -- that ended the flags.
+			return append(positional, rest...), nil
+		}
+		args = rest
 		if len(args) == 0 {
 			return positional, nil
-		}
-		if args[0] == "--" {
-			return append(positional, args[1:]...), nil
 		}
 		positional = append(positional, args[0])
 		args = args[1:]

@@ -58,7 +58,7 @@ func insideError(e *env, err error, ns, name string) error {
 	var ce *akclient.Error
 	switch {
 	case errors.Is(err, akclient.ErrNotRunning) && errors.As(err, &ce):
-		return fmt.Errorf("sandbox %s/%s is %s, not Running: %s", ns, name, ce.Phase, ce.Message)
+		return fmt.Errorf("sandbox %s/%s is %s, not Running", ns, name, ce.Phase)
 	case errors.Is(err, akclient.ErrUnauthorized):
 		return &apiError{status: 401, tokenSent: e.globals.token != "" || e.globals.tokenFile != "" || e.getenv("AKCTL_TOKEN") != ""}
 	case errors.Is(err, akclient.ErrInvalid) && errors.As(err, &ce):
@@ -180,10 +180,12 @@ func execIn(ctx context.Context, e *env, target, namespace string, command []str
 		defer signal.Stop(winch)
 		send := func() {
 			if w, h, err := term.GetSize(fd); err == nil {
+				// Only the latest size matters: replace one not yet sent.
 				select {
-				case sizes <- akclient.TerminalSize{Width: w, Height: h}:
+				case <-sizes:
 				default:
 				}
+				sizes <- akclient.TerminalSize{Width: w, Height: h}
 			}
 		}
 		send()
@@ -252,7 +254,10 @@ func runLogs(ctx context.Context, e *env, args []string) error {
 		return insideError(e, err, nsName, name)
 	}
 	defer rc.Close()
-	if _, err := io.Copy(e.stdout, rc); err != nil && ctx.Err() == nil {
+	if _, err := io.Copy(e.stdout, rc); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err() // interrupted: 130, as for any command
+		}
 		return fmt.Errorf("read the log: %w", err)
 	}
 	return nil
@@ -382,7 +387,13 @@ func download(ctx context.Context, e *env, pc *akclient.Client, src *remoteRef, 
 			_, err := io.Copy(e.stdout, rc)
 			return err
 		}
-		return readTar(rc, local)
+		if err := readTar(rc, local); err != nil {
+			return err
+		}
+		// The archive's end marker may come before the stream's end:
+		// read it whole, so that the controller sees a finished transfer.
+		_, err = io.Copy(io.Discard, rc)
+		return err
 	}
 	rc, info, err := sb.ReadFile(ctx, src.path)
 	if errors.Is(err, akclient.ErrConflict) {

@@ -65,6 +65,8 @@ func TestAkctlExec(t *testing.T) {
 		{"env without a shell", []string{"exec", "-e", "V=" + value, "raw", "--", "printenv", "V"}, "", 0, value + "\n", ""},
 		{"workdir", []string{"exec", "-w", "/tmp", "raw", "--", "pwd"}, "", 0, "/tmp\n", ""},
 		{"namespace/name", []string{"exec", "default/raw", "--", "true"}, "", 0, "", ""},
+		{"flags between the name and --", []string{"exec", "raw", "-e", "A=1", "--", "sh", "-c", `printf %s "$A"; exit 4`}, "", 4, "1", ""},
+		{"a flag right before --", []string{"exec", "raw", "-i", "--", "sh", "-n", "-c", "cat"}, "x", 0, "", ""},
 		{"not running", []string{"exec", "off", "--", "true"}, "", 1, "", "sandbox default/off is Stopped, not Running"},
 		{"missing sandbox", []string{"exec", "nope", "--", "true"}, "", 1, "", "nope"},
 		{"no command", []string{"exec", "raw"}, "", 2, "", "want a sandbox and a command"},
@@ -77,6 +79,30 @@ func TestAkctlExec(t *testing.T) {
 					strings.Join(tc2.args, " "), code, out, errOut, tc2.wantCode, tc2.wantStdout, tc2.wantStderr)
 			}
 		})
+	}
+}
+
+// "--" ends akctl's flags wherever it stands; what follows is the
+// command's, flags and all.
+func TestParseArgsDoubleDash(t *testing.T) {
+	tests := []struct {
+		args []string
+		want []string
+		ns   string
+	}{
+		{[]string{"box", "--", "ls", "-la"}, []string{"box", "ls", "-la"}, "default"},
+		{[]string{"box", "-n", "a", "--", "grep", "-n", "x"}, []string{"box", "grep", "-n", "x"}, "a"},
+		{[]string{"-n", "a", "box", "--", "-n"}, []string{"box", "-n"}, "a"},
+		{[]string{"--", "box", "-n", "b"}, []string{"box", "-n", "b"}, "default"},
+		{[]string{"box", "-n", "b"}, []string{"box"}, "b"},
+	}
+	for _, tc := range tests {
+		fs := newFlagSet("t")
+		ns := fs.String("n", "default", "")
+		got, err := parseArgs(fs, tc.args, "", &env{stdout: io.Discard, stderr: io.Discard})
+		if err != nil || strings.Join(got, " ") != strings.Join(tc.want, " ") || *ns != tc.ns {
+			t.Errorf("%q: %q ns %q %v; want %q ns %q", tc.args, got, *ns, err, tc.want, tc.ns)
+		}
 	}
 }
 

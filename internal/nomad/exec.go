@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/nomad/api"
@@ -74,8 +75,28 @@ func (c *Client) Exec(ctx context.Context, alloc *api.Allocation, o ExecOptions)
 	if stderr == nil {
 		stderr = io.Discard
 	}
+	// nomad/api returns when ctx ends while its reading goroutine may
+	// still deliver output: the writers are closed on return so that
+	// nothing reaches the caller's writers after it.
+	var mu sync.Mutex
+	closed := false
+	defer func() {
+		mu.Lock()
+		closed = true
+		mu.Unlock()
+	}()
+	guard := func(w io.Writer) io.Writer {
+		return writerFunc(func(p []byte) (int, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			if closed {
+				return 0, io.ErrClosedPipe
+			}
+			return w.Write(p)
+		})
+	}
 	start := time.Now()
-	code, err := c.exec.Allocations().Exec(ctx, alloc, o.Task, o.TTY, o.Command, stdin, stdout, stderr, o.Resize,
+	code, err := c.exec.Allocations().Exec(ctx, alloc, o.Task, o.TTY, o.Command, stdin, guard(stdout), guard(stderr), o.Resize,
 		query(ctx, alloc.Namespace))
 	if c.onRequest != nil {
 		status := http.StatusSwitchingProtocols
@@ -99,6 +120,10 @@ func (c *Client) Exec(ctx context.Context, alloc *api.Allocation, o ExecOptions)
 	}
 	return -1, classify(fmt.Sprintf("exec in allocation %q", alloc.ID), sessionError(err))
 }
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
 
 // isSessionEnd reports an error Nomad sent as the session's close reason,
 // which means the request reached it.
