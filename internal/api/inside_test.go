@@ -660,3 +660,27 @@ func TestExecStreamOverWebSocket(t *testing.T) {
 		t.Errorf("GET without an upgrade: %d %s", resp2.StatusCode, b)
 	}
 }
+
+// An exec sandbox stays reachable after a mistyped command: the exec
+// driver would never answer that exec, nor any later one of the task
+// (the test server does as the real agent), so the controller looks for
+// the program in the task's root first.
+func TestExecOfAMissingProgramKeepsAnExecSandboxReachable(t *testing.T) {
+	env := newInsideEnv(t, insideOptions{})
+	env.mustApply(t, applyReq(sandbox("ex", func(sb *spec.Sandbox) {
+		sb.Spec.Driver, sb.Spec.Image, sb.Spec.Network = spec.DriverExec, "", spec.NetworkHost
+	})))
+	env.waitRunning(t, "ex")
+	for _, cmd := range [][]string{{"/no/such/program"}, {"no-such-program-anywhere"}} {
+		out := env.mustExec(t, "ex", api.ExecRequest{Command: cmd, Timeout: "5s"})
+		if out.ExitCode != sandboxio.ExitNotFound || out.TimedOut || !strings.Contains(string(out.Stderr), cmd[0]) {
+			t.Errorf("%s: exit %d timedOut %v stderr %q, want 127 naming it", cmd[0], out.ExitCode, out.TimedOut, out.Stderr)
+		}
+	}
+	for _, cmd := range [][]string{{"/bin/echo", "still here"}, {"echo", "still here"}} {
+		out := env.mustExec(t, "ex", api.ExecRequest{Command: cmd, Timeout: "5s"})
+		if out.ExitCode != 0 || string(out.Stdout) != "still here\n" {
+			t.Errorf("%q after: exit %d stdout %q stderr %q", cmd, out.ExitCode, out.Stdout, out.Stderr)
+		}
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/nomad/api"
@@ -63,6 +64,11 @@ type Client struct {
 	// WebSocket dialer needs; onRequest reports them instead.
 	exec      *api.Client
 	onRequest func(method, endpoint string, code int, d time.Duration)
+
+	// programs remembers the programs checkProgram found, by allocation,
+	// task and name.
+	progMu   sync.Mutex
+	programs map[string]bool
 }
 
 // NewClient builds a client the way the nomad CLI does, then applies cfg.

@@ -64,6 +64,11 @@ type ExecOptions struct {
 // calls' errors are. Cancelling ctx ends the session, and Nomad then
 // kills the command.
 func (c *Client) Exec(ctx context.Context, alloc *api.Allocation, o ExecOptions) (int, error) {
+	if len(o.Command) > 0 {
+		if err := c.checkProgram(ctx, alloc, o.Task, o.Command[0]); err != nil {
+			return -1, err
+		}
+	}
 	stdin := o.Stdin
 	if stdin == nil {
 		stdin = bytes.NewReader(nil)
@@ -119,6 +124,90 @@ func (c *Client) Exec(ctx context.Context, alloc *api.Allocation, o ExecOptions)
 		return -1, &StartError{Message: msg}
 	}
 	return -1, classify(fmt.Sprintf("exec in allocation %q", alloc.ID), sessionError(err))
+}
+
+// The exec driver (Nomad 2.0.5, seen on a cgroup v1 host) never answers
+// an exec of a program that does not exist in the task, and from then on
+// no exec session of that task answers at all: one mistyped command
+// would make a sandbox unreachable. Its task directory is the task's
+// root, readable through the file-system API without an exec, so the
+// program is looked for there first and a missing one fails as a
+// command that cannot start does on other drivers.
+
+// defaultExecPath is where a name without a slash is looked for when
+// the task sets no PATH.
+const defaultExecPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// checkProgram returns a *StartError when the task runs under the exec
+// driver and argv0 is not a file of its root. Any doubt (another driver,
+// a path the agent will not stat, an error asking) lets the exec go on.
+func (c *Client) checkProgram(ctx context.Context, alloc *api.Allocation, task, argv0 string) error {
+	t := findTask(alloc, task)
+	if t == nil || t.Driver != "exec" {
+		return nil
+	}
+	var candidates []string
+	switch {
+	case strings.HasPrefix(argv0, "/"):
+		candidates = []string{argv0}
+	case strings.Contains(argv0, "/"):
+		return nil // relative to a working directory the session decides
+	default:
+		pathList := defaultExecPath
+		if v, ok := t.Env["PATH"]; ok && v != "" {
+			pathList = v
+		}
+		for _, dir := range strings.Split(pathList, ":") {
+			if strings.HasPrefix(dir, "/") {
+				candidates = append(candidates, strings.TrimSuffix(dir, "/")+"/"+argv0)
+			}
+		}
+	}
+	key := alloc.ID + "\x00" + task + "\x00" + argv0
+	c.progMu.Lock()
+	found := c.programs[key]
+	c.progMu.Unlock()
+	if found {
+		return nil
+	}
+	for _, p := range candidates {
+		fi, err := c.Stat(ctx, alloc, "/"+task+p)
+		switch {
+		case err == nil && !fi.IsDir:
+			c.progMu.Lock()
+			if c.programs == nil || len(c.programs) > 4096 {
+				c.programs = map[string]bool{}
+			}
+			c.programs[key] = true
+			c.progMu.Unlock()
+			return nil
+		case err == nil, errors.Is(err, ErrNoSuchFile):
+			continue
+		default:
+			return nil
+		}
+	}
+	if strings.HasPrefix(argv0, "/") {
+		return &StartError{Message: fmt.Sprintf("failed to start command: exec: %q: stat %s: no such file or directory", argv0, argv0)}
+	}
+	return &StartError{Message: fmt.Sprintf("failed to start command: exec: %q: executable file not found in $PATH", argv0)}
+}
+
+func findTask(alloc *api.Allocation, name string) *api.Task {
+	if alloc.Job == nil {
+		return nil
+	}
+	for _, g := range alloc.Job.TaskGroups {
+		if g.Name == nil || alloc.TaskGroup != *g.Name {
+			continue
+		}
+		for _, t := range g.Tasks {
+			if t.Name == name {
+				return t
+			}
+		}
+	}
+	return nil
 }
 
 type writerFunc func([]byte) (int, error)

@@ -125,6 +125,11 @@ sandbox %q {
 					tt.req["command"], r.ExitCode, r.Stdout, r.Stderr, tt.code, tt.stdout, tt.stderr)
 			}
 		}
+		// The exec driver stops answering every exec of a task after one
+		// of a missing program: the sandbox must still answer after it.
+		if r := execIn(map[string]any{"command": []string{"/bin/echo", "still here"}}); r.ExitCode != 0 || string(r.Stdout) != "still here\n" {
+			t.Errorf("exec after a missing program: exit %d stdout %q stderr %q", r.ExitCode, r.Stdout, r.Stderr)
+		}
 	})
 
 	t.Run("files", func(t *testing.T) {

@@ -144,6 +144,22 @@ func (s *Server) handleAllocExec(w http.ResponseWriter, r *http.Request) {
 	}
 	e := &execSession{allocID: id, task: req.task, conn: conn, reaped: make(chan struct{}), finished: make(chan struct{})}
 	s.execs[e] = struct{}{}
+	cmd := exec.Command(req.command[0], req.command[1:]...)
+	cmd.Dir = filepath.Join(dir, req.task)
+	cmd.Env = taskEnv(ca, ca.tasks[req.task], dir, os.LookupEnv)
+	wedgeKey := id + "/" + req.task
+	if ca.tasks[req.task].driver == "exec" && (s.execWedged[wedgeKey] || programMissing(cmd)) {
+		// The exec driver never answers an exec of a missing program,
+		// and no later exec of the task either (seen on a real Nomad
+		// 2.0.5 agent): the session stays open, silent, until the client
+		// or the server ends it.
+		if s.execWedged == nil {
+			s.execWedged = map[string]bool{}
+		}
+		s.execWedged[wedgeKey] = true
+		close(e.reaped)
+	}
+	wedged := s.execWedged[wedgeKey]
 	s.mu.Unlock()
 
 	defer func() {
@@ -152,15 +168,34 @@ func (s *Server) handleAllocExec(w http.ResponseWriter, r *http.Request) {
 		delete(s.execs, e)
 		s.mu.Unlock()
 	}()
-	cmd := exec.Command(req.command[0], req.command[1:]...)
-	cmd.Dir = filepath.Join(dir, req.task)
-	cmd.Env = taskEnv(ca, ca.tasks[req.task], dir, os.LookupEnv)
+	if wedged {
+		s.log.Debug("exec wedged", "alloc_id", id, "task", req.task, "command", req.command)
+		for {
+			if _, _, err := conn.ReadMessage(); err != nil {
+				_ = conn.Close()
+				return
+			}
+		}
+	}
 	s.log.Debug("exec", "alloc_id", id, "task", req.task, "command", req.command, "tty", req.tty)
 	if req.tty {
 		e.runTTY(cmd)
 	} else {
 		e.runPipes(cmd)
 	}
+}
+
+// programMissing reports a command that cannot be found to start.
+func programMissing(cmd *exec.Cmd) bool {
+	if cmd.Err != nil {
+		return true
+	}
+	p := cmd.Path
+	if !filepath.IsAbs(p) {
+		p = filepath.Join(cmd.Dir, p)
+	}
+	fi, err := os.Stat(p)
+	return err != nil || fi.IsDir()
 }
 
 // execRefused checks an exec request against the allocation in the order

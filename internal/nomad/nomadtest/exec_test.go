@@ -2,8 +2,10 @@ package nomadtest
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"net/url"
 	"os"
@@ -14,6 +16,7 @@ import (
 	"strings"
 	"testing"
 	"testing/synctest"
+	"time"
 
 	"github.com/gorilla/websocket"
 	"github.com/hashicorp/nomad/api"
@@ -475,4 +478,41 @@ func TestExecACL(t *testing.T) {
 func b64(s string) string {
 	b, _ := json.Marshal([]byte(s))
 	return strings.Trim(string(b), `"`)
+}
+
+// The exec driver, as a real agent runs it: an exec of a program that
+// does not exist never answers, and neither does any later exec of that
+// task; raw_exec answers "failed to start command" and carries on. The
+// exec task's root shows the host's programs through stat, as the
+// agent's chroot copies them.
+func TestExecDriverWedgesOnAMissingProgram(t *testing.T) {
+	f := newLoopbackFixture(t, Options{Instant: true})
+	job := sandboxJob(t)
+	job.ID, job.Name = ptr("exec-wedge"), ptr("exec-wedge")
+	job.TaskGroups[0].Tasks[0].Driver = "exec"
+	alloc := runSandbox(t, f, job)
+	quick := func(command ...string) error {
+		ctx, cancel := context.WithTimeout(t.Context(), 500*time.Millisecond)
+		defer cancel()
+		_, err := f.api.Allocations().Exec(ctx, alloc, "sandbox", false, command, strings.NewReader(""), io.Discard, io.Discard, nil, nil)
+		return err
+	}
+	if err := quick("/bin/true"); err != nil {
+		t.Fatalf("exec before: %v", err)
+	}
+	if fi, _, err := f.api.AllocFS().Stat(alloc, "/sandbox/bin/sh", nil); err != nil || fi.IsDir {
+		t.Errorf("stat of the task root's /bin/sh: %+v %v", fi, err)
+	}
+	if err := quick("/no/such/program"); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("exec of a missing program: %v, want no answer", err)
+	}
+	if err := quick("/bin/true"); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("exec after it: %v, want no answer", err)
+	}
+
+	rf, raw := newSandbox(t, Options{})
+	r := apiExec(t, rf.api, raw, "sandbox", false, strings.NewReader(""), "/no/such/program")
+	if r.err == nil || !strings.Contains(r.err.Error(), "failed to start command") {
+		t.Errorf("raw_exec: %v", r.err)
+	}
 }

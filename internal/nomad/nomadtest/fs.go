@@ -151,12 +151,17 @@ func (s *Server) handleFSStat(w http.ResponseWriter, r *http.Request) {
 		writeText(w, http.StatusBadRequest, "must provide a file name")
 		return
 	}
-	_, dir, ref := s.fsTarget(r, readFS)
+	ca, dir, ref := s.fsTarget(r, readFS)
 	if ref != nil {
 		writeText(w, ref.status, ref.msg)
 		return
 	}
 	info, _, err := stat(dir, path)
+	if errors.Is(err, os.ErrNotExist) {
+		if hi, ok := chrootStat(ca, path); ok {
+			info, err = hi, nil
+		}
+	}
 	if err != nil {
 		writeText(w, statusOf(err), err.Error())
 		return
@@ -178,6 +183,32 @@ func stat(dir, path string) (allocFileInfo, string, error) {
 	info := fileInfo(fi)
 	info.ContentType = detectContentType(fi, full)
 	return info, full, nil
+}
+
+// chrootDirs are the directories the exec driver's default chroot_env
+// builds a task's root from, out of the host's own.
+var chrootDirs = map[string]bool{"bin": true, "etc": true, "lib": true, "lib32": true, "lib64": true, "run": true, "sbin": true, "usr": true}
+
+// chrootStat stats a path of an exec task's root that the agent would
+// have copied from the host: the test server's exec runs the host's
+// programs, so the host's files are what the task's root would hold.
+func chrootStat(ca *clientAlloc, path string) (allocFileInfo, bool) {
+	parts := strings.SplitN(strings.TrimPrefix(filepath.Clean("/"+path), "/"), "/", 3)
+	if len(parts) < 2 || !chrootDirs[parts[1]] {
+		return allocFileInfo{}, false
+	}
+	t := ca.tasks[parts[0]]
+	if t == nil || t.driver != "exec" {
+		return allocFileInfo{}, false
+	}
+	host := "/" + strings.Join(parts[1:], "/")
+	fi, err := os.Stat(host)
+	if err != nil {
+		return allocFileInfo{}, false
+	}
+	info := fileInfo(fi)
+	info.ContentType = detectContentType(fi, host)
+	return info, true
 }
 
 // detectContentType sniffs the first 512 bytes of a file, as the agent

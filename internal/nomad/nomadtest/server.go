@@ -144,6 +144,9 @@ type Server struct {
 	// running exec sessions (exec.go).
 	dirs  allocDirs
 	execs map[*execSession]struct{}
+	// execWedged holds the exec-driver tasks ("alloc/task") whose exec no
+	// longer answers, after one of a missing program.
+	execWedged map[string]bool
 	// shutdown is closed by Close: it ends file and log streams served
 	// over a listener the server does not own.
 	shutdown chan struct{}
