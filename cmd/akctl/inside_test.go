@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	akclient "github.com/agentkernel/agentkernel-controller/client"
 	"github.com/agentkernel/agentkernel-controller/internal/sandboxio"
 )
 
@@ -172,14 +173,31 @@ func TestAkctlCp(t *testing.T) {
 	}
 }
 
-func TestAkctlCpLimits(t *testing.T) {
-	tc := liveSandboxes(t, sandboxio.Options{MaxFileBytes: 100})
+func TestAkctlLimits(t *testing.T) {
+	tc := liveSandboxes(t, sandboxio.Options{MaxFileBytes: 100, SessionsPerSandbox: 1})
 	_, taskDir, _ := akctlIO(t, tc, nil, "exec", "raw", "--", "printenv", "NOMAD_TASK_DIR")
 	big := filepath.Join(t.TempDir(), "big")
 	os.WriteFile(big, make([]byte, 101), 0o644)
 	code, _, errOut := akctlIO(t, tc, nil, "cp", big, "raw:"+strings.TrimSpace(taskDir)+"/big")
 	if code != 1 || !strings.Contains(errOut, "100") {
 		t.Errorf("cp past the limit: %d %q", code, errOut)
+	}
+	// A followed log holds the sandbox's only session.
+	pc, err := akclient.New(akclient.Config{Address: tc.addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	rc, err := pc.Sandbox("default", "raw").Logs(ctx, akclient.LogOptions{Follow: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	code, _, errOut = akctlIO(t, tc, nil, "exec", "raw", "--", "true")
+	if code != 1 || !strings.Contains(errOut, "retry") {
+		t.Errorf("exec past the session limit: %d %q, want a refusal saying to retry", code, errOut)
 	}
 }
 
