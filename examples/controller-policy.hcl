@@ -20,6 +20,13 @@ namespace "default" {
   # read-job:   reading a job and its allocations, and the event stream's
   #             Job and Allocation topics.
   # submit-job: register, plan, stop and purge.
+  #
+  # Working inside sandboxes through the controller (exec, files, logs)
+  # needs more, and is off without it: add "alloc-exec", "read-fs" and
+  # "read-logs" here and in each sandbox namespace, and "alloc-node-exec"
+  # where raw_exec sandboxes run (Nomad asks for it for a driver without
+  # file-system isolation). Whoever holds the controller's API token can
+  # then run commands in every sandbox of those namespaces.
   capabilities = ["list-jobs", "read-job", "submit-job"]
 
   # The leader lock (agentkernel/leader; taking, renewing and releasing it
