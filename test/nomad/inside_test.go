@@ -169,6 +169,36 @@ sandbox %q {
 		}
 	})
 
+	// Outside the task's directories a read goes through an exec session
+	// (as every read of a docker sandbox's own files does), not Nomad's
+	// file-system API.
+	t.Run("files outside the task directory", func(t *testing.T) {
+		var suffix [4]byte
+		if _, err := rand.Read(suffix[:]); err != nil {
+			t.Fatal(err)
+		}
+		dir := fmt.Sprintf("/tmp/ak-inside-%x", suffix)
+		defer do(http.MethodDelete, files(dir, "recursive", "true"), nil)
+		data := make([]byte, 256<<10)
+		if _, err := rand.Read(data); err != nil {
+			t.Fatal(err)
+		}
+		p := dir + "/it's here.bin"
+		if resp, b := do(http.MethodPut, files(p, "mkdir", "true", "mode", "0600"), bytes.NewReader(data)); resp.StatusCode != http.StatusOK {
+			t.Fatalf("PUT %s: %d %s", p, resp.StatusCode, b)
+		}
+		resp, got := do(http.MethodGet, files(p), nil)
+		if resp.StatusCode != http.StatusOK || !bytes.Equal(got, data) || resp.Header.Get("X-Agentkernel-File-Mode") != "0600" {
+			t.Errorf("GET %s: %d, %d bytes (equal %v), mode %s", p, resp.StatusCode, len(got), bytes.Equal(got, data), resp.Header.Get("X-Agentkernel-File-Mode"))
+		}
+		if resp, b := do(http.MethodGet, files(dir+"/missing"), nil); resp.StatusCode != http.StatusNotFound {
+			t.Errorf("GET missing: %d %s", resp.StatusCode, b)
+		}
+		if resp, b := do(http.MethodDelete, files(dir, "recursive", "true"), nil); resp.StatusCode != http.StatusOK {
+			t.Errorf("DELETE: %d %s", resp.StatusCode, b)
+		}
+	})
+
 	t.Run("directory as tar", func(t *testing.T) {
 		var in bytes.Buffer
 		tw := tar.NewWriter(&in)
