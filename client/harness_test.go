@@ -10,9 +10,7 @@ import (
 
 	"github.com/agentkernel/agentkernel-controller/client"
 	"github.com/agentkernel/agentkernel-controller/internal/api"
-	"github.com/agentkernel/agentkernel-controller/internal/nomad"
-	"github.com/agentkernel/agentkernel-controller/internal/nomad/nomadtest"
-	"github.com/agentkernel/agentkernel-controller/internal/reconcile"
+	"github.com/agentkernel/agentkernel-controller/internal/ctltest"
 	"github.com/agentkernel/agentkernel-controller/internal/sandboxio"
 	"github.com/agentkernel/agentkernel-controller/internal/store"
 )
@@ -35,29 +33,8 @@ func startController(t *testing.T, so sandboxio.Options) *controller {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	srv := nomadtest.New(nomadtest.Options{Instant: true, Drivers: []string{"docker", "exec", "raw_exec"}})
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close() })
-	nc, err := nomad.NewClient(nomad.Config{Address: srv.URL()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rcfg := reconcile.Config{Render: nomad.RenderOptions{Owner: st.StoreID(), AllowRawExec: true}}
-	ctrl := reconcile.New(reconcile.Options{
-		Reconciler: reconcile.NewReconciler(st, nc, rcfg, nil, nil),
-		Queue:      reconcile.NewQueue(reconcile.QueueOptions{}),
-		Store:      st,
-		Watcher:    nomad.NewWatcher(nc, nomad.WatchOptions{Owner: st.StoreID()}),
-		Owner:      st.StoreID(),
-	})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = ctrl.Run(ctx)
-	}()
+	loop := ctltest.Start(t, st, ctltest.Options{AllowRawExec: true})
+	nc, rcfg := loop.Nomad, loop.Policy
 	log := slog.New(slog.DiscardHandler)
 	so.Nomad, so.Logger = nc, log
 	h := api.NewServer(api.Options{
@@ -73,8 +50,6 @@ func startController(t *testing.T, so sandboxio.Options) *controller {
 		c.Close()
 		h.Close()
 		hs.Close()
-		cancel()
-		<-done
 	})
 	return &controller{url: hs.URL, client: c, handler: h}
 }

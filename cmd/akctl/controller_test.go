@@ -18,8 +18,8 @@ import (
 	nomadapi "github.com/hashicorp/nomad/api"
 
 	"github.com/agentkernel/agentkernel-controller/internal/api"
+	"github.com/agentkernel/agentkernel-controller/internal/ctltest"
 	"github.com/agentkernel/agentkernel-controller/internal/nomad"
-	"github.com/agentkernel/agentkernel-controller/internal/nomad/nomadtest"
 	"github.com/agentkernel/agentkernel-controller/internal/reconcile"
 	"github.com/agentkernel/agentkernel-controller/internal/sandboxio"
 	"github.com/agentkernel/agentkernel-controller/internal/store"
@@ -121,24 +121,14 @@ func startController(t *testing.T, o ctlOptions) *testController {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	drivers := o.drivers
-	if drivers == nil {
-		drivers = []string{"docker", "exec", "raw_exec"}
-	}
-	// instant mode: the golden outputs hold the store's revision, which
-	// counts the controller's status writes; with a real agent's timing
-	// their number depends on where each reconcile falls between the
-	// allocation's reports, on a real clock. The CLI's output is what is
-	// tested here, not the controller against placement timing.
-	srv := nomadtest.New(nomadtest.Options{Instant: true, Drivers: drivers})
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close() })
-	nc, err := nomad.NewClient(nomad.Config{Address: srv.URL()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	// The loop's Nomad test server runs in instant mode: the golden
+	// outputs hold the store's revision, which counts the controller's
+	// status writes; with a real agent's timing their number depends on
+	// where each reconcile falls between the allocation's reports, on a
+	// real clock. The CLI's output is what is tested here, not the
+	// controller against placement timing.
+	loop := ctltest.Start(t, st, ctltest.Options{AllowRawExec: o.allowRawExec, Drivers: o.drivers})
+	nc, rcfg, ctrl := loop.Nomad, loop.Policy, loop.Controller
 	if o.foreignJob != "" {
 		job := nomadapi.NewServiceJob(o.foreignJob, o.foreignJob, "global", 50)
 		job.AddTaskGroup(nomadapi.NewTaskGroup("main", 1).AddTask(nomadapi.NewTask("main", "exec").
@@ -147,21 +137,6 @@ func startController(t *testing.T, o ctlOptions) *testController {
 			t.Fatal(err)
 		}
 	}
-	rcfg := reconcile.Config{Render: nomad.RenderOptions{Owner: st.StoreID(), AllowRawExec: o.allowRawExec}}
-	rec := reconcile.NewReconciler(st, nc, rcfg, nil, nil)
-	ctrl := reconcile.New(reconcile.Options{
-		Reconciler: rec,
-		Queue:      reconcile.NewQueue(reconcile.QueueOptions{}),
-		Store:      st,
-		Watcher:    nomad.NewWatcher(nc, nomad.WatchOptions{Owner: st.StoreID()}),
-		Owner:      st.StoreID(),
-	})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = ctrl.Run(ctx)
-	}()
 	apiOpts := api.Options{
 		Store:      st,
 		Policy:     rcfg,
@@ -227,8 +202,6 @@ func startController(t *testing.T, o ctlOptions) *testController {
 	t.Cleanup(func() {
 		h.Close() // ends watch streams, which hs.Close would wait for
 		hs.Close()
-		cancel()
-		<-done
 	})
 	return &testController{addr: addr, store: st, leaderAddr: leaderAddr, nomad: nc}
 }

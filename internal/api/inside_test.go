@@ -24,9 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/agentkernel/agentkernel-controller/internal/api"
-	"github.com/agentkernel/agentkernel-controller/internal/nomad"
-	"github.com/agentkernel/agentkernel-controller/internal/nomad/nomadtest"
-	"github.com/agentkernel/agentkernel-controller/internal/reconcile"
+	"github.com/agentkernel/agentkernel-controller/internal/ctltest"
 	"github.com/agentkernel/agentkernel-controller/internal/sandboxio"
 	"github.com/agentkernel/agentkernel-controller/internal/spec"
 	"github.com/agentkernel/agentkernel-controller/internal/store"
@@ -48,29 +46,8 @@ func newInsideEnv(t testing.TB, o insideOptions) *testEnv {
 	t.Helper()
 	env := &testEnv{logs: &syncBuffer{}, reg: prometheus.NewRegistry(), token: "secret-token-for-tests"}
 	env.store = openStore(t, store.Options{})
-	srv := nomadtest.New(nomadtest.Options{Instant: true, Drivers: []string{"docker", "exec", "raw_exec"}})
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close() })
-	nc, err := nomad.NewClient(nomad.Config{Address: srv.URL()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rcfg := reconcile.Config{Render: nomad.RenderOptions{Owner: env.store.StoreID(), AllowRawExec: true}}
-	ctrl := reconcile.New(reconcile.Options{
-		Reconciler: reconcile.NewReconciler(env.store, nc, rcfg, nil, nil),
-		Queue:      reconcile.NewQueue(reconcile.QueueOptions{}),
-		Store:      env.store,
-		Watcher:    nomad.NewWatcher(nc, nomad.WatchOptions{Owner: env.store.StoreID()}),
-		Owner:      env.store.StoreID(),
-	})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = ctrl.Run(ctx)
-	}()
+	loop := ctltest.Start(t, env.store, ctltest.Options{AllowRawExec: true})
+	nc, rcfg := loop.Nomad, loop.Policy
 	log := slog.New(slog.NewJSONHandler(env.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	so := o.sandbox
 	so.Nomad, so.Logger = nc, log
@@ -84,8 +61,6 @@ func newInsideEnv(t testing.TB, o insideOptions) *testEnv {
 	t.Cleanup(func() {
 		env.server.Close()
 		env.http.Close()
-		cancel()
-		<-done
 	})
 	return env
 }
