@@ -1,6 +1,6 @@
 // Package client is the Go client of the agentkernel controller's HTTP
 // API, for programs that use sandboxes: agents, test harnesses, tools.
-// akctl is built on it.
+// akctl's exec, attach, cp and logs are built on it.
 //
 // A Client declares sandboxes (ApplyHCL), reads and watches them
 // (Get, List, Watch, WaitReady), deletes them, and works inside a running
