@@ -537,6 +537,12 @@ func readTar(r io.Reader, dir string) error {
 			if err := root.MkdirAll(path.Dir(name), 0o755); err != nil {
 				return err
 			}
+			// A copy made again over an earlier one replaces its links.
+			if fi, err := root.Lstat(name); err == nil && fi.Mode()&fs.ModeSymlink != 0 {
+				if err := root.Remove(name); err != nil {
+					return err
+				}
+			}
 			if err := root.Symlink(h.Linkname, name); err != nil {
 				return err
 			}

@@ -161,6 +161,16 @@ func TestAkctlCp(t *testing.T) {
 			t.Errorf("directory copy %q: %v", n, err)
 		}
 	}
+	// With a link in it, copied out twice into the same place.
+	if code, _, errOut := akctlIO(t, tc, nil, "exec", "raw", "--", "ln", "-s", "plain.bin", taskDir+"/tree/link"); code != 0 {
+		t.Fatalf("ln: %s", errOut)
+	}
+	for i := 0; i < 2; i++ {
+		mustRun(nil, "cp", "-r", "raw:"+taskDir+"/tree", back)
+	}
+	if l, err := os.Readlink(filepath.Join(back, "link")); err != nil || l != "plain.bin" {
+		t.Errorf("link copied out: %q %v", l, err)
+	}
 	code, _, errOut := akctlIO(t, tc, nil, "cp", "raw:"+taskDir+"/tree", filepath.Join(t.TempDir(), "x"))
 	if code != 1 || !strings.Contains(errOut, "add -r") {
 		t.Errorf("directory without -r: %d %q", code, errOut)
