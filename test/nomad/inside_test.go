@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
 	"path"
 	"path/filepath"
 	"strings"
@@ -271,6 +272,64 @@ sandbox %q {
 		r, b := do(http.MethodPost, base+name+"/exec", strings.NewReader(`{"command":["/bin/true"]}`))
 		if r.StatusCode != http.StatusTooManyRequests {
 			t.Errorf("a third session: %d %s, want 429", r.StatusCode, b)
+		}
+	})
+
+	// The same through akctl, whose exec is the streaming form: a
+	// WebSocket to the controller, which opens Nomad's own.
+	t.Run("akctl", func(t *testing.T) {
+		run := func(stdin []byte, args ...string) (string, string, int) {
+			t.Helper()
+			cmd := exec.CommandContext(t.Context(), filepath.Join(binDir, "akctl"), append([]string{"--addr", "unix://" + c.sock}, args...)...)
+			var out, errb bytes.Buffer
+			cmd.Stdin, cmd.Stdout, cmd.Stderr = bytes.NewReader(stdin), &out, &errb
+			err := cmd.Run()
+			if ee, ok := err.(*exec.ExitError); ok {
+				return out.String(), errb.String(), ee.ExitCode()
+			} else if err != nil {
+				t.Fatalf("akctl %s: %v", strings.Join(args, " "), err)
+			}
+			return out.String(), errb.String(), 0
+		}
+		hostile := "it's \"quoted\" $HOME `id`\nsecond  line"
+		for _, tt := range []struct {
+			stdin          string
+			args           []string
+			code           int
+			stdout, stderr string
+		}{
+			{"", []string{"exec", "-n", s.ns, name, "--", "/bin/sh", "-c", "echo out; echo err >&2; exit 7"}, 7, "out\n", "err"},
+			{"in\x00put", []string{"exec", "-i", "-n", s.ns, "-e", "V=" + hostile, name, "--", "/bin/sh", "-c", `cat; printf '%s' "$V"`}, 0, "in\x00put" + hostile, ""},
+			{"", []string{"exec", "-n", s.ns, name, "--", "/nonexistent/program"}, 127, "", "/nonexistent/program"},
+			{"", []string{"exec", "-n", s.ns, off, "--", "/bin/true"}, 1, "", "Stopped"},
+		} {
+			out, errOut, code := run([]byte(tt.stdin), tt.args...)
+			if code != tt.code || out != tt.stdout || !strings.Contains(errOut, tt.stderr) {
+				t.Errorf("akctl %s: exit %d stdout %q stderr %q; want %d %q containing %q",
+					strings.Join(tt.args, " "), code, out, errOut, tt.code, tt.stdout, tt.stderr)
+			}
+		}
+		data := make([]byte, 256<<10)
+		if _, err := rand.Read(data); err != nil {
+			t.Fatal(err)
+		}
+		local := filepath.Join(t.TempDir(), "a file.bin")
+		if err := os.WriteFile(local, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		remote := s.ns + "/" + name + ":" + taskDir + "/cp dir/a file.bin"
+		if _, errOut, code := run(nil, "cp", local, remote); code != 0 {
+			t.Fatalf("cp in: %d %s", code, errOut)
+		}
+		back := filepath.Join(t.TempDir(), "back.bin")
+		if _, errOut, code := run(nil, "cp", remote, back); code != 0 {
+			t.Fatalf("cp out: %d %s", code, errOut)
+		}
+		if got, err := os.ReadFile(back); err != nil || !bytes.Equal(got, data) {
+			t.Errorf("cp round trip: %v, equal %v", err, bytes.Equal(got, data))
+		}
+		if _, errOut, code := run(nil, "logs", "-n", s.ns, "--tail", "5", name); code != 0 {
+			t.Errorf("logs: %d %s", code, errOut)
 		}
 	})
 
