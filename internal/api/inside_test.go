@@ -659,3 +659,19 @@ func TestExecOfAMissingProgramKeepsAnExecSandboxReachable(t *testing.T) {
 		}
 	}
 }
+
+// Nomad's file system refuses to cat a task's secrets, with 200 and the
+// text "Reading secret file prohibited"; that text must never come back
+// as the file. Secrets are read through exec, byte-exact.
+func TestSecretsAreReadAsWritten(t *testing.T) {
+	env := newInsideEnv(t, insideOptions{})
+	env.mustApply(t, applyReq(rawExecSandbox("box")))
+	env.waitRunning(t, "box")
+	secrets := path.Dir(env.taskDir(t, "box")) + "/secrets"
+	token := []byte("s3cr3t-token-0123456789-abcdefghijklmnopqrstuvwxyz-long-enough-to-outlast-any-error-text\n")
+	env.mustDo(t, http.MethodPut, filesPath("box", secrets+"/token")+"&mode=0600", token, http.StatusOK, nil)
+	got := env.mustDo(t, http.MethodGet, filesPath("box", secrets+"/token"), nil, http.StatusOK, nil)
+	if !bytes.Equal(got, token) {
+		t.Errorf("read back %q, want %q", got, token)
+	}
+}

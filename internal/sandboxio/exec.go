@@ -10,7 +10,6 @@ import (
 	"maps"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -47,6 +46,9 @@ func (c Command) check() error {
 		return invalidf("command has %d elements; at most %d are allowed", len(c.Argv), MaxCommandArgs)
 	case c.Argv[0] == "":
 		return invalidf("command[0], the program, is empty")
+	case strings.HasPrefix(c.Argv[0], "-"):
+		// A shell's exec would read it as its own option.
+		return invalidf("command[0], the program, %q starts with '-': give a path such as ./%s", c.Argv[0], c.Argv[0])
 	}
 	for i, a := range c.Argv {
 		if strings.IndexByte(a, 0) >= 0 {
@@ -75,11 +77,16 @@ func (c Command) check() error {
 // arguments ("$1"...), so no value is ever read by the shell as code.
 // export "NAME=value" assigns the value as it is, quotes, '$' and
 // newlines included.
-const wrapperScript = `n=$1; shift
-while [ "$n" -gt 0 ]; do export "$1" || exit 126; shift; n=$((n-1)); done
+const wrapperScript = `while [ "$1" != -- ]; do export "$1" || exit 126; shift; done
+shift
 if [ -n "$1" ]; then cd -- "$1" || exit 126; fi
 shift
 exec "$@"`
+
+// The variables come first, each NAME=value, ended by "--", which no
+// NAME=value is; then the directory (or ""), then the command. The
+// script keeps no variable of its own that an exported name could
+// overwrite.
 
 // argv is what Nomad runs for the command.
 func (c Command) argv() []string {
@@ -87,11 +94,11 @@ func (c Command) argv() []string {
 		return c.Argv
 	}
 	keys := slices.Sorted(maps.Keys(c.Env))
-	out := []string{"/bin/sh", "-c", wrapperScript, "sh", strconv.Itoa(len(keys))}
+	out := []string{"/bin/sh", "-c", wrapperScript, "sh"}
 	for _, k := range keys {
 		out = append(out, k+"="+c.Env[k])
 	}
-	out = append(out, c.Workdir)
+	out = append(out, "--", c.Workdir)
 	return append(out, c.Argv...)
 }
 

@@ -89,12 +89,15 @@ exec cat -- "$p"`
 	// given the expected size it checks it and renames the file into
 	// place, so that a reader never sees half a file and a cut transfer
 	// leaves the old one. Without a size ("-") it leaves the temporary
-	// file for commitScript.
+	// file for commitScript. The temporary file is its owner's alone until
+	// chmod gives it the mode asked for: a secret being uploaded is never
+	// readable by others, not even in part.
 	writeScript = `p=$1; mode=$2; mk=$3; t=$4; n=$5
 d=${p%/*}; [ -n "$d" ] || d=/
 if [ "$mk" = 1 ]; then mkdir -p -- "$d" || exit 1; fi
 [ -d "$d" ] || exit 44
 [ -d "$p" ] && exit 45
+umask 077
 cat > "$t" || { rm -f -- "$t"; exit 1; }
 [ "$n" = - ] && exit 0
 got=$(($(wc -c < "$t")))
@@ -288,36 +291,76 @@ func (s *Service) openFS(ctx context.Context, alloc *api.Allocation, p, fp strin
 			return nil, fmt.Errorf("read %s: %w", p, err)
 		}
 		// Nomad answers an error as text with 200; Stat said this is a
-		// file, and the length it gave bounds what is content.
-		return &Opened{Info: info, Body: &exactBody{r: body, left: info.Size, path: p}}, nil
+		// file, and the length it gave bounds what is content. What came
+		// must end there, and the file must still be the one stat saw.
+		verify := func() error {
+			again, err := s.nomad.Stat(ctx, alloc, fp)
+			if err != nil || again.IsDir || again.Size != st.Size || !again.ModTime.Equal(st.ModTime) {
+				return fmt.Errorf("%w: %s changed or went away while it was read", ErrFailed, p)
+			}
+			return nil
+		}
+		return &Opened{Info: info, Body: &exactBody{r: body, left: info.Size, path: p, verify: verify}}, nil
 	}
 	return nil, errUseExec
 }
 
 // exactBody yields exactly the size Stat gave, failing if the file
-// system API sent less (the file shrank, or an error came as text).
+// system API sent less or more (the file changed, or an error came as
+// text), or if verify, asked once all of it came, finds the file changed.
 type exactBody struct {
-	r    io.ReadCloser
-	left int64
-	path string
+	r      io.ReadCloser
+	left   int64
+	path   string
+	verify func() error
+	done   bool
+	err    error
 }
 
 func (b *exactBody) Read(p []byte) (int, error) {
+	if b.done {
+		return 0, b.err
+	}
 	if b.left <= 0 {
-		return 0, io.EOF
+		return 0, b.finish()
 	}
 	if int64(len(p)) > b.left {
 		p = p[:b.left]
 	}
 	n, err := b.r.Read(p)
 	b.left -= int64(n)
-	if err == io.EOF && b.left > 0 {
-		return n, fmt.Errorf("%w: %s changed while it was read: %d bytes short", ErrFailed, b.path, b.left)
+	switch {
+	case err == io.EOF && b.left > 0:
+		b.done, b.err = true, fmt.Errorf("%w: %s changed while it was read: %d bytes short", ErrFailed, b.path, b.left)
+		return n, b.err
+	case err != nil && err != io.EOF:
+		return n, err
 	}
-	if b.left == 0 && err == nil {
-		err = io.EOF
+	if b.left == 0 {
+		// The last bytes go out only once the whole read is known good:
+		// a client that counts on the length must not take a wrong
+		// file for a whole one.
+		if err := b.finish(); err != io.EOF {
+			return 0, err
+		}
+		return n, io.EOF
 	}
-	return n, err
+	return n, nil
+}
+
+// finish checks that nothing follows the expected bytes and that the
+// file is unchanged.
+func (b *exactBody) finish() error {
+	b.done, b.err = true, io.EOF
+	var one [1]byte
+	if n, _ := io.ReadFull(b.r, one[:]); n > 0 {
+		b.err = fmt.Errorf("%w: %s changed while it was read: more bytes than it held", ErrFailed, b.path)
+	} else if b.verify != nil {
+		if err := b.verify(); err != nil {
+			b.err = err
+		}
+	}
+	return b.err
 }
 
 func (b *exactBody) Close() error { return b.r.Close() }

@@ -105,10 +105,19 @@ func allocDirOr(dir, fallback string) string {
 }
 
 // fsPath is where p appears in the allocation file system, if it does.
+// A task's secrets and private directories are left to exec: Nomad's
+// stat answers for them, but its cat refuses their files with 200 and an
+// error text ("Reading secret file prohibited") that must never pass for
+// their content.
 func (l layout) fsPath(p string) (string, bool) {
 	for _, m := range l.mounts {
 		if rel, ok := within(p, m.inSandbox); ok {
-			return path.Join(m.inAlloc, rel), true
+			fp := path.Join(m.inAlloc, rel)
+			parts := strings.SplitN(strings.TrimPrefix(fp, "/"), "/", 3)
+			if len(parts) >= 2 && parts[0] != "alloc" && (parts[1] == "secrets" || parts[1] == "private") {
+				return "", false
+			}
+			return fp, true
 		}
 	}
 	return "", false

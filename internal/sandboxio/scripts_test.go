@@ -46,14 +46,16 @@ func TestWrapperPassesEnvAndWorkdirAsWritten(t *testing.T) {
 	hostile := "it's \"quoted\" $HOME `id` $(id)\nsecond line\\n  spaced  "
 	cmd := Command{
 		Argv:    []string{"sh", "-c", `printf '%s|%s|' "$V" "$W"; pwd`},
-		Env:     map[string]string{"V": hostile, "W": ""},
+		// n, shift and t are names a wrapper could have used for itself.
+		Env:     map[string]string{"V": hostile, "W": "", "n": "a[$(echo PWNED)]", "t": "-1", "shift": "--"},
 		Workdir: dir,
 	}
+	cmd.Argv = []string{"sh", "-c", `printf '%s|%s|%s|%s|%s|' "$V" "$W" "$n" "$t" "$shift"; pwd`}
 	code, out, errOut := runLocal(t, cmd.argv(), nil)
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
-	want := hostile + "||" + dir + "\n"
+	want := hostile + "||a[$(echo PWNED)]|-1|--|" + dir + "\n"
 	if diff := cmp.Diff(want, out); diff != "" {
 		t.Errorf("output (-want +got):\n%s", diff)
 	}
@@ -91,6 +93,7 @@ func TestCommandCheck(t *testing.T) {
 		{"env name with =", Command{Argv: []string{"true"}, Env: map[string]string{"A=B": "x"}}, "not a variable name"},
 		{"nul in env", Command{Argv: []string{"true"}, Env: map[string]string{"A": "\x00"}}, "NUL"},
 		{"relative workdir", Command{Argv: []string{"true"}, Workdir: "tmp"}, "relative"},
+		{"program like an option", Command{Argv: []string{"-a", "x"}}, "starts with '-'"},
 		{"too many args", Command{Argv: make([]string, MaxCommandArgs+1)}, "at most"},
 	}
 	for _, tt := range tests {
@@ -188,6 +191,10 @@ func TestWriteWithoutSizeCommitsOnlyWhenTold(t *testing.T) {
 	}
 	if _, err := os.Stat(target); !os.IsNotExist(err) {
 		t.Fatal("the target appeared before the commit")
+	}
+	// Until the commit gives it its mode, the upload is its owner's alone.
+	if fi, err := os.Stat(tmp); err != nil || fi.Mode().Perm()&0o077 != 0 {
+		t.Errorf("temporary file before the commit: %v, mode %v; want no access for others", err, fi.Mode())
 	}
 	if code, _, _ := runLocal(t, script(commitScript, tmp, target, "0644", "4"), nil); code != exitShortWrite {
 		t.Fatalf("commit with the wrong size: exit %d, want %d", code, exitShortWrite)
@@ -350,7 +357,10 @@ func TestLayoutMapsTaskDirectories(t *testing.T) {
 		want                            string // "" when not in the file system
 	}{
 		{"container local", "/alloc", "/local", "/local/work/a.txt", "/sandbox/local/work/a.txt"},
-		{"container secrets", "/alloc", "/local", "/secrets/x", "/sandbox/secrets/x"},
+		// Nomad's cat refuses secrets with 200 and a text: exec reads them.
+		{"container secrets", "/alloc", "/local", "/secrets/x", ""},
+		{"host secrets", "/data/alloc/1234/alloc", "/data/alloc/1234/sandbox/local", "/data/alloc/1234/sandbox/secrets/token", ""},
+		{"host private", "/data/alloc/1234/alloc", "/data/alloc/1234/sandbox/local", "/data/alloc/1234/sandbox/private/x", ""},
 		{"container alloc", "/alloc", "/local", "/alloc/logs/sandbox.stdout.0", "/alloc/logs/sandbox.stdout.0"},
 		{"container elsewhere", "/alloc", "/local", "/etc/hostname", ""},
 		{"container look-alike", "/alloc", "/local", "/localx/a", ""},
