@@ -45,7 +45,7 @@ func TestWrapperPassesEnvAndWorkdirAsWritten(t *testing.T) {
 	}
 	hostile := "it's \"quoted\" $HOME `id` $(id)\nsecond line\\n  spaced  "
 	cmd := Command{
-		Argv:    []string{"sh", "-c", `printf '%s|%s|' "$V" "$W"; pwd`},
+		Argv: []string{"sh", "-c", `printf '%s|%s|' "$V" "$W"; pwd`},
 		// n, shift and t are names a wrapper could have used for itself.
 		Env:     map[string]string{"V": hostile, "W": "", "n": "a[$(echo PWNED)]", "t": "-1", "shift": "--"},
 		Workdir: dir,
