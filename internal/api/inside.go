@@ -238,6 +238,9 @@ func nonNil(b []byte) []byte {
 	return b
 }
 
+// maxStreamFrame bounds one message a client sends on an exec stream.
+const maxStreamFrame = 1 << 20
+
 // upgrader accepts exec WebSockets. Origins are not checked: the API
 // token, which a browser never sends by itself, is what admits a caller.
 var upgrader = websocket.Upgrader{
@@ -322,6 +325,8 @@ func (s *Server) runStream(ctx context.Context, conn *websocket.Conn, sess *sand
 		case <-ctx.Done():
 		}
 	}()
+	// A frame is a chunk of stdin or a size; nothing needs a megabyte.
+	conn.SetReadLimit(maxStreamFrame)
 	fw := &frameWriter{conn: conn}
 	stdin, stdinW := io.Pipe()
 	resize := make(chan nomadapi.TerminalSize, 1)
@@ -338,9 +343,11 @@ func (s *Server) runStream(ctx context.Context, conn *websocket.Conn, sess *sand
 			switch {
 			case in.Stdin != nil:
 				if len(in.Stdin.Data) > 0 {
-					if _, err := stdinW.Write(in.Stdin.Data); err != nil {
-						return
-					}
+					// Past the input's end (closed by the client, or the
+					// command gone) data is dropped; the loop goes on
+					// reading, since only a read error tells that the
+					// client left.
+					_, _ = stdinW.Write(in.Stdin.Data)
 				}
 				if in.Stdin.Close {
 					stdinW.Close()

@@ -675,3 +675,34 @@ func TestSecretsAreReadAsWritten(t *testing.T) {
 		t.Errorf("read back %q, want %q", got, token)
 	}
 }
+
+// A client that leaves a stream after sending input past its end frees
+// the sandbox's session: the server keeps reading the connection, and
+// sees it close.
+func TestExecStreamSlotComesBackAfterTheClientLeaves(t *testing.T) {
+	env := newInsideEnv(t, insideOptions{sandbox: sandboxio.Options{SessionsPerSandbox: 1}})
+	env.mustApply(t, applyReq(rawExecSandbox("box")))
+	env.waitRunning(t, "box")
+	u := "ws" + strings.TrimPrefix(env.http.URL, "http") + "/v1/sandboxes/default/box/exec?" + url.Values{"command": {`["sleep","30"]`}}.Encode()
+	conn, _, err := websocket.DefaultDialer.DialContext(t.Context(), u, http.Header{"Authorization": {"Bearer " + env.token}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.WriteJSON(nomadapi.ExecStreamingInput{Stdin: &nomadapi.ExecStreamingIOOperation{Close: true}})
+	conn.WriteJSON(nomadapi.ExecStreamingInput{Stdin: &nomadapi.ExecStreamingIOOperation{Data: []byte("late")}})
+	if _, resp, _ := env.execJSON(t, "box", api.ExecRequest{Command: []string{"true"}}); resp.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("while the stream runs: %d, want 429", resp.StatusCode)
+	}
+	conn.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, resp, _ := env.execJSON(t, "box", api.ExecRequest{Command: []string{"true"}})
+		if resp.StatusCode == http.StatusOK {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the session's slot never came back: %d", resp.StatusCode)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
