@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -281,34 +282,48 @@ func TestRemoveScript(t *testing.T) {
 }
 
 func TestFilterTarRefusesEscapes(t *testing.T) {
+	reg := func(name string) tar.Header { return tar.Header{Name: name, Typeflag: tar.TypeReg} }
+	sym := func(name, to string) tar.Header {
+		return tar.Header{Name: name, Typeflag: tar.TypeSymlink, Linkname: to}
+	}
 	tests := []struct {
 		name string
-		hdr  tar.Header
+		hdrs []tar.Header
 		ok   bool
 	}{
-		{"file", tar.Header{Name: "./a b/c", Typeflag: tar.TypeReg}, true},
-		{"dir", tar.Header{Name: "d/", Typeflag: tar.TypeDir}, true},
-		{"relative link inside", tar.Header{Name: "d/l", Typeflag: tar.TypeSymlink, Linkname: "../c"}, true},
-		{"dotdot", tar.Header{Name: "../x", Typeflag: tar.TypeReg}, false},
-		{"nested dotdot", tar.Header{Name: "a/../../x", Typeflag: tar.TypeReg}, false},
-		{"absolute", tar.Header{Name: "/etc/passwd", Typeflag: tar.TypeReg}, false},
-		{"absolute link", tar.Header{Name: "l", Typeflag: tar.TypeSymlink, Linkname: "/etc"}, false},
-		{"escaping link", tar.Header{Name: "a/l", Typeflag: tar.TypeSymlink, Linkname: "../../etc"}, false},
-		{"device", tar.Header{Name: "dev", Typeflag: tar.TypeChar}, false},
+		{"file", []tar.Header{reg("./a b/c")}, true},
+		{"dir", []tar.Header{{Name: "d/", Typeflag: tar.TypeDir}}, true},
+		{"relative link inside", []tar.Header{sym("d/l", "../c")}, true},
+		{"link to the directory itself", []tar.Header{sym("self", ".")}, true},
+		{"git archive's global header", []tar.Header{{Name: "pax_global_header", Typeflag: tar.TypeXGlobalHeader, PAXRecords: map[string]string{"comment": "abc"}}, reg("a")}, true},
+		{"dotdot", []tar.Header{reg("../x")}, false},
+		{"nested dotdot", []tar.Header{reg("a/../../x")}, false},
+		{"dotdot that comes back", []tar.Header{reg("x/../evil")}, true},
+		{"absolute", []tar.Header{reg("/etc/passwd")}, false},
+		{"absolute link", []tar.Header{sym("l", "/etc")}, false},
+		{"escaping link", []tar.Header{sym("a/l", "../../etc")}, false},
+		{"link chain out", []tar.Header{sym("x", "."), sym("y", "x/..")}, false},
+		{"file through a link", []tar.Header{sym("x", "sub"), reg("x/f")}, false},
+		{"hardlink out", []tar.Header{{Name: "h", Typeflag: tar.TypeLink, Linkname: "./.."}}, false},
+		{"hardlink inside", []tar.Header{reg("a"), {Name: "h", Typeflag: tar.TypeLink, Linkname: "a"}}, true},
+		{"device", []tar.Header{{Name: "dev", Typeflag: tar.TypeChar}}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var in bytes.Buffer
 			tw := tar.NewWriter(&in)
-			h := tt.hdr
-			h.Mode, h.Uid, h.Gid = 0o644, 1234, 5678
-			if err := tw.WriteHeader(&h); err != nil {
-				t.Fatal(err)
+			for _, h := range tt.hdrs {
+				if h.Typeflag != tar.TypeXGlobalHeader {
+					h.Mode, h.Uid, h.Gid = 0o644, 1234, 5678
+				}
+				if err := tw.WriteHeader(&h); err != nil {
+					t.Fatal(err)
+				}
 			}
 			tw.Close()
 			var out bytes.Buffer
 			var res TarResult
-			err := filterTar(&in, &out, &res)
+			err := filterTar(&in, &out, &res, 1<<20)
 			if tt.ok != (err == nil) {
 				t.Fatalf("filterTar = %v, want ok=%v", err, tt.ok)
 			}
@@ -318,14 +333,35 @@ func TestFilterTarRefusesEscapes(t *testing.T) {
 				}
 				return
 			}
-			got, err := tar.NewReader(&out).Next()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got.Uid != 0 || got.Gid != 0 {
-				t.Errorf("ownership %d:%d kept, want dropped", got.Uid, got.Gid)
+			tr := tar.NewReader(&out)
+			for {
+				got, err := tr.Next()
+				if err == io.EOF {
+					break
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got.Uid != 0 || got.Gid != 0 || strings.Contains(got.Name, "..") || got.Typeflag == tar.TypeXGlobalHeader {
+					t.Errorf("entry %q (type %q) %d:%d: want clean names, no owners, no global header", got.Name, got.Typeflag, got.Uid, got.Gid)
+				}
 			}
 		})
+	}
+}
+
+// A small archive must not expand past the write limit.
+func TestFilterTarCountsSizesNotArchiveBytes(t *testing.T) {
+	var in bytes.Buffer
+	tw := tar.NewWriter(&in)
+	for _, n := range []string{"a", "b"} {
+		tw.WriteHeader(&tar.Header{Name: n, Typeflag: tar.TypeReg, Size: 600, Mode: 0o644})
+		tw.Write(make([]byte, 600))
+	}
+	tw.Close()
+	var res TarResult
+	if err := filterTar(&in, io.Discard, &res, 1000); !errors.Is(err, ErrTooLarge) {
+		t.Errorf("1200 bytes of files against a limit of 1000: %v, want ErrTooLarge", err)
 	}
 }
 
@@ -383,5 +419,34 @@ func TestLayoutMapsTaskDirectories(t *testing.T) {
 				t.Errorf("fsPath(%q) = %q, %v; want %q", tt.path, got, ok, tt.want)
 			}
 		})
+	}
+}
+
+// A sparse file is a few bytes in its archive and its whole size on
+// disk: it is refused, never expanded. The archive is made by the
+// system's tar, as a client's would be.
+func TestFilterTarRefusesASparseFile(t *testing.T) {
+	if _, err := exec.LookPath("tar"); err != nil {
+		t.Skip("no tar here")
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "holes"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(filepath.Join(dir, "holes"), 2<<30); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("tar", "--format=pax", "-S", "-C", dir, "-cf", "-", "holes").Output()
+	if err != nil {
+		t.Skipf("this tar makes no sparse archives: %v", err)
+	}
+	var res TarResult
+	sink := countingWriter{w: io.Discard}
+	err = filterTar(bytes.NewReader(out), &sink, &res, 256<<20)
+	if !errors.Is(err, ErrInvalid) && !errors.Is(err, ErrTooLarge) {
+		t.Errorf("a %d-byte archive of a 2 GiB sparse file: %v, want it refused", len(out), err)
+	}
+	if sink.n > 1<<20 {
+		t.Errorf("%d bytes passed on before the refusal", sink.n)
 	}
 }

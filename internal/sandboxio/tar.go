@@ -79,7 +79,7 @@ func (s *Service) WriteTar(ctx context.Context, t Target, who Caller, dir string
 	var res TarResult
 	filterErr := make(chan error, 1)
 	go func() {
-		err := filterTar(body, pw, &res)
+		err := filterTar(body, pw, &res, s.maxFile)
 		pw.CloseWithError(err)
 		filterErr <- err
 	}()
@@ -104,10 +104,15 @@ func (s *Service) WriteTar(ctx context.Context, t Target, who Caller, dir string
 }
 
 // filterTar copies a tar stream entry by entry, refusing names and links
-// that would land outside the directory it is extracted in.
-func filterTar(r io.Reader, w io.Writer, res *TarResult) error {
+// that would land outside the directory it is extracted in, and more
+// content than max bytes however the archive encodes it (a sparse entry
+// expands: its size, not its bytes in the archive, is what counts).
+// Names are written clean; PAX global headers (git archive's) are
+// dropped.
+func filterTar(r io.Reader, w io.Writer, res *TarResult, max int64) error {
 	tr := tar.NewReader(r)
 	tw := tar.NewWriter(w)
+	links := map[string]bool{}
 	for {
 		h, err := tr.Next()
 		if err == io.EOF {
@@ -119,10 +124,23 @@ func filterTar(r io.Reader, w io.Writer, res *TarResult) error {
 			}
 			return invalidf("the archive cannot be read: %v", err)
 		}
-		if err := checkTarEntry(h); err != nil {
+		if h.Typeflag == tar.TypeXGlobalHeader {
+			continue
+		}
+		name, err := checkTarEntry(h, links)
+		if err != nil {
 			return err
 		}
+		if h.Typeflag == tar.TypeReg && res.Size+h.Size > max {
+			return fmt.Errorf("%w: the archive's files hold more than the %d bytes the controller takes in one write", ErrTooLarge, max)
+		}
+		h.Name = name
+		if h.Typeflag == tar.TypeDir {
+			h.Name += "/"
+		}
 		h.Uid, h.Gid, h.Uname, h.Gname = 0, 0, "", ""
+		h.PAXRecords = nil
+		h.Format = tar.FormatPAX
 		if err := tw.WriteHeader(h); err != nil {
 			return err
 		}
@@ -131,36 +149,105 @@ func filterTar(r io.Reader, w io.Writer, res *TarResult) error {
 			if errors.Is(err, ErrTooLarge) {
 				return err
 			}
-			return fmt.Errorf("copy %s: %w", h.Name, err)
+			return fmt.Errorf("copy %s: %w", name, err)
 		}
-		if h.Typeflag == tar.TypeReg {
+		switch h.Typeflag {
+		case tar.TypeReg:
 			res.Files++
 			res.Size += n
+			delete(links, name)
+		case tar.TypeSymlink:
+			links[name] = true
+		default:
+			delete(links, name)
 		}
 	}
 }
 
-func checkTarEntry(h *tar.Header) error {
-	name := h.Name
-	if strings.IndexByte(name, 0) >= 0 || name == "" {
-		return invalidf("archive entry %q has no usable name", name)
+// checkTarEntry returns the clean name of an entry the directory can
+// take. No name or link target may start at "/", climb out of the
+// directory at any step, or go on through a symlink the archive made
+// before: a path is only resolved right by its text when no link stands
+// in it.
+func checkTarEntry(h *tar.Header, links map[string]bool) (string, error) {
+	raw := h.Name
+	if strings.IndexByte(raw, 0) >= 0 || strings.IndexByte(h.Linkname, 0) >= 0 {
+		return "", invalidf("archive entry %q has a NUL byte in its name or link", raw)
 	}
-	clean := path.Clean(strings.TrimSuffix(name, "/"))
-	if path.IsAbs(name) || clean == ".." || strings.HasPrefix(clean, "../") {
-		return invalidf("archive entry %q would land outside the directory", name)
+	name, err := walkTarPath(".", raw, links)
+	if err != nil || name == "." {
+		return "", invalidf("archive entry %q does not name a place inside the directory: %v", raw, orNowhere(err))
+	}
+	for k := range h.PAXRecords {
+		if strings.HasPrefix(k, "GNU.sparse.") {
+			return "", invalidf("archive entry %q is a sparse file, which the controller does not extract", raw)
+		}
 	}
 	switch h.Typeflag {
 	case tar.TypeReg, tar.TypeDir:
-	case tar.TypeSymlink, tar.TypeLink:
-		target := h.Linkname
-		if h.Typeflag == tar.TypeSymlink {
-			target = path.Join(path.Dir(clean), h.Linkname)
+	case tar.TypeSymlink:
+		// Relative to the link's own directory.
+		if _, err := walkTarPath(path.Dir(name), h.Linkname, links); err != nil || h.Linkname == "" {
+			return "", invalidf("archive entry %q links to %q: %v", raw, h.Linkname, orNowhere(err))
 		}
-		if path.IsAbs(h.Linkname) || target == ".." || strings.HasPrefix(path.Clean(target), "../") {
-			return invalidf("archive entry %q links to %q, outside the directory", name, h.Linkname)
+	case tar.TypeLink:
+		// Relative to the archive's root.
+		target, err := walkTarPath(".", h.Linkname, links)
+		if err != nil || target == "." {
+			return "", invalidf("archive entry %q links to %q: %v", raw, h.Linkname, orNowhere(err))
 		}
 	default:
-		return invalidf("archive entry %q is of a kind the controller does not extract (type %q): only files, directories and links", name, h.Typeflag)
+		return "", invalidf("archive entry %q is of a kind the controller does not extract (type %q): only files, directories and links", raw, h.Typeflag)
 	}
-	return nil
+	return name, nil
+}
+
+func orNowhere(err error) error {
+	if err == nil {
+		return errors.New("nowhere")
+	}
+	return err
+}
+
+// onlyHere reports path elements that stay where they are ("", ".").
+func onlyHere(elems []string) bool {
+	for _, e := range elems {
+		if e != "" && e != "." {
+			return false
+		}
+	}
+	return true
+}
+
+// walkTarPath resolves rel from the archive directory base one element
+// at a time.
+func walkTarPath(base, rel string, links map[string]bool) (string, error) {
+	if path.IsAbs(rel) {
+		return "", errors.New("it is absolute")
+	}
+	var parts []string
+	if base != "." && base != "" {
+		parts = strings.Split(base, "/")
+	}
+	elems := strings.Split(rel, "/")
+	for i, e := range elems {
+		switch e {
+		case "", ".":
+			continue
+		case "..":
+			if len(parts) == 0 {
+				return "", errors.New("it climbs out of the directory")
+			}
+			parts = parts[:len(parts)-1]
+		default:
+			parts = append(parts, e)
+			if p := strings.Join(parts, "/"); links[p] && !onlyHere(elems[i+1:]) {
+				return "", fmt.Errorf("it goes through %q, a link the archive made", p)
+			}
+		}
+	}
+	if len(parts) == 0 {
+		return ".", nil
+	}
+	return strings.Join(parts, "/"), nil
 }
