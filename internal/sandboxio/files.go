@@ -2,7 +2,6 @@ package sandboxio
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -180,12 +179,12 @@ func (s *Service) layoutOf(ctx context.Context, alloc *api.Allocation) layout {
 	if ok {
 		return l
 	}
-	var out bytes.Buffer
-	code, _, err := s.run(ctx, alloc, []string{"/bin/sh", "-c", `printf '%s\n%s\n' "$NOMAD_ALLOC_DIR" "$NOMAD_TASK_DIR"`}, nil, &out)
-	if err != nil || code != 0 {
+	out := &limitedBuffer{max: 2*4096 + 2}
+	code, _, err := s.run(ctx, alloc, []string{"/bin/sh", "-c", `printf '%s\n%s\n' "$NOMAD_ALLOC_DIR" "$NOMAD_TASK_DIR"`}, nil, out)
+	if err != nil || code != 0 || out.cut {
 		return layout{}
 	}
-	lines := strings.Split(out.String(), "\n")
+	lines := strings.Split(out.buf.String(), "\n")
 	if len(lines) < 2 {
 		return layout{}
 	}
@@ -409,8 +408,10 @@ func (s *Service) openExec(ctx context.Context, alloc *api.Allocation, p string)
 		done <- err
 	}()
 	stop := func() { cancel(); pr.Close(); <-done }
-	br := bufio.NewReader(pr)
-	head, err := br.ReadString('\n')
+	// What the sandbox prints is its own to choose: lines are bounded by
+	// the reader's buffer, and a listing by maxListing entries.
+	br := bufio.NewReaderSize(pr, maxExecLine)
+	head, err := readLine(br, '\n')
 	if err != nil {
 		stop()
 		if err == io.EOF {
@@ -418,7 +419,6 @@ func (s *Service) openExec(ctx context.Context, alloc *api.Allocation, p string)
 		}
 		return nil, err
 	}
-	head = strings.TrimSuffix(head, "\n")
 	switch {
 	case head == "d":
 		entries, err := readListing(br)
@@ -471,18 +471,21 @@ func (b *execBody) Close() error {
 func readListing(br *bufio.Reader) ([]FileInfo, error) {
 	var out []FileInfo
 	for {
-		line, err := br.ReadString('\n')
+		line, err := readLine(br, '\n')
 		if err == io.EOF && line == "" {
 			break
 		}
 		if err != nil {
 			return nil, err
 		}
-		name, err := br.ReadString(0)
+		if len(out) >= maxListing {
+			return nil, fmt.Errorf("%w: the directory holds more than %d entries: read it as a tar archive", ErrFailed, maxListing)
+		}
+		name, err := readLine(br, 0)
 		if err != nil {
 			return nil, fmt.Errorf("%w: a directory entry ended early", ErrFailed)
 		}
-		f := strings.SplitN(strings.TrimSuffix(line, "\n"), " ", 4)
+		f := strings.SplitN(line, " ", 4)
 		if len(f) != 4 {
 			return nil, fmt.Errorf("%w: cannot read the directory entry %q", ErrFailed, line)
 		}
@@ -490,12 +493,33 @@ func readListing(br *bufio.Reader) ([]FileInfo, error) {
 		mode, _ := strconv.ParseUint(f[1], 8, 32)
 		mtime, _ := strconv.ParseInt(f[2], 10, 64)
 		out = append(out, FileInfo{
-			Name: strings.TrimSuffix(name, "\x00"), Type: typeOfStat(f[3]), Size: size,
+			Name: name, Type: typeOfStat(f[3]), Size: size,
 			Mode: fs.FileMode(mode) & fs.ModePerm, ModTime: time.Unix(mtime, 0).UTC(),
 		})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil
+}
+
+// Bounds on what a sandbox's answer to a read may hold.
+const (
+	maxExecLine = 64 << 10
+	maxListing  = 100_000
+)
+
+// readLine reads up to delim, which it drops, from a reader whose
+// buffer bounds the line; io.EOF only when nothing came.
+func readLine(br *bufio.Reader, delim byte) (string, error) {
+	b, err := br.ReadSlice(delim)
+	switch {
+	case err == bufio.ErrBufferFull:
+		return "", fmt.Errorf("%w: the sandbox answered a line of more than %d bytes", ErrFailed, maxExecLine)
+	case err == io.EOF && len(b) > 0:
+		return "", fmt.Errorf("%w: the sandbox's answer ended in the middle of a line", ErrFailed)
+	case err != nil:
+		return "", err
+	}
+	return string(b[:len(b)-1]), nil
 }
 
 // typeOfStat reads stat's %F.

@@ -3,6 +3,7 @@ package sandboxio
 import (
 	"path"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -29,7 +30,7 @@ func CheckPath(p string) error {
 		return invalidf("path %q is not valid UTF-8", p)
 	}
 	for i, r := range p {
-		if r < 0x20 || r == 0x7f {
+		if unicode.IsControl(r) { // C0, DEL and C1
 			return invalidf("path %q holds the control character U+%04X at byte %d", p, r, i)
 		}
 	}

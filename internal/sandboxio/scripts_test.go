@@ -129,6 +129,7 @@ func TestCheckPath(t *testing.T) {
 		{"/tmp/..", "not clean"},
 		{"/tmp/a\x00b", "control character"},
 		{"/tmp/a\nb", "control character"},
+		{"/tmp/a\u0085b", "control character"},
 		{"/tmp/\xff", "UTF-8"},
 		{"/" + strings.Repeat("a", MaxElementBytes+1), "at most"},
 		{"/" + strings.Repeat("a/", MaxPathBytes/2+1), "at most"},
@@ -448,5 +449,25 @@ func TestFilterTarRefusesASparseFile(t *testing.T) {
 	}
 	if sink.n > 1<<20 {
 		t.Errorf("%d bytes passed on before the refusal", sink.n)
+	}
+}
+
+// What a sandbox prints in answer to a read is bounded: a line longer
+// than the reader's buffer fails instead of growing the controller.
+func TestReadListingIsBounded(t *testing.T) {
+	long := strings.Repeat("x", maxExecLine+1)
+	for name, in := range map[string]string{
+		"long stat line": long + "\n",
+		"long name":      "1 644 0 regular file\n" + long + "\x00",
+		"cut entry":      "1 644 0 regular file\nname-without-end",
+	} {
+		_, err := readListing(bufio.NewReaderSize(strings.NewReader(in), maxExecLine))
+		if !errors.Is(err, ErrFailed) {
+			t.Errorf("%s: %v, want ErrFailed", name, err)
+		}
+	}
+	got, err := readListing(bufio.NewReaderSize(strings.NewReader("3 640 0 regular file\na b\x00"), maxExecLine))
+	if err != nil || len(got) != 1 || got[0].Name != "a b" || got[0].Size != 3 {
+		t.Errorf("a listing: %+v %v", got, err)
 	}
 }
