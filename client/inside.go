@@ -299,6 +299,8 @@ func runSession(ctx context.Context, conn *websocket.Conn, req StreamRequest) (i
 
 // FileInfo describes a file read from a sandbox.
 type FileInfo struct {
+	// Size is the content's length, or -1 when the controller does not
+	// know it before sending (a /proc file, which stat calls empty).
 	Size int64
 	Mode fs.FileMode
 }

@@ -511,10 +511,12 @@ func (s *Server) fileGet(w http.ResponseWriter, r *http.Request) error {
 	h := w.Header()
 	h.Set("Content-Type", "application/octet-stream")
 	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("Content-Length", strconv.FormatInt(o.Info.Size, 10))
+	if !o.SizeUnknown {
+		h.Set("Content-Length", strconv.FormatInt(o.Info.Size, 10))
+		h.Set(HeaderFileSize, strconv.FormatInt(o.Info.Size, 10))
+	}
 	h.Set(HeaderFileType, sandboxio.TypeFile)
 	h.Set(HeaderFileMode, modeString(o.Info.Mode))
-	h.Set(HeaderFileSize, strconv.FormatInt(o.Info.Size, 10))
 	w.WriteHeader(http.StatusOK)
 	if _, err := io.Copy(w, o.Body); err != nil {
 		// Content-Length tells the client the body is short, and the

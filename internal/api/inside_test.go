@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"path"
 	"sort"
 	"strings"
@@ -704,5 +705,20 @@ func TestExecStreamSlotComesBackAfterTheClientLeaves(t *testing.T) {
 			t.Fatalf("the session's slot never came back: %d", resp.StatusCode)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// A file that stat calls empty but that has content when read, as the
+// kernel's are, is read to its end, without a length announced up front.
+func TestKernelFilesAreReadWhole(t *testing.T) {
+	if _, err := os.Stat("/proc/self/status"); err != nil {
+		t.Skip("no /proc here")
+	}
+	env := newInsideEnv(t, insideOptions{})
+	env.mustApply(t, applyReq(rawExecSandbox("box")))
+	env.waitRunning(t, "box")
+	resp, b := env.do(t, http.MethodGet, filesPath("box", "/proc/self/status"), nil)
+	if resp.StatusCode != http.StatusOK || !bytes.Contains(b, []byte("Name:")) || resp.Header.Get(api.HeaderFileSize) != "" {
+		t.Errorf("GET /proc/self/status: %d, %d bytes, size header %q", resp.StatusCode, len(b), resp.Header.Get(api.HeaderFileSize))
 	}
 }

@@ -47,6 +47,10 @@ type Opened struct {
 	// Body is a file's content; Close it. It fails at its end if the
 	// sandbox could not send the whole file.
 	Body io.ReadCloser
+	// SizeUnknown says Info.Size is not the content's length: a file
+	// that stat calls empty but that has content when read, as the
+	// kernel's (/proc, /sys) do. Body then ends where the content does.
+	SizeUnknown bool
 }
 
 // Exit codes of the file scripts below, beside a command's own.
@@ -444,8 +448,14 @@ func (s *Service) openExec(ctx context.Context, alloc *api.Allocation, p string)
 			stop()
 			return nil, fmt.Errorf("%w: %s: cannot read what stat said: %q", ErrFailed, p, head)
 		}
-		body := &execBody{r: br, stop: stop}
-		return &Opened{Info: FileInfo{Name: path.Base(p), Type: TypeFile, Size: size, Mode: fs.FileMode(mode) & fs.ModePerm}, Body: body}, nil
+		info := FileInfo{Name: path.Base(p), Type: TypeFile, Size: size, Mode: fs.FileMode(mode) & fs.ModePerm}
+		if size == 0 {
+			// Read to its end, within the write limit.
+			return &Opened{Info: info, SizeUnknown: true, Body: &execBody{r: &countingReader{r: br, max: s.maxFile}, stop: stop}}, nil
+		}
+		// What stat counted, and no more: a file that grows meanwhile
+		// is read as it was.
+		return &Opened{Info: info, Body: &execBody{r: io.LimitReader(br, size), stop: stop}}, nil
 	}
 	stop()
 	return nil, fmt.Errorf("%w: %s: unexpected answer %q", ErrFailed, p, head)
@@ -640,7 +650,7 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	c.n += int64(n)
 	if c.n > c.max {
-		c.err = fmt.Errorf("%w: more than the %d bytes the controller takes in one write", ErrTooLarge, c.max)
+		c.err = fmt.Errorf("%w: more than the %d bytes the controller moves in one transfer", ErrTooLarge, c.max)
 		return 0, c.err
 	}
 	if err != nil && err != io.EOF {
