@@ -294,6 +294,8 @@ func TestFilterTarRefusesEscapes(t *testing.T) {
 	}{
 		{"file", []tar.Header{reg("./a b/c")}, true},
 		{"dir", []tar.Header{{Name: "d/", Typeflag: tar.TypeDir}}, true},
+		{"the directory itself", []tar.Header{{Name: "./", Typeflag: tar.TypeDir}, reg("./a")}, true},
+		{"a file named as the directory", []tar.Header{reg(".")}, false},
 		{"relative link inside", []tar.Header{sym("d/l", "../c")}, true},
 		{"link to the directory itself", []tar.Header{sym("self", ".")}, true},
 		{"git archive's global header", []tar.Header{{Name: "pax_global_header", Typeflag: tar.TypeXGlobalHeader, PAXRecords: map[string]string{"comment": "abc"}}, reg("a")}, true},

@@ -127,6 +127,11 @@ func filterTar(r io.Reader, w io.Writer, res *TarResult, max int64) error {
 		if h.Typeflag == tar.TypeXGlobalHeader {
 			continue
 		}
+		if h.Typeflag == tar.TypeDir {
+			if n, err := walkTarPath(".", h.Name, links); err == nil && n == "." {
+				continue // the directory itself ("./", as tar -C dir . makes it)
+			}
+		}
 		name, err := checkTarEntry(h, links)
 		if err != nil {
 			return err
