@@ -432,3 +432,25 @@ func TestUnixSocketWithOwnHTTPClient(t *testing.T) {
 		t.Errorf("exec over the socket: %v %d %q", err, code, out.String())
 	}
 }
+
+// A command that cannot start ends the session before the client has
+// sent anything; the exit code still comes through.
+func TestExecStreamOfAMissingProgram(t *testing.T) {
+	c := startController(t, sandboxio.Options{})
+	c.apply(t, rawExec("box")+`
+sandbox "ex" {
+  driver  = "exec"
+  network = "host"
+  command = ["/bin/sleep", "3600"]
+}
+`, "box", "ex")
+	for _, name := range []string{"box", "ex"} {
+		for i := 0; i < 20; i++ {
+			var errb bytes.Buffer
+			code, err := c.client.Sandbox("default", name).ExecStream(t.Context(), client.StreamRequest{Command: []string{"/no/such/program"}, Stderr: &errb})
+			if err != nil || code != 127 || !strings.Contains(errb.String(), "/no/such/program") {
+				t.Fatalf("%s: exit %d %v stderr %q, want 127 naming the program", name, code, err, errb.String())
+			}
+		}
+	}
+}

@@ -240,9 +240,10 @@ func runSession(ctx context.Context, conn *websocket.Conn, req StreamRequest) (i
 			}
 		}()
 	} else {
-		if err := write(streamInput{Stdin: &streamIO{Close: true}}); err != nil {
-			return 0, fmt.Errorf("exec session: %w", err)
-		}
+		// The session may already be over (a command that could not
+		// start ends it at once): what it sent is still to be read, and
+		// the read below reports how it ended.
+		_ = write(streamInput{Stdin: &streamIO{Close: true}})
 	}
 	if req.Resize != nil {
 		go func() {
