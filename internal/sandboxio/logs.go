@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/hashicorp/nomad/api"
 
@@ -46,7 +47,18 @@ func (s *Service) Logs(ctx context.Context, t Target, who Caller, req LogRequest
 	}
 	defer release()
 	o := nomad.LogOptions{Task: s.task, Stream: req.Stream, Follow: true}
-	if req.Tail >= 0 {
+	if end, ok := s.logEnd(ctx, alloc, req.Stream); ok && req.Tail >= 0 && req.Follow {
+		// Where the log ends now is known: its last lines before that
+		// point, then everything after it, with no gap between.
+		tail, err := s.tailBefore(ctx, alloc, req, end)
+		if err != nil {
+			return err
+		}
+		if _, err := w.Write(tail); err != nil {
+			return err
+		}
+		o.Offset = end
+	} else if req.Tail >= 0 {
 		tail, seen, whole, err := s.tail(ctx, alloc, req)
 		if err != nil {
 			return err
@@ -93,6 +105,47 @@ func (s *Service) Logs(ctx context.Context, t Target, who Caller, req LogRequest
 		return nil // the client left
 	}
 	return err
+}
+
+// logEnd is the length of the task's log: its files' sizes added up, as
+// Nomad counts offsets from the start of the oldest one it keeps.
+func (s *Service) logEnd(ctx context.Context, alloc *api.Allocation, stream string) (int64, bool) {
+	list, err := s.nomad.List(ctx, alloc, "/alloc/logs")
+	if err != nil {
+		return 0, false
+	}
+	prefix := s.task + "." + stream + "."
+	var end int64
+	for _, f := range list {
+		idx, ok := strings.CutPrefix(f.Name, prefix)
+		if !ok || f.IsDir || idx == "" || strings.Trim(idx, "0123456789") != "" {
+			continue
+		}
+		end += f.Size
+	}
+	return end, true
+}
+
+// tailBefore reads the last req.Tail lines of the log's first end bytes,
+// widening its window until it holds them or reaches the start.
+func (s *Service) tailBefore(ctx context.Context, alloc *api.Allocation, req LogRequest, end int64) ([]byte, error) {
+	window := max(int64(req.Tail+1)*256, 4096)
+	for {
+		from := max(end-window, 0)
+		body, err := s.nomad.Logs(ctx, alloc, nomad.LogOptions{Task: s.task, Stream: req.Stream, Offset: from})
+		if err != nil {
+			return nil, err
+		}
+		b, err := io.ReadAll(io.LimitReader(body, end-from))
+		body.Close()
+		if err != nil {
+			return nil, err
+		}
+		if out, ok := lastLines(b, req.Tail); ok || from == 0 || window >= maxTailWindow {
+			return out, nil
+		}
+		window *= 4
+	}
 }
 
 // tail reads the last req.Tail lines, widening its window until it holds
