@@ -273,6 +273,40 @@ sandbox %q {
 		if r.StatusCode != http.StatusTooManyRequests {
 			t.Errorf("a third session: %d %s, want 429", r.StatusCode, b)
 		}
+
+		// The last line, then what comes after it. The follows give
+		// their sessions back once the controller sees them gone.
+		resp.Body.Close()
+		resp2.Body.Close()
+		appendLine := func(line string) {
+			eventually(t, converge, "an exec to append to the log", func() (bool, string) {
+				r, b := do(http.MethodPost, base+name+"/exec", strings.NewReader(
+					`{"command":["/bin/sh","-c","printf '%s\\n' \"$1\" >> \"$NOMAD_ALLOC_DIR/logs/sandbox.stdout.0\"","sh","`+line+`"]}`))
+				return r.StatusCode == http.StatusOK, string(b)
+			})
+		}
+		reqT, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+name+"/logs?follow=true&tail=1", nil)
+		respT, err := follow.Do(reqT)
+		if err != nil || respT.StatusCode != http.StatusOK {
+			t.Fatalf("follow with tail: %v %v", err, respT)
+		}
+		var gotT []byte
+		appended = false
+		for !strings.Contains(string(gotT), "marker-3\n") {
+			n, err := respT.Body.Read(buf)
+			gotT = append(gotT, buf[:n]...)
+			if err != nil {
+				t.Fatalf("follow with tail read %q: %v", gotT, err)
+			}
+			if !appended && strings.Contains(string(gotT), "marker-2\n") {
+				appended = true
+				appendLine("marker-3")
+			}
+		}
+		respT.Body.Close()
+		if string(gotT) != "marker-2\nmarker-3\n" {
+			t.Errorf("tail=1 and follow: %q, want the last line and the new one", gotT)
+		}
 	})
 
 	// The same through akctl, whose exec is the streaming form: a
