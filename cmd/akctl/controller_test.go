@@ -207,7 +207,10 @@ func startController(t *testing.T, o ctlOptions) *testController {
 }
 
 func newInside(nc *nomad.Client, o sandboxio.Options) *sandboxio.Service {
-	o.Nomad, o.Logger = nc, slog.New(slog.DiscardHandler)
+	o.Nomad = nc
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
 	return sandboxio.New(o)
 }
 

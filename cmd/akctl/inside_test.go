@@ -5,9 +5,11 @@ import (
 	"context"
 	"crypto/rand"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -273,4 +275,49 @@ func TestAkctlInsideHelpAndUsage(t *testing.T) {
 		{name: "exec_usage_bad_env", args: []string{"exec", "-e", "NOVALUE", "box", "--", "true"}},
 	}
 	runCases(t, "inside", cases)
+}
+
+// lockedBuffer collects the controller's log while it runs.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// What akctl runs and copies is audited by the controller, without the
+// data: the command and the variables' names, never their values, the
+// input or the output.
+func TestAkctlWorkIsAuditedWithoutData(t *testing.T) {
+	var logs lockedBuffer
+	tc := liveSandboxes(t, sandboxio.Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	code, out, errOut := akctlIO(t, tc, strings.NewReader("stdin-secret"), "exec", "-i", "-e", "TOKEN=env-secret", "raw", "--", "sh", "-c", `cat; printf '%s' "$TOKEN"`)
+	if code != 0 || out != "stdin-secretenv-secret" {
+		t.Fatalf("exec: %d %q %s", code, out, errOut)
+	}
+	_, dir, _ := akctlIO(t, tc, nil, "exec", "raw", "--", "printenv", "NOMAD_TASK_DIR")
+	if code, _, errOut := akctlIO(t, tc, strings.NewReader("file-secret"), "cp", "-", "raw:"+strings.TrimSpace(dir)+"/f"); code != 0 {
+		t.Fatalf("cp: %s", errOut)
+	}
+	got := logs.String()
+	for _, want := range []string{"msg=exec", "TOKEN", "exitCode=0", "msg=file", "op=write"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("the audit log lacks %q:\n%s", want, got)
+		}
+	}
+	for _, secret := range []string{"stdin-secret", "env-secret", "file-secret"} {
+		if strings.Contains(got, secret) {
+			t.Errorf("the audit log holds %q:\n%s", secret, got)
+		}
+	}
 }
