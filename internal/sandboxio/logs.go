@@ -47,30 +47,30 @@ func (s *Service) Logs(ctx context.Context, t Target, who Caller, req LogRequest
 	}
 	defer release()
 	o := nomad.LogOptions{Task: s.task, Stream: req.Stream, Follow: true}
-	if end, ok := s.logEnd(ctx, alloc, req.Stream); ok && req.Tail >= 0 && req.Follow {
-		// Where the log ends now is known: its last lines before that
-		// point, then everything after it, with no gap between.
-		tail, err := s.tailBefore(ctx, alloc, req, end)
-		if err != nil {
-			return err
+	if req.Tail >= 0 {
+		// A tail that is followed reads where the log ends first: its
+		// last lines before that point, then everything after it, with
+		// no gap between. Without a length (a token that may read logs
+		// but not list files), the tail is counted from the end.
+		end := int64(-1)
+		if req.Follow {
+			end = s.logEnd(ctx, alloc, req.Stream)
 		}
-		if _, err := w.Write(tail); err != nil {
-			return err
-		}
-		o.Offset = end
-	} else if req.Tail >= 0 {
-		tail, seen, whole, err := s.tail(ctx, alloc, req)
+		tail, seen, whole, err := s.tail(ctx, alloc, req, end)
 		if err != nil {
 			return err
 		}
 		if _, err := w.Write(tail); err != nil || !req.Follow {
 			return err
 		}
-		if whole {
+		switch {
+		case end >= 0:
+			o.Offset = end
+		case whole:
 			// The log held no more than the tail: follow from where it
 			// ended, losing nothing written meanwhile.
 			o.Offset = seen
-		} else {
+		default:
 			o.FromEnd = true
 		}
 	} else {
@@ -108,11 +108,12 @@ func (s *Service) Logs(ctx context.Context, t Target, who Caller, req LogRequest
 }
 
 // logEnd is the length of the task's log: its files' sizes added up, as
-// Nomad counts offsets from the start of the oldest one it keeps.
-func (s *Service) logEnd(ctx context.Context, alloc *api.Allocation, stream string) (int64, bool) {
+// Nomad counts offsets from the start of the oldest one it keeps; -1
+// when the log's files cannot be listed.
+func (s *Service) logEnd(ctx context.Context, alloc *api.Allocation, stream string) int64 {
 	list, err := s.nomad.List(ctx, alloc, "/alloc/logs")
 	if err != nil {
-		return 0, false
+		return -1
 	}
 	prefix := s.task + "." + stream + "."
 	var end int64
@@ -123,50 +124,37 @@ func (s *Service) logEnd(ctx context.Context, alloc *api.Allocation, stream stri
 		}
 		end += f.Size
 	}
-	return end, true
+	return end
 }
 
-// tailBefore reads the last req.Tail lines of the log's first end bytes,
-// widening its window until it holds them or reaches the start.
-func (s *Service) tailBefore(ctx context.Context, alloc *api.Allocation, req LogRequest, end int64) ([]byte, error) {
-	window := max(int64(req.Tail+1)*256, 4096)
-	for {
-		from := max(end-window, 0)
-		body, err := s.nomad.Logs(ctx, alloc, nomad.LogOptions{Task: s.task, Stream: req.Stream, Offset: from})
-		if err != nil {
-			return nil, err
-		}
-		b, err := io.ReadAll(io.LimitReader(body, end-from))
-		body.Close()
-		if err != nil {
-			return nil, err
-		}
-		if out, ok := lastLines(b, req.Tail); ok || from == 0 || window >= maxTailWindow {
-			return out, nil
-		}
-		window *= 4
-	}
-}
-
-// tail reads the last req.Tail lines, widening its window until it holds
+// tail reads the last req.Tail lines of the log's first end bytes, or
+// with end -1 of the log as it is, widening its window until it holds
 // them or the whole log; whole says the window held the whole log, of
 // which it read seen bytes.
-func (s *Service) tail(ctx context.Context, alloc *api.Allocation, req LogRequest) (out []byte, seen int64, whole bool, err error) {
-	window := int64(req.Tail+1) * 256
-	if window < 4096 {
-		window = 4096
-	}
+func (s *Service) tail(ctx context.Context, alloc *api.Allocation, req LogRequest, end int64) (out []byte, seen int64, whole bool, err error) {
+	window := max(int64(req.Tail+1)*256, 4096)
 	for {
-		body, err := s.nomad.Logs(ctx, alloc, nomad.LogOptions{Task: s.task, Stream: req.Stream, FromEnd: true, Offset: window})
+		o := nomad.LogOptions{Task: s.task, Stream: req.Stream}
+		limit := window + 1
+		if end >= 0 {
+			o.Offset = max(end-window, 0)
+			limit = end - o.Offset
+		} else {
+			o.FromEnd, o.Offset = true, window
+		}
+		body, err := s.nomad.Logs(ctx, alloc, o)
 		if err != nil {
 			return nil, 0, false, err
 		}
-		b, err := io.ReadAll(io.LimitReader(body, window+1))
+		b, err := io.ReadAll(io.LimitReader(body, limit))
 		body.Close()
 		if err != nil && !errors.Is(err, io.EOF) {
 			return nil, 0, false, err
 		}
 		whole := int64(len(b)) < window
+		if end >= 0 {
+			whole = o.Offset == 0
+		}
 		if out, ok := lastLines(b, req.Tail); ok || whole || window >= maxTailWindow {
 			return out, int64(len(b)), whole, nil
 		}
