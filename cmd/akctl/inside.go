@@ -22,9 +22,9 @@ import (
 // The commands that work inside a running sandbox go through the public
 // Go client package, as programs that use sandboxes do.
 
-// publicClient connects the package client with akctl's connection
-// flags and transport.
-func publicClient(e *env) (*akclient.Client, func(), error) {
+// sandboxHandle connects the package client to the sandbox ns/name with
+// akctl's connection flags and transport; done closes the connection.
+func sandboxHandle(e *env, ns, name string) (sb *akclient.SandboxHandle, done func(), err error) {
 	c, err := newClient(e)
 	if err != nil {
 		return nil, nil, err
@@ -38,7 +38,7 @@ func publicClient(e *env) (*akclient.Client, func(), error) {
 		c.close()
 		return nil, nil, usagef("%v", err)
 	}
-	return pc, c.close, nil
+	return pc.Sandbox(ns, name), c.close, nil
 }
 
 // sandboxOf reads "name" or "ns/name" with the namespace flag's default.
@@ -157,7 +157,7 @@ func execIn(ctx context.Context, e *env, target, namespace string, command []str
 	if err != nil {
 		return err
 	}
-	pc, done, err := publicClient(e)
+	sb, done, err := sandboxHandle(e, ns, name)
 	if err != nil {
 		return err
 	}
@@ -196,7 +196,7 @@ func execIn(ctx context.Context, e *env, target, namespace string, command []str
 		}()
 		req.Resize = sizes
 	}
-	code, err := pc.Sandbox(ns, name).ExecStream(ctx, req)
+	code, err := sb.ExecStream(ctx, req)
 	if err != nil {
 		return insideError(e, err, ns, name)
 	}
@@ -237,7 +237,7 @@ func runLogs(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	pc, done, err := publicClient(e)
+	sb, done, err := sandboxHandle(e, nsName, name)
 	if err != nil {
 		return err
 	}
@@ -249,7 +249,7 @@ func runLogs(ctx context.Context, e *env, args []string) error {
 	case *tail > 0:
 		o.Tail = *tail
 	}
-	rc, err := pc.Sandbox(nsName, name).Logs(ctx, o)
+	rc, err := sb.Logs(ctx, o)
 	if err != nil {
 		return insideError(e, err, nsName, name)
 	}
@@ -327,27 +327,30 @@ func runCp(ctx context.Context, e *env, args []string) error {
 	case src == nil && dst == nil:
 		return usagef("neither side names a sandbox: write one as SANDBOX:/path")
 	}
-	pc, done, err := publicClient(e)
+	remote := dst
+	if remote == nil {
+		remote = src
+	}
+	sb, done, err := sandboxHandle(e, remote.ns, remote.name)
 	if err != nil {
 		return err
 	}
 	defer done()
 	if dst != nil {
-		err = upload(ctx, e, pc, pos[0], dst, *recursive, *mkdir)
-		return insideError(e, err, dst.ns, dst.name)
+		err = upload(ctx, e, sb, pos[0], dst.path, *recursive, *mkdir)
+	} else {
+		err = download(ctx, e, sb, src.path, pos[1], *recursive)
 	}
-	err = download(ctx, e, pc, src, pos[1], *recursive)
-	return insideError(e, err, src.ns, src.name)
+	return insideError(e, err, remote.ns, remote.name)
 }
 
-func upload(ctx context.Context, e *env, pc *akclient.Client, local string, dst *remoteRef, recursive, mkdir bool) error {
-	sb := pc.Sandbox(dst.ns, dst.name)
+func upload(ctx context.Context, e *env, sb *akclient.SandboxHandle, local, remote string, recursive, mkdir bool) error {
 	if local == "-" {
 		if recursive {
 			// A tar stream on standard input, unpacked into the directory.
-			return sb.WriteTar(ctx, dst.path, e.stdin, mkdir)
+			return sb.WriteTar(ctx, remote, e.stdin, mkdir)
 		}
-		return sb.WriteFile(ctx, dst.path, e.stdin, akclient.WriteOptions{Mkdir: mkdir})
+		return sb.WriteFile(ctx, remote, e.stdin, akclient.WriteOptions{Mkdir: mkdir})
 	}
 	fi, err := os.Stat(local)
 	if err != nil {
@@ -359,7 +362,7 @@ func upload(ctx context.Context, e *env, pc *akclient.Client, local string, dst 
 		}
 		pr, pw := io.Pipe()
 		go func() { pw.CloseWithError(writeTar(pw, local)) }()
-		err := sb.WriteTar(ctx, dst.path, pr, mkdir)
+		err := sb.WriteTar(ctx, remote, pr, mkdir)
 		pr.Close()
 		return err
 	}
@@ -368,17 +371,16 @@ func upload(ctx context.Context, e *env, pc *akclient.Client, local string, dst 
 		return err
 	}
 	defer f.Close()
-	p := dst.path
+	p := remote
 	if strings.HasSuffix(p, "/") {
 		p += filepath.Base(local)
 	}
 	return sb.WriteFile(ctx, p, f, akclient.WriteOptions{Mode: fi.Mode().Perm(), Mkdir: mkdir, Size: fi.Size()})
 }
 
-func download(ctx context.Context, e *env, pc *akclient.Client, src *remoteRef, local string, recursive bool) error {
-	sb := pc.Sandbox(src.ns, src.name)
+func download(ctx context.Context, e *env, sb *akclient.SandboxHandle, remote, local string, recursive bool) error {
 	if recursive {
-		rc, err := sb.ReadTar(ctx, src.path)
+		rc, err := sb.ReadTar(ctx, remote)
 		if err != nil {
 			return err
 		}
@@ -395,9 +397,9 @@ func download(ctx context.Context, e *env, pc *akclient.Client, src *remoteRef, 
 		_, err = io.Copy(io.Discard, rc)
 		return err
 	}
-	rc, info, err := sb.ReadFile(ctx, src.path)
+	rc, info, err := sb.ReadFile(ctx, remote)
 	if errors.Is(err, akclient.ErrConflict) {
-		return fmt.Errorf("%s is a directory in the sandbox: add -r to copy it", src.path)
+		return fmt.Errorf("%s is a directory in the sandbox: add -r to copy it", remote)
 	}
 	if err != nil {
 		return err
@@ -408,7 +410,7 @@ func download(ctx context.Context, e *env, pc *akclient.Client, src *remoteRef, 
 		return err
 	}
 	if fi, err := os.Stat(local); err == nil && fi.IsDir() {
-		local = filepath.Join(local, path.Base(src.path))
+		local = filepath.Join(local, path.Base(remote))
 	}
 	// Written beside and renamed: a failed copy leaves no half file.
 	tmp, err := os.CreateTemp(filepath.Dir(local), "."+filepath.Base(local)+".akctl-*")
@@ -418,7 +420,7 @@ func download(ctx context.Context, e *env, pc *akclient.Client, src *remoteRef, 
 	defer os.Remove(tmp.Name())
 	if _, err := io.Copy(tmp, rc); err != nil {
 		tmp.Close()
-		return fmt.Errorf("copy %s: %w", src.path, err)
+		return fmt.Errorf("copy %s: %w", remote, err)
 	}
 	mode := info.Mode.Perm()
 	if mode == 0 {
