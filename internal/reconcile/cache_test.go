@@ -66,17 +66,22 @@ func TestReconcileReadsTheCacheNotNomad(t *testing.T) {
 		}
 
 		// A repair: the changed job is read once, then written once.
-		h.srv.ResetRequests()
+		// h.job reads through HTTP and RunJob does not, so the counts
+		// start after the read and before the change: the controller may
+		// repair the job as soon as RunJob returns.
 		j := h.job("agentkernel-s004")
 		j.TaskGroups[0].Tasks[0].User = "root"
+		h.srv.ResetRequests()
 		if _, _, err := h.srv.RunJob(j); err != nil {
 			t.Fatal(err)
 		}
-		h.srv.ResetRequests()
 		h.eventually("the change repaired", func() bool {
-			return h.srv.Requests()["PUT /v1/jobs"] == 1
+			return h.srv.Requests()["PUT /v1/jobs"] >= 1
 		})
-		// h.job itself reads, so the controller's reads are counted first.
+		synctest.Wait()
+		if w := h.srv.Requests()["PUT /v1/jobs"]; w != 1 {
+			t.Errorf("the repair wrote %d times, want 1", w)
+		}
 		// The event that told of the change carried the whole job.
 		if rd := h.reads(); rd > 1 {
 			t.Errorf("the repair read %d times, want at most 1 (the changed job, whole)", rd)
