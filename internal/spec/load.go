@@ -62,6 +62,7 @@ func (o *Options) withDefaults() Options {
 // load has errors.
 type Result struct {
 	Sandboxes []Sandbox // sorted by Key
+	Pools     []Pool    // sorted by Key
 	Files     map[string]*hcl.File
 }
 
@@ -102,7 +103,7 @@ func LoadSources(srcs []SourceFile, opts Options) (*Result, hcl.Diagnostics) {
 	diags = append(diags, ldiags...)
 	diags = append(diags, nomadFileHints(srcs, diags)...)
 	SortDiagnostics(diags)
-	return &Result{Sandboxes: sandboxes, Files: pf.parser.Files()}, diags
+	return &Result{Sandboxes: sandboxes, Pools: l.pools, Files: pf.parser.Files()}, diags
 }
 
 type parsedFile struct {
@@ -210,6 +211,7 @@ var topSchema = &hcl.BodySchema{
 		{Type: "variable", LabelNames: []string{"name"}},
 		{Type: "locals"},
 		{Type: "sandbox", LabelNames: []string{"name"}},
+		{Type: "pool", LabelNames: []string{"name"}},
 	},
 }
 
@@ -219,6 +221,8 @@ type loader struct {
 	ctxs map[string]*hcl.EvalContext // by directory, for file()
 	vars cty.Value
 	locs cty.Value
+	// pools are the pool blocks load decoded, sorted by key.
+	pools []Pool
 }
 
 type sandboxBlock struct {
@@ -229,7 +233,7 @@ type sandboxBlock struct {
 func (l *loader) load(files []parsedFile) ([]Sandbox, hcl.Diagnostics) {
 	var diags hcl.Diagnostics
 	vars := map[string]*variable{}
-	var localBlocks, sandboxBlocks []sandboxBlock
+	var localBlocks, sandboxBlocks, poolBlocks []sandboxBlock
 	for _, f := range files {
 		content, d := decodeBody(f.file.Body, topSchema)
 		diags = append(diags, d...)
@@ -248,6 +252,8 @@ func (l *loader) load(files []parsedFile) ([]Sandbox, hcl.Diagnostics) {
 				localBlocks = append(localBlocks, sandboxBlock{b, f.dir})
 			case "sandbox":
 				sandboxBlocks = append(sandboxBlocks, sandboxBlock{b, f.dir})
+			case "pool":
+				poolBlocks = append(poolBlocks, sandboxBlock{b, f.dir})
 			}
 		}
 	}
@@ -291,7 +297,22 @@ func (l *loader) load(files []parsedFile) ([]Sandbox, hcl.Diagnostics) {
 			out = append(out, *s)
 		}
 	}
+	// Pools share the sandboxes' names: a pool is stored beside them.
+	for _, pb := range poolBlocks {
+		p, d := decodePool(pb.block, l.evalContext(pb.dir), l.opts.DefaultNamespace)
+		diags = append(diags, d...)
+		if prev, dup := first[p.Key()]; dup {
+			diags = append(diags, errorDiag(pb.block.LabelRanges[0].Ptr(), "Duplicate name",
+				fmt.Sprintf("A sandbox or pool named %q in namespace %q was already declared at %s. Pools and sandboxes share one set of names per namespace; rename or remove one of them.", p.Name, p.Namespace, rangeString(prev))))
+			continue
+		}
+		first[p.Key()] = pb.block.LabelRanges[0]
+		if !d.HasErrors() {
+			l.pools = append(l.pools, *p)
+		}
+	}
 	slices.SortFunc(out, func(a, b Sandbox) int { return strings.Compare(a.Key(), b.Key()) })
+	slices.SortFunc(l.pools, func(a, b Pool) int { return strings.Compare(a.Key(), b.Key()) })
 	return out, diags
 }
 

@@ -341,7 +341,7 @@ func TestExamplesAreValid(t *testing.T) {
 		}
 		t.Run(filepath.Base(m), func(t *testing.T) {
 			res, diags := Load([]string{m}, Options{})
-			if len(diags) > 0 || len(res.Sandboxes) == 0 {
+			if len(diags) > 0 || len(res.Sandboxes)+len(res.Pools) == 0 {
 				t.Errorf("%d sandboxes, diagnostics: %s", len(res.Sandboxes), diags.Error())
 			}
 		})
