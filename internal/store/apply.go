@@ -18,6 +18,9 @@ type Object struct {
 	// record's resource version or the whole apply fails with
 	// ErrConflict. Zero skips the check.
 	ExpectedResourceVersion uint64
+	// Pool, when set, makes the object a pool: Sandbox holds its
+	// identity, labels and template.
+	Pool *spec.PoolSettings
 }
 
 // ApplyOptions tune Apply.
@@ -48,8 +51,10 @@ const (
 
 // ObjectResult is the outcome for one record.
 type ObjectResult struct {
-	Key             string
-	Action          Action
+	Key    string
+	Action Action
+	// Pool is set when the record is a pool.
+	Pool            bool
 	Generation      uint64
 	ResourceVersion uint64
 }
@@ -174,6 +179,14 @@ func applyImpl(w *writeTx, objs []Object, opts ApplyOptions, dryRun bool) (Apply
 			}
 		}
 		hash := obj.Sandbox.Spec.Hash()
+		if obj.Pool != nil {
+			hash = spec.PoolHash(obj.Sandbox.Spec, *obj.Pool)
+		}
+		if found {
+			if err := kindConflict(key, &old, obj.Pool != nil); err != nil {
+				return ApplyResult{}, err
+			}
+		}
 		var e sandboxEntry
 		var action Action
 		switch {
@@ -183,7 +196,7 @@ func applyImpl(w *writeTx, objs []Object, opts ApplyOptions, dryRun bool) (Apply
 		case old.DeletionRequestedAt == nil && old.Hash == hash &&
 			labelsEqual(old.Sandbox.Labels, obj.Sandbox.Labels) && old.ApplySet == opts.ApplySet:
 			res.Objects = append(res.Objects, ObjectResult{
-				Key: key, Action: ActionUnchanged, Generation: old.Generation, ResourceVersion: old.ResourceVersion,
+				Key: key, Action: ActionUnchanged, Generation: old.Generation, ResourceVersion: old.ResourceVersion, Pool: obj.Pool != nil,
 			})
 			continue
 		default:
@@ -209,6 +222,7 @@ func applyImpl(w *writeTx, objs []Object, opts ApplyOptions, dryRun bool) (Apply
 		e.ResourceVersion = w.rev
 		e.UpdatedAt = w.now
 		e.DeletionRequestedAt = nil
+		e.Pool = obj.Pool
 		if !dryRun {
 			if err := putSandboxImpl(w.tx, &e); err != nil {
 				return ApplyResult{}, err
@@ -216,7 +230,7 @@ func applyImpl(w *writeTx, objs []Object, opts ApplyOptions, dryRun bool) (Apply
 		}
 		w.record(ChangeSpec, key, e.Generation)
 		res.Objects = append(res.Objects, ObjectResult{
-			Key: key, Action: action, Generation: e.Generation, ResourceVersion: e.ResourceVersion,
+			Key: key, Action: action, Generation: e.Generation, ResourceVersion: e.ResourceVersion, Pool: obj.Pool != nil,
 		})
 	}
 	if opts.Prune {
@@ -245,7 +259,8 @@ func pruneImpl(w *writeTx, inBatch map[string]bool, opts ApplyOptions, dryRun bo
 		if err != nil {
 			return nil, err
 		}
-		if e.DeletionRequestedAt != nil ||
+		// A pool's sandboxes are its own: pruning the pool removes them.
+		if e.DeletionRequestedAt != nil || e.Member != nil ||
 			(opts.ApplySet != "" && e.ApplySet != opts.ApplySet) ||
 			!opts.PruneSelector.Matches(e.Sandbox.Labels) {
 			continue
@@ -263,8 +278,23 @@ func pruneImpl(w *writeTx, inBatch map[string]bool, opts ApplyOptions, dryRun bo
 			}
 		}
 		out = append(out, ObjectResult{
-			Key: e.Sandbox.Key(), Action: ActionPruned, Generation: e.Generation, ResourceVersion: e.ResourceVersion,
+			Key: e.Sandbox.Key(), Action: ActionPruned, Generation: e.Generation, ResourceVersion: e.ResourceVersion, Pool: e.Pool != nil,
 		})
 	}
 	return out, nil
+}
+
+// kindConflict refuses an apply that would turn a sandbox into a pool or
+// back, or overwrite a pool's sandbox: the name is taken.
+func kindConflict(key string, old *sandboxHeader, pool bool) error {
+	switch {
+	case old.Member != nil:
+		return fmt.Errorf("%q is a sandbox of pool %q, which manages it; give the declaration another name: %w",
+			key, old.Member.Pool, ErrNameTaken)
+	case pool && old.Pool == nil:
+		return fmt.Errorf("%q is a sandbox; a pool cannot take its name: %w", key, ErrNameTaken)
+	case !pool && old.Pool != nil:
+		return fmt.Errorf("%q is a pool; a sandbox cannot take its name: %w", key, ErrNameTaken)
+	}
+	return nil
 }

@@ -22,6 +22,11 @@ type Declaration struct {
 	CreatedAt           time.Time    `json:"createdAt"`
 	UpdatedAt           time.Time    `json:"updatedAt"`
 	DeletionRequestedAt *time.Time   `json:"deletionRequestedAt,omitempty"`
+	// Pool, when set, makes the record a pool: Sandbox holds the pool's
+	// identity and labels, and its template as the spec.
+	Pool *spec.PoolSettings `json:"pool,omitempty"`
+	// Member, when set, makes the record a sandbox of a pool.
+	Member *Member `json:"member,omitempty"`
 }
 
 // Key is the declaration's "namespace/name".
@@ -41,6 +46,8 @@ func (r Record) Declaration() Declaration {
 		CreatedAt:           r.CreatedAt,
 		UpdatedAt:           r.UpdatedAt,
 		DeletionRequestedAt: r.DeletionRequestedAt,
+		Pool:                r.Pool,
+		Member:              r.Member,
 	}
 }
 
@@ -50,7 +57,8 @@ func (r Record) Declaration() Declaration {
 func (d Declaration) Same(o Declaration) bool {
 	return d.Key() == o.Key() && d.Hash == o.Hash && d.Generation == o.Generation &&
 		d.ApplySet == o.ApplySet && labelsEqual(d.Sandbox.Labels, o.Sandbox.Labels) &&
-		(d.DeletionRequestedAt == nil) == (o.DeletionRequestedAt == nil)
+		(d.DeletionRequestedAt == nil) == (o.DeletionRequestedAt == nil) &&
+		(d.Pool == nil) == (o.Pool == nil) && d.Member.same(o.Member)
 }
 
 // ImportOptions tune Import.

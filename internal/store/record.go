@@ -35,13 +35,15 @@ type sandboxHeader struct {
 	Sandbox struct {
 		Labels map[string]string `json:"labels"`
 	} `json:"sandbox"`
-	Hash                string     `json:"hash"`
-	ApplySet            string     `json:"applySet"`
-	Generation          uint64     `json:"generation"`
-	ResourceVersion     uint64     `json:"resourceVersion"`
-	CreatedAt           time.Time  `json:"createdAt"`
-	DeletionRequestedAt *time.Time `json:"deletionRequestedAt"`
-	PastHashes          []string   `json:"pastHashes"`
+	Hash                string             `json:"hash"`
+	ApplySet            string             `json:"applySet"`
+	Generation          uint64             `json:"generation"`
+	ResourceVersion     uint64             `json:"resourceVersion"`
+	CreatedAt           time.Time          `json:"createdAt"`
+	DeletionRequestedAt *time.Time         `json:"deletionRequestedAt"`
+	PastHashes          []string           `json:"pastHashes"`
+	Pool                *spec.PoolSettings `json:"pool"`
+	Member              *Member            `json:"member"`
 }
 
 // Record is a sandbox as the store holds it: the declaration and the
@@ -70,7 +72,11 @@ type Record struct {
 	// latest last; a bounded few): a job carrying one runs a spec this
 	// store once declared, not one it never knew.
 	PastHashes []string
-	Status     Status
+	// Pool, when set, makes the record a pool (Sandbox holds its
+	// template); Member, a sandbox of a pool.
+	Pool   *spec.PoolSettings
+	Member *Member
+	Status Status
 }
 
 // Key is the record's "namespace/name".
@@ -205,6 +211,8 @@ func recordImpl(tx *bolt.Tx, key string, e sandboxEntry) (Record, error) {
 		UpdatedAt:           e.UpdatedAt,
 		DeletionRequestedAt: e.DeletionRequestedAt,
 		PastHashes:          e.PastHashes,
+		Pool:                e.Pool,
+		Member:              e.Member,
 		Status:              st,
 	}, nil
 }

@@ -73,8 +73,18 @@ type Status struct {
 	// NextAttemptAt is when the controller tries again on its own, for a
 	// sandbox it gave up on for now (Nomad refused its job).
 	NextAttemptAt *time.Time `json:"nextAttemptAt,omitempty"`
+	// Pool, on a pool's status, counts its sandboxes.
+	Pool *PoolCounts `json:"pool,omitempty"`
 	// UpdatedAt is set by UpdateStatus.
 	UpdatedAt time.Time `json:"updatedAt"`
+}
+
+// PoolCounts are a pool's live sandboxes by state: unclaimed and Ready,
+// unclaimed and on their way, claimed.
+type PoolCounts struct {
+	Ready   int `json:"ready"`
+	Pending int `json:"pending"`
+	Claimed int `json:"claimed"`
 }
 
 // Condition returns the condition of type t, if any.
