@@ -319,6 +319,13 @@ func (c *Controller) feedStore(ctx context.Context) error {
 			case store.ChangeSpec, store.ChangeDeleted:
 				o.Queue.Add(ch.Key)
 			}
+			// A pool counts its sandboxes' states: any change of one,
+			// its status included, is the pool's to look at.
+			if ch.Kind != store.ChangeEvents {
+				if pool, ok := o.Reconciler.PoolOf(ch.Key); ok {
+					o.Queue.Add(pool)
+				}
+			}
 		}
 		if err := w.Err(); err != nil && !errors.Is(err, store.ErrCompacted) {
 			if ctx.Err() != nil {

@@ -2,6 +2,7 @@ package reconcile
 
 import (
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -30,6 +31,8 @@ type Metrics struct {
 	nomadDuration   *prometheus.HistogramVec
 	driftRepairs    *prometheus.CounterVec
 	gcRefusals      prometheus.Counter
+
+	poolSandboxes *prometheus.GaugeVec
 
 	mu     sync.Mutex
 	phases map[string]store.Phase // sandbox key -> last phase written
@@ -78,6 +81,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		gcRefusals: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "agentkernel_gc_refused_total", Help: "Starts (with -ha, terms) at which garbage collection was held: the store declared nothing, or was behind, while Nomad ran owned jobs.",
 		}),
+		poolSandboxes: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "agentkernel_pool_sandboxes", Help: "A pool's live sandboxes by state: ready (unclaimed, Ready), pending (unclaimed, on their way), claimed.",
+		}, []string{"namespace", "pool", "state"}),
 		phases: map[string]store.Phase{},
 	}
 	// Series that exist from the start read 0 rather than missing, so
@@ -93,7 +99,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		m.driftRepairs.WithLabelValues(r)
 	}
 	reg.MustRegister(m.reconcileTotal, m.reconcileErrors, m.reconcileTime, m.depth, m.adds, m.retries,
-		m.queueDuration, m.workDuration, m.nomadRequests, m.nomadDuration, m.driftRepairs, m.gcRefusals, phaseCollector{m})
+		m.queueDuration, m.workDuration, m.nomadRequests, m.nomadDuration, m.driftRepairs, m.gcRefusals, phaseCollector{m}, m.poolSandboxes)
 	return m
 }
 
@@ -188,4 +194,21 @@ func (c phaseCollector) Collect(ch chan<- prometheus.Metric) {
 	for p, n := range counts {
 		ch <- prometheus.MustNewConstMetric(phaseDesc, prometheus.GaugeValue, float64(n), string(p))
 	}
+}
+
+// setPool sets a pool's gauges; a pool not found removes them.
+func (m *Metrics) setPool(key string, ps store.PoolState) {
+	if m == nil {
+		return
+	}
+	ns, name, _ := strings.Cut(key, "/")
+	if !ps.Found || ps.Finalized {
+		for _, state := range []string{"ready", "pending", "claimed"} {
+			m.poolSandboxes.DeleteLabelValues(ns, name, state)
+		}
+		return
+	}
+	m.poolSandboxes.WithLabelValues(ns, name, "ready").Set(float64(ps.Ready))
+	m.poolSandboxes.WithLabelValues(ns, name, "pending").Set(float64(ps.Pending))
+	m.poolSandboxes.WithLabelValues(ns, name, "claimed").Set(float64(ps.Claimed))
 }

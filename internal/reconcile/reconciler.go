@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -24,6 +25,7 @@ type Store interface {
 	AppendEvent(ctx context.Context, key string, ev store.Event) error
 	DeleteAt(ctx context.Context, key string, resourceVersion uint64) (store.Record, error)
 	Finalize(ctx context.Context, key string, resourceVersion uint64) error
+	SyncPool(ctx context.Context, key string, opts store.SyncOptions) (store.PoolState, error)
 }
 
 // Nomad is what the reconciler needs of Nomad. Its reads go to Nomad;
@@ -105,6 +107,9 @@ type Config struct {
 	RejectedRecheck time.Duration
 	// Metrics, optional, receives phases and drift repairs.
 	Metrics *Metrics
+	// PoolBatch bounds the sandboxes one pass over a pool creates (all it
+	// needs when zero); the write limit paces their Nomad jobs either way.
+	PoolBatch int
 	// AdoptOwners lists the owner IDs of other controllers whose jobs
 	// this one takes over when it declares a sandbox of the same name.
 	// Jobs of any other owner are reported and left alone.
@@ -141,6 +146,9 @@ type Reconciler struct {
 	// older than what runs, so a job registered after the hold's Nomad
 	// index with another spec is not reverted.
 	hold atomic.Pointer[store.GCHold]
+	// pools are the keys of the pools synced so far: a change of one of
+	// their sandboxes brings the pool back into the queue (PoolOf).
+	pools sync.Map
 }
 
 // NewReconciler makes a reconciler. now may be nil (time.Now).
@@ -384,6 +392,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, key string) (Result, error) 
 	if err != nil {
 		return Result{}, fmt.Errorf("reconcile %q: %w", key, err)
 	}
+	if rec.Pool != nil {
+		return r.syncPool(ctx, rec)
+	}
 	if rec.Deleting() {
 		return r.delete(ctx, rec, jobID)
 	}
@@ -513,7 +524,9 @@ func (r *Reconciler) sync(ctx context.Context, rec store.Record, jobID string) (
 	if expiry, ok := expiresAt(rec); ok {
 		if left := expiry.Sub(r.now()); left > 0 {
 			requeue = left
-		} else if sb.Spec.OnExpiry == spec.OnExpiryDelete {
+		} else if sb.Spec.OnExpiry == spec.OnExpiryDelete || rec.Member.Claimed() {
+			// A claimed sandbox's TTL deletes it: it never returns to
+			// its pool.
 			// On the version read: a re-apply since (a longer ttl) is a
 			// new decision, which the change feed brings back.
 			if _, err := r.store.DeleteAt(ctx, key, rec.ResourceVersion); errors.Is(err, store.ErrConflict) {
@@ -947,6 +960,9 @@ func (r *Reconciler) appendEvent(ctx context.Context, key string, ev store.Event
 // expiresAt is when a sandbox expires: expires_at, or its creation plus
 // ttl.
 func expiresAt(rec store.Record) (time.Time, bool) {
+	if m := rec.Member; m != nil && m.ExpiresAt != nil {
+		return *m.ExpiresAt, true
+	}
 	sp := rec.Sandbox.Spec
 	if sp.ExpiresAt != "" {
 		t, err := time.Parse(time.RFC3339, sp.ExpiresAt)

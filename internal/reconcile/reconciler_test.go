@@ -103,6 +103,10 @@ func (h *harness) apply(src string) {
 	for _, s := range res.Sandboxes {
 		objs = append(objs, store.Object{Sandbox: s})
 	}
+	for _, p := range res.Pools {
+		st := p.Settings
+		objs = append(objs, store.Object{Sandbox: p.Sandbox(), Pool: &st})
+	}
 	if _, err := h.st.Apply(h.t.Context(), objs, store.ApplyOptions{}); err != nil {
 		h.t.Fatal(err)
 	}
