@@ -83,15 +83,12 @@ func runApply(ctx context.Context, e *env, args []string) error {
 	defer c.close()
 
 	req := api.ApplyRequest{
-		Objects:          make([]api.ApplyObject, 0, len(sandboxes)),
+		Objects:          decl.objects(sandboxes),
 		DryRun:           *dryRun,
 		ApplySet:         *applySet,
 		Prune:            *prune,
 		PruneSelector:    *selector,
 		ExpectedRevision: expect,
-	}
-	for _, s := range sandboxes {
-		req.Objects = append(req.Objects, api.ApplyObject{Sandbox: s, Source: s.Source})
 	}
 	var resp api.ApplyResponse
 	if err := c.do(ctx, http.MethodPost, "/v1/apply", req, &resp); err != nil {
@@ -112,7 +109,7 @@ func runApply(ctx context.Context, e *env, args []string) error {
 			suffix = " (dry run)"
 		}
 		for _, r := range resp.Results {
-			fmt.Fprintf(e.stdout, "sandbox/%s/%s %s%s\n", r.Namespace, r.Name, r.Action, suffix)
+			fmt.Fprintf(e.stdout, "%s/%s/%s %s%s\n", kindName(r.Kind), r.Namespace, r.Name, r.Action, suffix)
 		}
 	}
 	if !*wait {
@@ -120,7 +117,7 @@ func runApply(ctx context.Context, e *env, args []string) error {
 	}
 	var keys []sandboxKey
 	for _, r := range resp.Results {
-		if r.Action != "pruned" {
+		if r.Action != "pruned" && r.Kind == "" {
 			keys = append(keys, sandboxKey{r.Namespace, r.Name})
 		}
 	}

@@ -19,6 +19,8 @@ type declFlags struct {
 	// nsSet is true when the namespace flag was given; otherwise the
 	// controller's default namespace applies (see withControllerDefault).
 	nsSet bool
+	// pools are the pools the last load found, beside its sandboxes.
+	pools []spec.Pool
 }
 
 func (d *declFlags) register(fs *flag.FlagSet, namespaceFlag string) {
@@ -57,7 +59,30 @@ func (d *declFlags) load(e *env, positional []string, onInvalid int) ([]spec.San
 		fmt.Fprintln(e.stderr, summarize(diags))
 		return nil, &exitError{code: onInvalid}
 	}
+	d.pools = res.Pools
 	return res.Sandboxes, nil
+}
+
+// objects are the apply request's objects: the sandboxes, then the pools
+// of the last load.
+func (d *declFlags) objects(sandboxes []spec.Sandbox) []api.ApplyObject {
+	out := make([]api.ApplyObject, 0, len(sandboxes)+len(d.pools))
+	for _, s := range sandboxes {
+		out = append(out, api.ApplyObject{Sandbox: s, Source: s.Source})
+	}
+	for _, p := range d.pools {
+		st := p.Settings
+		out = append(out, api.ApplyObject{Sandbox: p.Sandbox(), Source: p.Source, Pool: &st})
+	}
+	return out
+}
+
+// kindName is how akctl names an object of an apply or a diff.
+func kindName(kind string) string {
+	if kind == "" {
+		return "sandbox"
+	}
+	return kind
 }
 
 // withControllerDefault reloads the declarations with the controller's

@@ -89,10 +89,7 @@ func runDiff(ctx context.Context, e *env, args []string) error {
 	}
 	defer c.close()
 	req := api.ApplyRequest{ApplySet: *applySet, Prune: *prune, PruneSelector: *selector, DryRun: true,
-		Objects: make([]api.ApplyObject, 0, len(sandboxes))}
-	for _, s := range sandboxes {
-		req.Objects = append(req.Objects, api.ApplyObject{Sandbox: s, Source: s.Source})
-	}
+		Objects: decl.objects(sandboxes)}
 	var resp api.DiffResponse
 	if err := c.do(ctx, http.MethodPost, "/v1/diff", req, &resp); err != nil {
 		return err
@@ -134,7 +131,7 @@ func writeDiff(w io.Writer, d *api.DiffResponse) {
 		if !ok {
 			continue // unchanged
 		}
-		fmt.Fprintf(w, "%s %s sandbox %s/%s\n", sign, strings.ReplaceAll(o.Action, "_", " "), o.Namespace, o.Name)
+		fmt.Fprintf(w, "%s %s %s %s/%s\n", sign, strings.ReplaceAll(o.Action, "_", " "), kindName(o.Kind), o.Namespace, o.Name)
 		if blocked(o.Action) {
 			fmt.Fprintf(w, "    %s\n", o.Message)
 		}

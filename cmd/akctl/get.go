@@ -19,7 +19,9 @@ import (
 const getUsage = `Usage: akctl get [flags] [NAME]
 
 Lists the sandboxes of a namespace (-A: of every namespace), or shows one
-by NAME, with their phase, readiness and age. -o wide adds the Nomad job,
+by NAME, with their phase, readiness and age (and, for sandboxes of a
+pool, the pool and whether they are claimed). "akctl get pools" lists the
+pools with their ready, pending and claimed counts. -o wide adds the Nomad job,
 allocation, node and generation; -o json prints {"items": [...]} (or the
 one item) exactly as the controller's API returns them.
 
@@ -36,6 +38,7 @@ Examples:
   akctl get -A -l team=ml -o wide
   akctl get hello -o json | jq .status
   akctl get --watch
+  akctl get pools -n agents
 
 Exit codes: 0 success, 1 the sandbox does not exist or the request failed,
 2 usage error.
@@ -53,6 +56,20 @@ func runGet(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	// "get pools" lists pools; "get sandboxes NAME" names a sandbox
+	// called "pools".
+	pools := false
+	if len(names) > 0 {
+		switch names[0] {
+		case "pool", "pools":
+			pools, names = true, names[1:]
+		case "sandbox", "sandboxes":
+			names = names[1:]
+		}
+	}
+	if pools && (*watch || *output == "wide") {
+		return usagef("get pools takes -o table or json, without --watch")
+	}
 	switch {
 	case *output != "table" && *output != "wide" && *output != "json":
 		return usagef("unknown output format %q: use table, wide or json", *output)
@@ -69,6 +86,9 @@ func runGet(ctx context.Context, e *env, args []string) error {
 	ns := *namespace
 	if *allNS {
 		ns = ""
+	}
+	if pools {
+		return getPools(ctx, e, c, ns, *selector, names, *output)
 	}
 
 	if *output == "json" && !*watch {
@@ -131,9 +151,13 @@ func runGet(ctx context.Context, e *env, args []string) error {
 		return nil
 	} else {
 		tw := newTable(e.stdout)
-		writeHeader(tw, *output == "wide")
+		withPool := false
 		for i := range items {
-			writeRow(tw, &items[i], *output == "wide", now)
+			withPool = withPool || items[i].Pool != nil
+		}
+		writeHeader(tw, *output == "wide", withPool)
+		for i := range items {
+			writeRow(tw, &items[i], *output == "wide", withPool, now)
 		}
 		tw.Flush()
 	}
@@ -177,7 +201,7 @@ func printItems(e *env, items []api.Item, output string) error {
 	}
 	tw := newTable(e.stdout)
 	for i := range items {
-		writeRow(tw, &items[i], output == "wide", e.clock())
+		writeRow(tw, &items[i], output == "wide", items[i].Pool != nil, e.clock())
 	}
 	return tw.Flush()
 }
@@ -226,7 +250,7 @@ func watchItems(ctx context.Context, e *env, c *client, ns, selector string, nam
 			return writeJSONLine(e.stdout, it) == nil
 		}
 		tw := newTable(e.stdout)
-		writeRow(tw, &it, output == "wide", e.clock())
+		writeRow(tw, &it, output == "wide", it.Pool != nil, e.clock())
 		return tw.Flush() == nil
 	})
 	if ctx.Err() != nil {
@@ -244,15 +268,18 @@ func notFound(err error, k sandboxKey) error {
 
 func newTable(w io.Writer) *tabwriter.Writer { return tabwriter.NewWriter(w, 0, 4, 3, ' ', 0) }
 
-func writeHeader(tw io.Writer, wide bool) {
+func writeHeader(tw io.Writer, wide, pool bool) {
 	fmt.Fprint(tw, "NAMESPACE\tNAME\tPHASE\tREADY\tAGE")
+	if pool {
+		fmt.Fprint(tw, "\tPOOL")
+	}
 	if wide {
 		fmt.Fprint(tw, "\tJOB\tALLOC\tNODE\tGENERATION")
 	}
 	fmt.Fprintln(tw)
 }
 
-func writeRow(tw io.Writer, it *api.Item, wide bool, now time.Time) {
+func writeRow(tw io.Writer, it *api.Item, wide, pool bool, now time.Time) {
 	ready := "False"
 	if isReady(it) {
 		ready = "True"
@@ -260,6 +287,9 @@ func writeRow(tw io.Writer, it *api.Item, wide bool, now time.Time) {
 		ready = "Unknown"
 	}
 	fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s", it.Namespace, it.Name, it.Status.Phase, ready, age(it.CreatedAt, now))
+	if pool {
+		fmt.Fprintf(tw, "\t%s", poolColumn(it))
+	}
 	if wide {
 		gen := strconv.FormatUint(it.Generation, 10)
 		if it.Status.ObservedGeneration != it.Generation {

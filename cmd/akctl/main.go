@@ -91,6 +91,7 @@ func commands() []command {
 		{"attach", "open an interactive shell in a running sandbox", runAttach},
 		{"cp", "copy files and directories to and from a sandbox", runCp},
 		{"logs", "print a sandbox's output", runLogs},
+		{"claim", "take a Ready sandbox from a pool", runClaim},
 		{"reconcile", "ask the controller to look at sandboxes now", runReconcile},
 		{"gc", "show or confirm the controller's garbage collection", runGC},
 		{"version", "print the client's and the controller's version", runVersion},

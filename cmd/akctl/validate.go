@@ -100,7 +100,15 @@ func runValidate(_ context.Context, e *env, args []string) error {
 			}
 		}
 		if valid {
-			fmt.Fprintln(e.stdout, countSandboxes(len(res.Sandboxes))+" valid")
+			what := countSandboxes(len(res.Sandboxes))
+			switch n := len(res.Pools); n {
+			case 0:
+			case 1:
+				what += " and 1 pool"
+			default:
+				what += fmt.Sprintf(" and %d pools", n)
+			}
+			fmt.Fprintln(e.stdout, what+" valid")
 		} else {
 			fmt.Fprintln(e.stderr, summarize(diags))
 		}

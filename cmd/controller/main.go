@@ -450,11 +450,15 @@ func devApply(ctx context.Context, log *slog.Logger, stdout io.Writer, st *store
 	for _, s := range res.Sandboxes {
 		objs = append(objs, store.Object{Sandbox: s})
 	}
+	for _, p := range res.Pools {
+		st := p.Settings
+		objs = append(objs, store.Object{Sandbox: p.Sandbox(), Pool: &st})
+	}
 	if _, err := st.Apply(ctx, objs, store.ApplyOptions{ApplySet: "dev"}); err != nil {
 		log.Error("dev-apply", "err", err)
 		return
 	}
-	log.Info("dev-apply: applied", "path", path, "sandboxes", len(objs))
+	log.Info("dev-apply: applied", "path", path, "sandboxes", len(res.Sandboxes), "pools", len(res.Pools))
 
 	settled := func(recs []store.Record) bool {
 		for _, r := range recs {
@@ -471,9 +475,16 @@ func devApply(ctx context.Context, log *slog.Logger, stdout io.Writer, st *store
 		}
 		if settled(recs) {
 			tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "\nNAMESPACE\tNAME\tPHASE\tJOB\tALLOCATION")
+			fmt.Fprintln(tw, "\nNAMESPACE\tNAME\tPHASE\tJOB\tALLOCATION\tPOOL")
 			for _, r := range recs {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", r.Sandbox.Namespace, r.Sandbox.Name, r.Status.Phase, r.Status.JobID, shortAlloc(r.Status.AllocID))
+				if r.Pool != nil {
+					continue
+				}
+				pool := "-"
+				if r.Member != nil {
+					pool = r.Member.Pool
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.Sandbox.Namespace, r.Sandbox.Name, r.Status.Phase, r.Status.JobID, shortAlloc(r.Status.AllocID), pool)
 			}
 			tw.Flush()
 			return

@@ -38,6 +38,9 @@ type ApplyObject struct {
 	// ExpectedResourceVersion, when not zero, must be the stored record's
 	// resource version.
 	ExpectedResourceVersion uint64 `json:"expectedResourceVersion"`
+	// Pool, when set, makes the object a pool: Sandbox holds its
+	// namespace, name, labels and, as the spec, its template.
+	Pool *spec.PoolSettings `json:"pool,omitempty"`
 }
 
 // ApplyResponse is the body of a successful POST /v1/apply.
@@ -54,8 +57,10 @@ type ApplyResponse struct {
 // ObjectResult is what an apply did to one sandbox: the request's objects
 // in order, then the pruned sandboxes sorted by key.
 type ObjectResult struct {
-	Namespace       string `json:"namespace"`
-	Name            string `json:"name"`
+	Namespace string `json:"namespace"`
+	Name      string `json:"name"`
+	// Kind is "pool" for a pool, empty for a sandbox.
+	Kind            string `json:"kind,omitempty"`
 	Action          string `json:"action"` // created, configured, unchanged or pruned
 	Generation      uint64 `json:"generation"`
 	ResourceVersion uint64 `json:"resourceVersion"`
@@ -79,7 +84,7 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request) error {
 		Results: make([]ObjectResult, 0, len(res.Objects))}
 	for _, o := range res.Objects {
 		ns, name := splitKey(o.Key)
-		out.Results = append(out.Results, ObjectResult{Namespace: ns, Name: name, Action: string(o.Action),
+		out.Results = append(out.Results, ObjectResult{Namespace: ns, Name: name, Kind: kindOf(o.Pool), Action: string(o.Action),
 			Generation: o.Generation, ResourceVersion: o.ResourceVersion})
 	}
 	writeJSON(w, http.StatusOK, out)
@@ -122,7 +127,17 @@ func (s *Server) prepare(req *ApplyRequest) ([]store.Object, store.ApplyOptions,
 		}
 		sb.Canonicalize()
 		var problems []string
-		if err := sb.Validate(); err != nil {
+		var pool *spec.PoolSettings
+		if o.Pool != nil {
+			st := *o.Pool
+			st.Canonicalize()
+			pool = &st
+		}
+		validate := sb.Validate
+		if pool != nil {
+			validate = func() error { return spec.ValidatePool(&sb, *pool) }
+		}
+		if err := validate(); err != nil {
 			var ve *spec.ValidationError
 			if errors.As(err, &ve) {
 				problems = ve.Problems
@@ -138,7 +153,7 @@ func (s *Server) prepare(req *ApplyRequest) ([]store.Object, store.ApplyOptions,
 		if len(problems) > 0 {
 			invalid = append(invalid, objectProblems(i, &sb, problems))
 		}
-		objs[i] = store.Object{Sandbox: sb, ExpectedResourceVersion: o.ExpectedResourceVersion}
+		objs[i] = store.Object{Sandbox: sb, ExpectedResourceVersion: o.ExpectedResourceVersion, Pool: pool}
 	}
 	if len(invalid) > 0 {
 		return nil, opts, errorf(http.StatusBadRequest, CodeInvalid,
@@ -173,4 +188,11 @@ func objectProblems(i int, sb *spec.Sandbox, problems []string) ObjectProblems {
 func (s *Server) dryRun(ctx context.Context, objs []store.Object, opts store.ApplyOptions) (store.ApplyResult, error) {
 	opts.DryRun = true
 	return s.opts.Store.Apply(ctx, objs, opts)
+}
+
+func kindOf(pool bool) string {
+	if pool {
+		return "pool"
+	}
+	return ""
 }

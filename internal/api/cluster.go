@@ -136,6 +136,11 @@ var clusterRoutes = map[string]routeKind{
 	routeGC:        routeWrite,
 	routeGCConfirm: routeWrite,
 	routeReconcile: routeWrite,
+	// A claim writes the leader's store, which alone knows what is Ready.
+	routeClaim:      routeWrite,
+	routePoolDelete: routeWrite,
+	routePoolList:   routeRead,
+	routePoolGet:    routeRead,
 }
 
 // Outcomes of the forwarded-requests metric.

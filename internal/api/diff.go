@@ -36,6 +36,8 @@ type DiffResponse struct {
 type ObjectDiff struct {
 	Namespace string `json:"namespace"`
 	Name      string `json:"name"`
+	// Kind is "pool" for a pool, empty for a sandbox.
+	Kind string `json:"kind,omitempty"`
 	// Action is create, update, unchanged or prune; or, for a sandbox
 	// apply would create or update but the controller could not run,
 	// conflict (its Nomad job ID is taken by a job this controller does
@@ -125,7 +127,7 @@ func (s *Server) diff(w http.ResponseWriter, r *http.Request) error {
 	}
 	for i, o := range res.Objects {
 		ns, name := splitKey(o.Key)
-		d := ObjectDiff{Namespace: ns, Name: name, Action: diffActions[o.Action], Changes: []FieldChange{}}
+		d := ObjectDiff{Namespace: ns, Name: name, Kind: kindOf(o.Pool), Action: diffActions[o.Action], Changes: []FieldChange{}}
 		if d.Action == "" {
 			d.Action = string(o.Action)
 		}
@@ -137,19 +139,21 @@ func (s *Server) diff(w http.ResponseWriter, r *http.Request) error {
 		sb := &objs[i].Sandbox
 		switch o.Action {
 		case store.ActionCreated:
-			d.Changes = changesBetween(nil, sb, opts.ApplySet)
+			d.Changes = changesBetween(nil, sb, objs[i].Pool, opts.ApplySet)
 		case store.ActionConfigured:
 			rec, err := s.opts.Store.Get(r.Context(), o.Key)
 			if err != nil {
 				return fmt.Errorf("read sandbox %q for diff: %w", o.Key, err)
 			}
-			d.Changes = changesBetween(&rec, sb, opts.ApplySet)
+			d.Changes = changesBetween(&rec, sb, objs[i].Pool, opts.ApplySet)
 		}
 		// Unchanged sandboxes are not planned: one plan per sandbox of a
 		// large folder would load the Nomad servers for nothing, and drift
 		// in Nomad is the reconciler's to repair, not a change to review.
 		// An unchanged sandbox that cannot run says so in its status.
-		if s.opts.Planner != nil && o.Action != store.ActionUnchanged {
+		// A pool has no job of its own: its sandboxes are planned when
+		// they are made.
+		if s.opts.Planner != nil && o.Action != store.ActionUnchanged && objs[i].Pool == nil {
 			if err := s.planObject(r.Context(), sb, &d); err != nil {
 				return err
 			}
@@ -221,22 +225,23 @@ func planSummary(resp *nomadapi.JobPlanResponse) *PlanSummary {
 // diffDoc is what the diff compares: the parts of a sandbox an apply
 // writes, as generic JSON.
 type diffDoc struct {
-	Labels              map[string]string `json:"labels,omitempty"`
-	ApplySet            string            `json:"applySet,omitempty"`
-	DeletionRequestedAt *time.Time        `json:"deletionRequestedAt,omitempty"`
-	Spec                spec.Spec         `json:"spec"`
+	Labels              map[string]string  `json:"labels,omitempty"`
+	ApplySet            string             `json:"applySet,omitempty"`
+	DeletionRequestedAt *time.Time         `json:"deletionRequestedAt,omitempty"`
+	Spec                spec.Spec          `json:"spec"`
+	Pool                *spec.PoolSettings `json:"pool,omitempty"`
 }
 
 // changesBetween lists the leaf changes from the stored record (nil when
 // there is none) to the sandbox as it would be applied.
-func changesBetween(old *store.Record, sb *spec.Sandbox, applySet string) []FieldChange {
+func changesBetween(old *store.Record, sb *spec.Sandbox, pool *spec.PoolSettings, applySet string) []FieldChange {
 	out := []FieldChange{}
 	var oldDoc any = absent{}
 	if old != nil {
 		oldDoc = genericJSON(diffDoc{Labels: old.Sandbox.Labels, ApplySet: old.ApplySet,
-			DeletionRequestedAt: old.DeletionRequestedAt, Spec: old.Sandbox.Spec})
+			DeletionRequestedAt: old.DeletionRequestedAt, Spec: old.Sandbox.Spec, Pool: old.Pool})
 	}
-	newDoc := genericJSON(diffDoc{Labels: sb.Labels, ApplySet: applySet, Spec: sb.Spec})
+	newDoc := genericJSON(diffDoc{Labels: sb.Labels, ApplySet: applySet, Spec: sb.Spec, Pool: pool})
 	diffValues("", oldDoc, newDoc, &out)
 	return out
 }

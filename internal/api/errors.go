@@ -92,6 +92,9 @@ func storeError(err error) *apiError {
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return errorf(http.StatusNotFound, CodeNotFound, "The sandbox does not exist.")
+	case errors.Is(err, store.ErrNameTaken):
+		return errorf(http.StatusConflict, CodeConflict,
+			"Pools and sandboxes share one set of names per namespace, and this name is taken.").with(err.Error())
 	case errors.Is(err, store.ErrConflict):
 		return errorf(http.StatusConflict, CodeConflict,
 			"The store changed since it was read: read it again and retry, or drop expectedRevision and expectedResourceVersion to apply regardless.").

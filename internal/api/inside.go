@@ -129,7 +129,7 @@ func (s *Server) inside() (Inside, error) {
 
 // target reads the sandbox an operation works in.
 func (s *Server) target(r *http.Request) (sandboxio.Target, error) {
-	rec, err := s.opts.Store.Get(r.Context(), pathKey(r))
+	rec, err := s.getSandbox(r.Context(), pathKey(r))
 	if err != nil {
 		return sandboxio.Target{}, notFoundAs(err, r)
 	}

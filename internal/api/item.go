@@ -26,7 +26,9 @@ type Item struct {
 	DeletionRequestedAt *time.Time  `json:"deletionRequestedAt,omitempty"`
 	Source              spec.Source `json:"source"`
 	Spec                spec.Spec   `json:"spec"`
-	Status              ItemStatus  `json:"status"`
+	// Pool is set on a sandbox of a pool: the pool, and the claim.
+	Pool   *ItemPool  `json:"pool,omitempty"`
+	Status ItemStatus `json:"status"`
 }
 
 // ItemStatus is what the controller last observed. A sandbox the
@@ -96,6 +98,7 @@ func itemOf(rec store.Record) Item {
 		DeletionRequestedAt: rec.DeletionRequestedAt,
 		Source:              rec.Sandbox.Source,
 		Spec:                rec.Sandbox.Spec,
+		Pool:                itemPoolOf(rec.Member),
 		Status: ItemStatus{
 			Phase:              string(st.Phase),
 			ObservedGeneration: st.ObservedGeneration,

@@ -1,6 +1,8 @@
 package api
 
 import (
+	"context"
+	"fmt"
 	"net/http"
 
 	"github.com/agentkernel/agentkernel-controller/internal/store"
@@ -37,14 +39,16 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request) error {
 	}
 	out := ItemList{Items: make([]Item, 0, len(recs)), Revision: rev, StoreID: s.opts.Store.StoreID()}
 	for _, rec := range recs {
-		out.Items = append(out.Items, itemOf(rec))
+		if rec.Pool == nil { // pools are listed by GET /v1/pools
+			out.Items = append(out.Items, itemOf(rec))
+		}
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
 }
 
 func (s *Server) get(w http.ResponseWriter, r *http.Request) error {
-	rec, err := s.opts.Store.Get(r.Context(), pathKey(r))
+	rec, err := s.getSandbox(r.Context(), pathKey(r))
 	if err != nil {
 		return notFoundAs(err, r)
 	}
@@ -56,6 +60,9 @@ func (s *Server) get(w http.ResponseWriter, r *http.Request) error {
 // with deletionRequestedAt set, until the reconciler has removed its Nomad
 // job. Deleting a sandbox already marked answers the same.
 func (s *Server) delete(w http.ResponseWriter, r *http.Request) error {
+	if rec, err := s.opts.Store.Get(r.Context(), pathKey(r)); err == nil && rec.Pool != nil {
+		return notFoundAs(store.ErrNotFound, r)
+	}
 	rec, err := s.opts.Store.Delete(r.Context(), pathKey(r))
 	if err != nil {
 		return notFoundAs(err, r)
@@ -71,6 +78,15 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) error {
 	}
 	writeJSON(w, http.StatusOK, EventList{Items: eventsOf(evs)})
 	return nil
+}
+
+// getSandbox reads a sandbox: a pool under the key is not one.
+func (s *Server) getSandbox(ctx context.Context, key string) (store.Record, error) {
+	rec, err := s.opts.Store.Get(ctx, key)
+	if err == nil && rec.Pool != nil {
+		return store.Record{}, fmt.Errorf("%q is a pool: %w", key, store.ErrNotFound)
+	}
+	return rec, err
 }
 
 func pathKey(r *http.Request) string {

@@ -41,6 +41,7 @@ type Store interface {
 	Watch(ctx context.Context, since uint64) (*store.Watcher, error)
 	Revision(ctx context.Context) (uint64, error)
 	StoreID() string
+	Claim(ctx context.Context, key string, opts store.ClaimOptions) (store.Record, error)
 }
 
 // Policy is the controller's own rules on top of the spec's (allowed
@@ -203,6 +204,7 @@ func NewServer(opts Options) *Server {
 	s.mux.HandleFunc(routeGCConfirm, s.handle(s.gcConfirm))
 	s.mux.HandleFunc(routeReconcile, s.handle(s.reconcileNow))
 	s.routeInside()
+	s.routePools()
 	s.mux.HandleFunc("GET /v1/version", s.handle(s.version))
 	s.mux.HandleFunc(routeHealthz, s.healthz)
 	s.mux.HandleFunc(routeReadyz, s.readyz)
@@ -487,6 +489,7 @@ type metrics struct {
 	requests  *prometheus.CounterVec
 	duration  *prometheus.HistogramVec
 	forwarded *prometheus.CounterVec
+	claims    claimMetrics
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -510,6 +513,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m.requests = register(reg, m.requests)
 	m.duration = register(reg, m.duration)
 	m.forwarded = register(reg, m.forwarded)
+	m.claims = newClaimMetrics(reg)
 	return m
 }
 

@@ -146,7 +146,7 @@ func (s *Server) watchLine(r *http.Request, c store.Change, namespace string, se
 	case err != nil:
 		return line, false, err
 	}
-	if !sel.Matches(rec.Sandbox.Labels) {
+	if !sel.Matches(rec.Sandbox.Labels) || rec.Pool != nil {
 		return line, false, nil
 	}
 	it := itemOf(rec)

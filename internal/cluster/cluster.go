@@ -340,3 +340,26 @@ func (s *apiStore) Delete(ctx context.Context, key string) (store.Record, error)
 	}
 	return rec, nil
 }
+
+// Claim claims on the leader and returns once the claim is replicated: a
+// claim answered is one the next leader knows, so that it never hands the
+// same sandbox out twice.
+func (s *apiStore) Claim(ctx context.Context, key string, opts store.ClaimOptions) (store.Record, error) {
+	tctx, ok := s.n.Leading()
+	if !ok {
+		return store.Record{}, api.ErrNotLeader
+	}
+	ctx, cancel := within(ctx, tctx)
+	defer cancel()
+	rec, err := s.Store.Claim(ctx, key, opts)
+	if err != nil {
+		return rec, err
+	}
+	if err := s.n.cfg.Replica.Push(ctx, []string{rec.Key()}); err != nil {
+		if errors.Is(context.Cause(ctx), api.ErrNotLeader) {
+			return rec, fmt.Errorf("%w: %w", api.ErrNotLeader, ErrNotReplicated)
+		}
+		return rec, fmt.Errorf("%w: %w (%w)", ErrNotReplicated, err, api.ErrUnavailable)
+	}
+	return rec, nil
+}
