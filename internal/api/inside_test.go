@@ -46,7 +46,8 @@ type insideOptions struct {
 func newInsideEnv(t testing.TB, o insideOptions) *testEnv {
 	t.Helper()
 	env := &testEnv{logs: &syncBuffer{}, reg: prometheus.NewRegistry(), token: "secret-token-for-tests"}
-	env.store = openStore(t, store.Options{})
+	// The loop reads the wall clock (a claim's TTL, say): so does the store.
+	env.store = openStore(t, store.Options{Now: time.Now})
 	loop := ctltest.Start(t, env.store, ctltest.Options{AllowRawExec: true})
 	nc, rcfg := loop.Nomad, loop.Policy
 	log := slog.New(slog.NewJSONHandler(env.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
