@@ -41,6 +41,7 @@ Exit codes: 0 valid, 1 invalid, 2 usage error.
 type validateOutput struct {
 	Valid       bool                  `json:"valid"`
 	Sandboxes   []validatedSandbox    `json:"sandboxes"`
+	Pools       []validatedSandbox    `json:"pools"`
 	Diagnostics []spec.DiagnosticJSON `json:"diagnostics"`
 }
 
@@ -78,12 +79,18 @@ func runValidate(_ context.Context, e *env, args []string) error {
 	valid := !diags.HasErrors()
 
 	if *output == "json" {
-		out := validateOutput{Valid: valid, Sandboxes: []validatedSandbox{}, Diagnostics: spec.DiagnosticsJSON(diags)}
+		out := validateOutput{Valid: valid, Sandboxes: []validatedSandbox{}, Pools: []validatedSandbox{}, Diagnostics: spec.DiagnosticsJSON(diags)}
 		if valid {
 			for _, s := range res.Sandboxes {
 				out.Sandboxes = append(out.Sandboxes, validatedSandbox{
 					Namespace: s.Namespace, Name: s.Name, Hash: s.Spec.Hash(),
 					File: s.Source.File, Line: s.Source.StartLine,
+				})
+			}
+			for _, p := range res.Pools {
+				out.Pools = append(out.Pools, validatedSandbox{
+					Namespace: p.Namespace, Name: p.Name, Hash: spec.PoolHash(p.Template, p.Settings),
+					File: p.Source.File, Line: p.Source.StartLine,
 				})
 			}
 		}
