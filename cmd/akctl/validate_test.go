@@ -210,6 +210,13 @@ type jsonOutput struct {
 		File      string `json:"file"`
 		Line      int    `json:"line"`
 	} `json:"sandboxes"`
+	Pools []struct {
+		Namespace string `json:"namespace"`
+		Name      string `json:"name"`
+		Hash      string `json:"hash"`
+		File      string `json:"file"`
+		Line      int    `json:"line"`
+	} `json:"pools"`
 	Diagnostics []struct {
 		Severity  string `json:"severity"`
 		Summary   string `json:"summary"`
