@@ -137,6 +137,9 @@ var (
 	ErrRefused         = errors.New("refused")                           // 422
 	ErrTooManyRequests = errors.New("too many requests")                 // 429
 	ErrUnavailable     = errors.New("controller or Nomad not available") // 502, 503
+	// ErrNoneReady is a claim the pool could not serve in time (503
+	// none_ready); it matches ErrUnavailable too.
+	ErrNoneReady = errors.New("no ready sandbox in the pool")
 )
 
 // Error is an error answer of the controller.
@@ -182,6 +185,8 @@ func (e *Error) Is(target error) bool {
 		return e.StatusCode == http.StatusTooManyRequests
 	case ErrUnavailable:
 		return e.StatusCode == http.StatusBadGateway || e.StatusCode == http.StatusServiceUnavailable
+	case ErrNoneReady:
+		return e.StatusCode == http.StatusServiceUnavailable && e.Code == "none_ready"
 	}
 	return false
 }

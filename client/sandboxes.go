@@ -33,7 +33,18 @@ type Sandbox struct {
 	DeletionRequestedAt *time.Time `json:"deletionRequestedAt,omitempty"`
 	Source              Source     `json:"source"`
 	Spec                Spec       `json:"spec"`
-	Status              Status     `json:"status"`
+	// Pool is set on a sandbox of a pool.
+	Pool   *PoolMembership `json:"pool,omitempty"`
+	Status Status          `json:"status"`
+}
+
+// PoolMembership says which pool made a sandbox, and whether and until
+// when it is claimed.
+type PoolMembership struct {
+	Name      string     `json:"name"`
+	Claimed   bool       `json:"claimed"`
+	ClaimedAt *time.Time `json:"claimedAt,omitempty"`
+	ExpiresAt *time.Time `json:"expiresAt,omitempty"`
 }
 
 // Source is where a sandbox was declared.
@@ -198,6 +209,8 @@ type ApplyResult struct {
 type ObjectResult struct {
 	Namespace string `json:"namespace"`
 	Name      string `json:"name"`
+	// Kind is "pool" for a pool, empty for a sandbox.
+	Kind string `json:"kind,omitempty"`
 	// Action is created, configured, unchanged or pruned.
 	Action          string `json:"action"`
 	Generation      uint64 `json:"generation"`
@@ -234,8 +247,9 @@ func (c *Client) ApplyHCL(ctx context.Context, files []HCLFile, o ApplyOptions) 
 		return nil, fmt.Errorf("%w: %s", ErrInvalid, diagLines(diags))
 	}
 	type applyObject struct {
-		Sandbox spec.Sandbox `json:"sandbox"`
-		Source  spec.Source  `json:"source"`
+		Sandbox spec.Sandbox       `json:"sandbox"`
+		Source  spec.Source        `json:"source"`
+		Pool    *spec.PoolSettings `json:"pool,omitempty"`
 	}
 	req := struct {
 		Objects       []applyObject `json:"objects"`
@@ -243,9 +257,13 @@ func (c *Client) ApplyHCL(ctx context.Context, files []HCLFile, o ApplyOptions) 
 		ApplySet      string        `json:"applySet"`
 		Prune         bool          `json:"prune"`
 		PruneSelector string        `json:"pruneSelector"`
-	}{Objects: make([]applyObject, 0, len(res.Sandboxes)), DryRun: o.DryRun, ApplySet: o.ApplySet, Prune: o.Prune, PruneSelector: o.PruneSelector}
+	}{Objects: make([]applyObject, 0, len(res.Sandboxes)+len(res.Pools)), DryRun: o.DryRun, ApplySet: o.ApplySet, Prune: o.Prune, PruneSelector: o.PruneSelector}
 	for _, sb := range res.Sandboxes {
 		req.Objects = append(req.Objects, applyObject{Sandbox: sb, Source: sb.Source})
+	}
+	for _, p := range res.Pools {
+		st := p.Settings
+		req.Objects = append(req.Objects, applyObject{Sandbox: p.Sandbox(), Source: p.Source, Pool: &st})
 	}
 	var out ApplyResult
 	if err := c.do(ctx, http.MethodPost, "/v1/apply", nil, req, &out); err != nil {
