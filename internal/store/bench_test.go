@@ -238,3 +238,62 @@ func BenchmarkBaselineBoltScanDecode10000(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkClaim is one claim from a pool of 50 Ready sandboxes beside
+// 150 claimed ones (the claim scans the pool's key range), against the
+// smallest durable write of a record: one bbolt Put in one fsynced
+// transaction.
+func BenchmarkClaim(b *testing.B) {
+	s := benchStore(b)
+	ctx := b.Context()
+	tmpl := benchSandboxes(1)[0]
+	tmpl.Sandbox.Name = "py"
+	tmpl.Pool = &spec.PoolSettings{Size: 50}
+	if _, err := s.Apply(ctx, []Object{tmpl}, ApplyOptions{}); err != nil {
+		b.Fatal(err)
+	}
+	refill := func() {
+		ps, err := s.SyncPool(ctx, "bench/py", SyncOptions{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, k := range ps.Created {
+			rec, _ := s.Get(ctx, k)
+			st := Status{Phase: PhaseRunning, ObservedGeneration: rec.Generation, Conditions: []Condition{{Type: "Ready", Status: ConditionTrue}}}
+			if err := s.UpdateStatus(ctx, k, st); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	for range 3 {
+		refill()
+		for range 50 {
+			if _, err := s.Claim(ctx, "bench/py", ClaimOptions{}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	refill()
+	b.ResetTimer()
+	for i := range b.N {
+		if i > 0 && i%50 == 0 {
+			b.StopTimer()
+			refill()
+			b.StartTimer()
+		}
+		if _, err := s.Claim(ctx, "bench/py", ClaimOptions{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkBaselineBoltPutOneFsynced(b *testing.B) {
+	db := rawBolt(b)
+	keys, vals := encodedEntries(b, benchSandboxes(1))
+	b.ResetTimer()
+	for range b.N {
+		if err := db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketSandboxes).Put(keys[0], vals[0]) }); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -96,33 +97,107 @@ type SyncOptions struct {
 	MaxCreate int
 }
 
-// poolMember is one sandbox of a pool as a sync or a claim sees it.
+// poolMember is one sandbox of a pool as a sync or a claim sees it: its
+// header, decoded alone (a pool's key range holds its claimed sandboxes
+// too, which a claim only skips), and whether it is Ready, read only for
+// an unclaimed, live one.
 type poolMember struct {
-	e     sandboxEntry
+	key   string
+	h     sandboxHeader
+	raw   []byte
 	ready bool
 }
 
-// membersImpl reads the live and deleting sandboxes of pool p: keys
-// "<ns>/<pool>-" and a Member naming the pool.
+func (m *poolMember) claimed() bool { return m.h.Member.Claimed() }
+func (m *poolMember) live() bool    { return m.h.DeletionRequestedAt == nil }
+
+// entry decodes the whole record; raw is valid until the transaction
+// writes.
+func (m *poolMember) entry() (sandboxEntry, error) { return decodeSandbox([]byte(m.key), m.raw) }
+
+// membersImpl reads the sandboxes of pool p: keys "<ns>/<pool>-" and a
+// Member naming the pool.
 func membersImpl(tx *bolt.Tx, ns, pool string) ([]poolMember, error) {
 	prefix := []byte(ns + "/" + pool + "-")
 	var out []poolMember
 	c := tx.Bucket(bucketSandboxes).Cursor()
 	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
-		e, err := decodeSandbox(k, v)
-		if err != nil {
-			return nil, err
+		m := poolMember{key: string(k), raw: v}
+		if err := json.Unmarshal(v, &m.h); err != nil {
+			return nil, fmt.Errorf("decode sandbox %q: %w", k, err)
 		}
-		if e.Member == nil || e.Member.Pool != pool {
+		if m.h.Member == nil || m.h.Member.Pool != pool {
 			continue
 		}
-		st, _, err := getStatusImpl(tx, string(k))
-		if err != nil {
-			return nil, err
+		if !m.claimed() && m.live() {
+			st, _, err := getStatusImpl(tx, m.key)
+			if err != nil {
+				return nil, err
+			}
+			m.ready = readyStatus(st, m.h.Generation)
 		}
-		out = append(out, poolMember{e: e, ready: readyStatus(st, e.Generation)})
+		out = append(out, m)
 	}
 	return out, nil
+}
+
+// The pools' index lists, per pool, its unclaimed, live sandboxes of the
+// current template in creation order, so that a claim reads a few records
+// instead of the pool's whole key range (which holds its claimed
+// sandboxes too). It is derived data, in a bucket nested in meta: a claim
+// checks every entry against the record and drops stale ones, and every
+// SyncPool rewrites the pool's entries from the records, so that an index
+// missing entries (a store filled by Import, from another instance) is
+// whole again after the pool's next sync.
+var bucketPoolIndex = []byte("pool-index")
+
+func indexKey(pool string, created time.Time, member string) []byte {
+	return []byte(pool + "\x00" + created.UTC().Format("2006-01-02T15:04:05.000000000Z") + "\x00" + member)
+}
+
+func indexPrefix(pool string) []byte { return []byte(pool + "\x00") }
+
+func poolIndexImpl(w *writeTx) (*bolt.Bucket, error) {
+	b, err := w.tx.Bucket(bucketMeta).CreateBucketIfNotExists(bucketPoolIndex)
+	if err != nil {
+		return nil, fmt.Errorf("open the pools' index: %w", err)
+	}
+	return b, nil
+}
+
+// reindexImpl makes the pool's index entries exactly those of waiting.
+func reindexImpl(w *writeTx, pool string, waiting []poolMember) error {
+	idx, err := poolIndexImpl(w)
+	if err != nil {
+		return err
+	}
+	want := make(map[string]bool, len(waiting))
+	for _, m := range waiting {
+		want[string(indexKey(pool, m.h.CreatedAt, m.key))] = true
+	}
+	prefix := indexPrefix(pool)
+	var stale [][]byte
+	c := idx.Cursor()
+	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+		if want[string(k)] {
+			delete(want, string(k))
+			continue
+		}
+		stale = append(stale, bytes.Clone(k))
+	}
+	for _, k := range stale {
+		if err := idx.Delete(k); err != nil {
+			return fmt.Errorf("update the pools' index: %w", err)
+		}
+		w.touched = true
+	}
+	for k := range want {
+		if err := idx.Put([]byte(k), nil); err != nil {
+			return fmt.Errorf("update the pools' index: %w", err)
+		}
+		w.touched = true
+	}
+	return nil
 }
 
 // SyncPool makes the pool under key hold what it declares, in one
@@ -148,19 +223,18 @@ func (s *Store) SyncPool(ctx context.Context, key string, opts SyncOptions) (Poo
 			return err
 		}
 		hash := pe.Sandbox.Spec.Hash()
-		var waiting []poolMember // unclaimed, live, current
-		var remove []sandboxEntry
+		var waiting, remove []poolMember // waiting: unclaimed, live, current
 		live := 0
 		for _, m := range members {
 			switch {
-			case m.e.DeletionRequestedAt != nil:
+			case !m.live():
 				continue
-			case m.e.Member.Claimed():
+			case m.claimed():
 				ps.Claimed++
-				ps.Members = append(ps.Members, m.e.Sandbox.Key())
+				ps.Members = append(ps.Members, m.key)
 				live++
-			case ps.Deleting || m.e.Hash != hash:
-				remove = append(remove, m.e)
+			case ps.Deleting || m.h.Hash != hash:
+				remove = append(remove, m)
 			default:
 				waiting = append(waiting, m)
 				live++
@@ -179,16 +253,21 @@ func (s *Store) SyncPool(ctx context.Context, key string, opts SyncOptions) (Poo
 					}
 					return 1
 				}
-				return a.e.CreatedAt.Compare(b.e.CreatedAt)
+				return a.h.CreatedAt.Compare(b.h.CreatedAt)
 			})
-			for _, m := range waiting[size:] {
-				remove = append(remove, m.e)
-			}
+			remove = append(remove, waiting[size:]...)
 			waiting = waiting[:size]
 			live -= excess
 		}
+		// Decoded before any write: a write may move the values read.
+		entries := make([]sandboxEntry, len(remove))
 		for i := range remove {
-			e := &remove[i]
+			if entries[i], err = remove[i].entry(); err != nil {
+				return err
+			}
+		}
+		for i := range entries {
+			e := &entries[i]
 			markDeletedImpl(w, e)
 			if err := putSandboxImpl(w.tx, e); err != nil {
 				return err
@@ -196,6 +275,9 @@ func (s *Store) SyncPool(ctx context.Context, key string, opts SyncOptions) (Poo
 			ps.Deleted = append(ps.Deleted, e.Sandbox.Key())
 		}
 		if ps.Deleting {
+			if err := reindexImpl(w, key, nil); err != nil {
+				return err
+			}
 			if len(remove) == 0 && !hasUnclaimedImpl(members) {
 				for _, b := range [][]byte{bucketSandboxes, bucketStatus, bucketEvents} {
 					if err := w.tx.Bucket(b).Delete([]byte(key)); err != nil {
@@ -220,11 +302,16 @@ func (s *Store) SyncPool(ctx context.Context, key string, opts SyncOptions) (Poo
 			if err != nil {
 				return err
 			}
-			waiting = append(waiting, poolMember{e: e})
+			m := poolMember{key: e.Sandbox.Key()}
+			m.h.CreatedAt = e.CreatedAt
+			waiting = append(waiting, m)
 			ps.Created = append(ps.Created, e.Sandbox.Key())
 		}
+		if err := reindexImpl(w, key, waiting); err != nil {
+			return err
+		}
 		for _, m := range waiting {
-			ps.Members = append(ps.Members, m.e.Sandbox.Key())
+			ps.Members = append(ps.Members, m.key)
 			if m.ready {
 				ps.Ready++
 			} else {
@@ -242,7 +329,7 @@ func (s *Store) SyncPool(ctx context.Context, key string, opts SyncOptions) (Poo
 
 func hasUnclaimedImpl(members []poolMember) bool {
 	for _, m := range members {
-		if !m.e.Member.Claimed() {
+		if !m.claimed() {
 			return true
 		}
 	}
@@ -316,24 +403,11 @@ func (s *Store) Claim(ctx context.Context, key string, opts ClaimOptions) (Recor
 		if !found || pe.Pool == nil || pe.DeletionRequestedAt != nil {
 			return ErrNotFound
 		}
-		members, err := membersImpl(w.tx, pe.Sandbox.Namespace, pe.Sandbox.Name)
+		pick, err := claimableImpl(w, key, &pe)
 		if err != nil {
 			return err
 		}
-		hash := pe.Sandbox.Spec.Hash()
-		var pick *sandboxEntry
-		for i := range members {
-			m := &members[i]
-			if !m.ready || m.e.Member.Claimed() || m.e.DeletionRequestedAt != nil || m.e.Hash != hash {
-				continue
-			}
-			if pick == nil || m.e.CreatedAt.Before(pick.CreatedAt) {
-				pick = &m.e
-			}
-		}
-		if pick == nil {
-			return ErrNoneReady
-		}
+
 		now := w.now
 		pick.Member = &Member{Pool: pick.Member.Pool, ClaimedAt: &now}
 		ttl := opts.TTL
@@ -362,6 +436,60 @@ func (s *Store) Claim(ctx context.Context, key string, opts ClaimOptions) (Recor
 		return Record{}, fmt.Errorf("claim from pool %q: %w", key, err)
 	}
 	return out, nil
+}
+
+// claimableImpl finds, through the pools' index, the oldest Ready
+// sandbox of the pool that a claim may take, dropping the entries it
+// finds stale on the way, and removes its entry.
+func claimableImpl(w *writeTx, key string, pe *sandboxEntry) (*sandboxEntry, error) {
+	idx, err := poolIndexImpl(w)
+	if err != nil {
+		return nil, err
+	}
+	hash := pe.Sandbox.Spec.Hash()
+	sandboxes := w.tx.Bucket(bucketSandboxes)
+	prefix := indexPrefix(key)
+	var stale [][]byte
+	var pick *sandboxEntry
+	c := idx.Cursor()
+	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+		member := string(k[bytes.LastIndexByte(k, 0)+1:])
+		raw := sandboxes.Get([]byte(member))
+		m := poolMember{key: member, raw: raw}
+		if raw != nil {
+			if err := json.Unmarshal(raw, &m.h); err != nil {
+				return nil, fmt.Errorf("decode sandbox %q: %w", member, err)
+			}
+		}
+		if raw == nil || m.h.Member == nil || m.h.Member.Pool != pe.Sandbox.Name || m.claimed() || !m.live() || m.h.Hash != hash {
+			stale = append(stale, bytes.Clone(k))
+			continue
+		}
+		st, _, err := getStatusImpl(w.tx, member)
+		if err != nil {
+			return nil, err
+		}
+		if !readyStatus(st, m.h.Generation) {
+			continue
+		}
+		e, err := m.entry()
+		if err != nil {
+			return nil, err
+		}
+		pick = &e
+		stale = append(stale, bytes.Clone(k))
+		break
+	}
+	for _, k := range stale {
+		if err := idx.Delete(k); err != nil {
+			return nil, fmt.Errorf("update the pools' index: %w", err)
+		}
+		w.touched = true
+	}
+	if pick == nil {
+		return nil, ErrNoneReady
+	}
+	return pick, nil
 }
 
 // ClaimLabelProblem says what is wrong with a label a claim asks for, or "".

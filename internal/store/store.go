@@ -337,6 +337,9 @@ type writeTx struct {
 	now     time.Time
 	changes []Change
 	index   map[string]int // key -> position in changes
+	// touched: the transaction wrote derived data (the pools' index)
+	// but no change: it commits without taking a revision.
+	touched bool
 }
 
 // record notes that key changed in this transaction. Each key appears at
@@ -422,7 +425,7 @@ func (s *Store) writeRevision(tx *bolt.Tx, fn func(w *writeTx) error) (uint64, b
 		return 0, false, err
 	}
 	if len(w.changes) == 0 {
-		return w.rev - 1, false, nil
+		return w.rev - 1, w.touched, nil
 	}
 	if err := s.putChangesImpl(w); err != nil {
 		return 0, false, err
