@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"time"
 
 	"github.com/agentkernel/agentkernel-controller/internal/spec"
@@ -14,7 +15,9 @@ const deleteUsage = `Usage: akctl delete [flags] NAME...
        akctl delete [flags] -f PATH...
 
 Deletes sandboxes named on the command line (in namespace -n) or declared
-in files (-f, with -var and -var-file as in apply). The controller marks
+in files (-f, with -var and -var-file as in apply); pools declared in the
+files are deleted too (their unclaimed sandboxes, then the pool; claimed
+sandboxes stay until deleted or expired). The controller marks
 each sandbox and removes it once its Nomad job is gone; --wait waits for
 that. A sandbox that does not exist is reported and the others are still
 deleted.
@@ -93,6 +96,28 @@ func runDelete(ctx context.Context, e *env, args []string) error {
 			return err
 		}
 	}
+	// Pools declared in the files go too: their unclaimed sandboxes
+	// first, then the pool; claimed sandboxes stay until deleted.
+	var pools []sandboxKey
+	for _, p := range decl.pools {
+		k := sandboxKey{p.Namespace, p.Name}
+		err := c.do(ctx, http.MethodDelete, poolPath(k.namespace, k.name), nil, nil)
+		switch {
+		case err == nil:
+			fmt.Fprintf(e.stdout, "pool/%s/%s deleted\n", k.namespace, k.name)
+			pools = append(pools, k)
+		case isStatus(err, http.StatusNotFound):
+			fmt.Fprintf(e.stderr, "akctl delete: pool/%s/%s not found\n", k.namespace, k.name)
+			failed = true
+		default:
+			return err
+		}
+	}
+	if *wait && len(pools) > 0 {
+		if err := waitPoolsGone(ctx, c, pools, *waitTimeout); err != nil {
+			return err
+		}
+	}
 	if *wait {
 		if err := waitFor(ctx, e, c, deleted, goalDeleted, *waitTimeout); err != nil {
 			if ie, ok := errors.AsType[*interruptedError](err); ok {
@@ -105,4 +130,29 @@ func runDelete(ctx context.Context, e *env, args []string) error {
 		return &exitError{code: exitFailure}
 	}
 	return nil
+}
+
+// waitPoolsGone polls each pool until the controller no longer has it:
+// its unclaimed sandboxes are gone, and so is it.
+func waitPoolsGone(ctx context.Context, c *client, pools []sandboxKey, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	for _, k := range pools {
+		for {
+			err := c.do(ctx, http.MethodGet, poolPath(k.namespace, k.name), nil, nil)
+			if isStatus(err, http.StatusNotFound) {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("pool/%s/%s is still being deleted after %s", k.namespace, k.name, timeout)
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}
+	return nil
+}
+
+func poolPath(namespace, name string) string {
+	return "/v1/pools/" + url.PathEscape(namespace) + "/" + url.PathEscape(name)
 }
