@@ -88,6 +88,10 @@ func (b *bench) run(ctx context.Context) *report {
 			b.applyPhase(ctx, n)
 		}
 	}
+	if b.cfg.scenarios[scenClaim] && ctx.Err() == nil {
+		b.logf("scenario claim (pool of %d)", b.cfg.poolSize)
+		b.claimPhase(ctx, b.cfg.poolSize)
+	}
 	return b.rep
 }
 

@@ -34,6 +34,7 @@ type controllerUnderTest struct {
 	rec      atomic.Pointer[reconcile.Reconciler]
 	wrote    atomic.Int64
 	metrics  *reconcile.Metrics
+	reg      *prometheus.Registry
 	log      *slog.Logger
 	workers  int
 	resync   time.Duration
@@ -87,6 +88,7 @@ func startController(ctx context.Context, o controllerOptions) (*controllerUnder
 		return nil, err
 	}
 	reg := prometheus.NewRegistry()
+	c.reg = reg
 	c.metrics = reconcile.NewMetrics(reg)
 	c.nc, err = nomad.NewClient(nomad.Config{
 		Address: o.nomadAddr,

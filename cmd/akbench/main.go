@@ -28,6 +28,8 @@
 //	drift     -drift-trials times, stop, purge or change one job behind the controller's back; time to repair
 //	idle      N converged and nothing changing for -idle: Nomad requests and CPU per minute
 //	apply     the API and the store alone (no reconciler, no Nomad): sandboxes accepted per second
+//	claim     once, not per N: a pool of -pool-size fills from empty; claims at 1, 10 and 100/s, as many
+//	          as the pool holds each, timed request to answer, against a cold apply until Ready
 //
 // Baselines, measured in the same run against the same kind of Nomad:
 //
@@ -86,9 +88,10 @@ const (
 	scenDrift    = "drift"
 	scenIdle     = "idle"
 	scenApply    = "apply"
+	scenClaim    = "claim"
 )
 
-var allScenarios = []string{scenConverge, scenReapply, scenDrift, scenIdle, scenApply}
+var allScenarios = []string{scenConverge, scenReapply, scenDrift, scenIdle, scenApply, scenClaim}
 
 // config is the parsed command line.
 type config struct {
@@ -110,6 +113,7 @@ type config struct {
 	timeout     time.Duration
 	verbose     bool
 	cpuProfile  string
+	poolSize    int
 	// serveNomad, when set, turns akbench into the Nomad test server.
 	serveNomad string
 }
@@ -136,6 +140,7 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&c.timeout, "timeout", 10*time.Minute, "give up on any single wait after this long")
 	fs.BoolVar(&c.verbose, "v", false, "log the controller's info lines to stderr")
 	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run (the test server excluded) to this file")
+	fs.IntVar(&c.poolSize, "pool-size", 50, "the claim scenario's pool size (it runs once, not for each -n)")
 	fs.StringVar(&c.serveNomad, "serve-nomad", "", "")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: akbench [flags]\n\nBenchmarks the controller against the Nomad test server or a real Nomad.\n\nFlags:\n")
@@ -199,6 +204,8 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 		return c, usagef(stderr, "-resync: %s must be at least 1s", c.resync)
 	case c.idle <= 0:
 		return c, usagef(stderr, "-idle: %s must be positive", c.idle)
+	case c.poolSize < 1 || c.poolSize > spec.MaxPoolSize:
+		return c, usagef(stderr, "-pool-size: %d must be between 1 and %d", c.poolSize, spec.MaxPoolSize)
 	case c.writeRate < 0:
 		return c, usagef(stderr, "-write-rate: %g must be 0 (no limit) or more", c.writeRate)
 	}
