@@ -108,13 +108,7 @@ func runGet(ctx context.Context, e *env, args []string) error {
 			return err
 		}
 		c.noteStale(e)
-		var b bytes.Buffer
-		if err := json.Indent(&b, raw, "", "  "); err != nil {
-			return fmt.Errorf("read the controller's answer: %w", err)
-		}
-		b.WriteByte('\n')
-		_, err := e.stdout.Write(b.Bytes())
-		return err
+		return writeIndented(e.stdout, raw)
 	}
 
 	var items []api.Item
@@ -350,4 +344,16 @@ func writeJSONLine(w io.Writer, v any) error {
 		return fmt.Errorf("write output: %w", err)
 	}
 	return nil
+}
+
+// writeIndented passes the controller's JSON through untouched but for
+// its indentation, so that fields this akctl does not know yet survive.
+func writeIndented(w io.Writer, raw json.RawMessage) error {
+	var b bytes.Buffer
+	if err := json.Indent(&b, raw, "", "  "); err != nil {
+		return fmt.Errorf("read the controller's answer: %w", err)
+	}
+	b.WriteByte('\n')
+	_, err := w.Write(b.Bytes())
+	return err
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -83,13 +82,7 @@ func runClaim(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	if *output == "json" {
-		var b bytes.Buffer
-		if err := json.Indent(&b, raw, "", "  "); err != nil {
-			return fmt.Errorf("read the controller's answer: %w", err)
-		}
-		b.WriteByte('\n')
-		_, err := e.stdout.Write(b.Bytes())
-		return err
+		return writeIndented(e.stdout, raw)
 	}
 	var it api.Item
 	if err := json.Unmarshal(raw, &it); err != nil {
@@ -124,13 +117,7 @@ func getPools(ctx context.Context, e *env, c *client, ns, selector string, names
 	}
 	c.noteStale(e)
 	if output == "json" {
-		var b bytes.Buffer
-		if err := json.Indent(&b, raw, "", "  "); err != nil {
-			return fmt.Errorf("read the controller's answer: %w", err)
-		}
-		b.WriteByte('\n')
-		_, err := e.stdout.Write(b.Bytes())
-		return err
+		return writeIndented(e.stdout, raw)
 	}
 	var items []api.PoolItem
 	if len(names) == 1 {

@@ -111,23 +111,15 @@ func itemOf(rec store.Record) Item {
 			Ports:              make([]Port, 0, len(st.Ports)),
 			LastError:          st.LastError,
 			NextAttemptAt:      st.NextAttemptAt,
-			Conditions:         make([]Condition, 0, len(st.Conditions)),
+			Conditions:         conditionsOf(st.Conditions),
+			UpdatedAt:          updatedAtOf(st),
 		},
 	}
 	if it.Status.Phase == "" {
 		it.Status.Phase = string(store.PhasePending)
 	}
-	if !st.UpdatedAt.IsZero() {
-		t := st.UpdatedAt
-		it.Status.UpdatedAt = &t
-	}
 	for _, p := range st.Ports {
 		it.Status.Ports = append(it.Status.Ports, Port{Label: p.Label, HostIP: p.HostIP, Value: p.Value, To: p.To})
-	}
-	for _, c := range st.Conditions {
-		it.Status.Conditions = append(it.Status.Conditions, Condition{
-			Type: c.Type, Status: string(c.Status), Reason: c.Reason, Message: c.Message, LastTransitionTime: c.LastTransitionTime,
-		})
 	}
 	return it
 }
@@ -151,4 +143,24 @@ func valueOr0(p *uint64) uint64 {
 		return 0
 	}
 	return *p
+}
+
+// conditionsOf is a status's conditions as the API shows them: never null.
+func conditionsOf(cs []store.Condition) []Condition {
+	out := make([]Condition, 0, len(cs))
+	for _, c := range cs {
+		out = append(out, Condition{
+			Type: c.Type, Status: string(c.Status), Reason: c.Reason, Message: c.Message, LastTransitionTime: c.LastTransitionTime,
+		})
+	}
+	return out
+}
+
+// updatedAtOf is when the status was written, nil before the first write.
+func updatedAtOf(st store.Status) *time.Time {
+	if st.UpdatedAt.IsZero() {
+		return nil
+	}
+	t := st.UpdatedAt
+	return &t
 }

@@ -114,22 +114,13 @@ func poolItemOf(rec store.Record) PoolItem {
 		Source: rec.Sandbox.Source, Size: rec.Pool.Size, Max: rec.Pool.Max, ClaimTTL: rec.Pool.ClaimTTL,
 		Template: rec.Sandbox.Spec,
 		Status: PoolStatus{Phase: string(st.Phase), ObservedGeneration: st.ObservedGeneration,
-			Conditions: make([]Condition, 0, len(st.Conditions))},
+			Conditions: conditionsOf(st.Conditions), UpdatedAt: updatedAtOf(st)},
 	}
 	if it.Status.Phase == "" {
 		it.Status.Phase = string(store.PhasePending)
 	}
 	if c := st.Pool; c != nil {
 		it.Status.Ready, it.Status.Pending, it.Status.Claimed = c.Ready, c.Pending, c.Claimed
-	}
-	if !st.UpdatedAt.IsZero() {
-		t := st.UpdatedAt
-		it.Status.UpdatedAt = &t
-	}
-	for _, c := range st.Conditions {
-		it.Status.Conditions = append(it.Status.Conditions, Condition{
-			Type: c.Type, Status: string(c.Status), Reason: c.Reason, Message: c.Message, LastTransitionTime: c.LastTransitionTime,
-		})
 	}
 	return it
 }
