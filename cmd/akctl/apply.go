@@ -16,14 +16,15 @@ const applyUsage = `Usage: akctl apply -f PATH... [flags]
 
 Loads sandbox declarations as validate does (problems are printed with
 their source and nothing is sent) and applies them to the controller in
-one request: every sandbox or none. One line per sandbox says what
-happened: created, configured, unchanged, or pruned.
+one request: every sandbox or none. One line per sandbox (and pool) says
+what happened: created, configured, unchanged, or pruned.
 
 --prune marks for deletion the sandboxes that the declarations no longer
 hold, among those of --apply-set NAME and/or matching -l SELECTOR; one of
 the two is required. --wait then waits, showing progress on standard
 error, until every applied sandbox is Ready (or Stopped, when declared
-stopped), and fails as soon as one is Failed or in Conflict.
+stopped), and fails as soon as one is Failed or in Conflict; then until
+every applied pool keeps its size Ready (or is held below it by max).
 
 Examples:
   akctl apply -f examples/
@@ -121,7 +122,16 @@ func runApply(ctx context.Context, e *env, args []string) error {
 			keys = append(keys, sandboxKey{r.Namespace, r.Name})
 		}
 	}
+	var pools []sandboxKey
+	for _, r := range resp.Results {
+		if r.Action != "pruned" && r.Kind == "pool" {
+			pools = append(pools, sandboxKey{r.Namespace, r.Name})
+		}
+	}
 	err = waitFor(ctx, e, c, keys, goalReady, *waitTimeout)
+	if err == nil && len(pools) > 0 {
+		err = waitPoolsFilled(ctx, e, c, pools, *waitTimeout)
+	}
 	if ie, ok := errors.AsType[*interruptedError](err); ok {
 		ie.state = fmt.Sprintf("the apply was committed (store revision %d) and is still converging: the controller carries on without akctl.", resp.Revision)
 	}

@@ -154,10 +154,8 @@ func writePoolTable(tw io.Writer, items []api.PoolItem, now time.Time) {
 			maxText = fmt.Sprint(it.Max)
 		}
 		phase := it.Status.Phase
-		for _, c := range it.Status.Conditions {
-			if c.Type == "Exhausted" && c.Status == "True" {
-				phase += " (Exhausted)"
-			}
+		if exhausted(it) {
+			phase += " (Exhausted)"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%s\t%s\t%s\n", it.Namespace, it.Name, it.Status.Ready, it.Status.Pending,
 			it.Status.Claimed, it.Size, maxText, phase, age(it.CreatedAt, now))
@@ -174,4 +172,44 @@ func poolColumn(it *api.Item) string {
 		return it.Pool.Name + " (claimed)"
 	}
 	return it.Pool.Name
+}
+
+// waitPoolsFilled polls each pool until its current generation keeps size
+// sandboxes Ready, or max holds it below that (Exhausted: as filled as it
+// gets).
+func waitPoolsFilled(ctx context.Context, e *env, c *client, pools []sandboxKey, timeout time.Duration) error {
+	wctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	for _, k := range pools {
+		fmt.Fprintf(e.stderr, "waiting for pool/%s/%s to fill (timeout %s)\n", k.namespace, k.name, timeout)
+		for {
+			var it api.PoolItem
+			err := c.do(wctx, http.MethodGet, poolPath(k.namespace, k.name), nil, &it)
+			switch {
+			case ctx.Err() != nil:
+				return &interruptedError{}
+			case wctx.Err() != nil:
+				return fmt.Errorf("pool/%s/%s: %d of %d sandboxes Ready after %s", k.namespace, k.name, it.Status.Ready, it.Size, timeout)
+			case err != nil && !isStatus(err, http.StatusNotFound):
+				return err
+			}
+			if err == nil && it.Status.ObservedGeneration == it.Generation && (it.Status.Ready >= it.Size || exhausted(it)) {
+				break
+			}
+			select {
+			case <-wctx.Done():
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}
+	return nil
+}
+
+func exhausted(it api.PoolItem) bool {
+	for _, c := range it.Status.Conditions {
+		if c.Type == "Exhausted" && c.Status == "True" {
+			return true
+		}
+	}
+	return false
 }

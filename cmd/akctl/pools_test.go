@@ -56,9 +56,13 @@ func TestAkctlPoolsAndClaim(t *testing.T) {
 	if err := os.WriteFile(file, []byte(poolHCL), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	code, out, errOut := akctlIO(t, tc, nil, "apply", "-f", file)
-	if code != 0 || out != "pool/default/empty created\npool/default/py created\n" {
+	code, out, errOut := akctlIO(t, tc, nil, "apply", "-f", file, "--wait")
+	if code != 0 || out != "pool/default/empty created\npool/default/py created\n" || !strings.Contains(errOut, "waiting for pool/default/py to fill") {
 		t.Fatalf("apply: %d %q %s", code, out, errOut)
+	}
+	// --wait returned once the pool was filled.
+	if code, out, _ := akctlIO(t, tc, nil, "get", "pools", "py", "-o", "json"); code != 0 || !strings.Contains(out, `"ready": 2`) {
+		t.Errorf("the pool after apply --wait: %d %s", code, out)
 	}
 	if code, out, _ := akctlIO(t, tc, nil, "diff", "-f", file); code != 0 || out != "" {
 		t.Errorf("diff after apply: %d %q, want 0 and nothing", code, out)
