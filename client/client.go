@@ -140,6 +140,9 @@ var (
 	// ErrNoneReady is a claim the pool could not serve in time (503
 	// none_ready); it matches ErrUnavailable too.
 	ErrNoneReady = errors.New("no ready sandbox in the pool")
+	// ErrExhausted is a claim on a pool with none Ready that max keeps
+	// from making more (503 exhausted); it matches ErrUnavailable too.
+	ErrExhausted = errors.New("pool exhausted")
 )
 
 // Error is an error answer of the controller.
@@ -187,6 +190,8 @@ func (e *Error) Is(target error) bool {
 		return e.StatusCode == http.StatusBadGateway || e.StatusCode == http.StatusServiceUnavailable
 	case ErrNoneReady:
 		return e.StatusCode == http.StatusServiceUnavailable && e.Code == "none_ready"
+	case ErrExhausted:
+		return e.StatusCode == http.StatusServiceUnavailable && e.Code == "exhausted"
 	}
 	return false
 }

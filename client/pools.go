@@ -19,7 +19,7 @@ type ClaimOptions struct {
 	// claim answers.
 	Files map[string]string
 	// Wait is how long the controller waits for a Ready sandbox when none
-	// is (at most 5 minutes); zero answers at once.
+	// is (at most 50 seconds); zero answers at once.
 	Wait time.Duration
 }
 
@@ -27,7 +27,8 @@ type ClaimOptions struct {
 // claimed and answers without waiting for Nomad. The sandbox is then an
 // ordinary sandbox (Sandbox(namespace, name) works in it) until deleted
 // or its TTL runs out. No pool of that name: ErrNotFound; none Ready in
-// time: ErrNoneReady, whose *Error carries the controller's RetryAfter.
+// time: ErrNoneReady, whose *Error carries the controller's RetryAfter;
+// none Ready and the pool at its max: ErrExhausted.
 func (c *Client) Claim(ctx context.Context, namespace, pool string, o ClaimOptions) (*Sandbox, error) {
 	body := struct {
 		TTL    string            `json:"ttl,omitempty"`

@@ -109,7 +109,7 @@ func (b *bench) claimScenario(ctx context.Context, c *controllerUnderTest, prefi
 	r.add(scenClaim, poolSize, "pool fill from empty after apply (s)", time.Since(start).Seconds())
 
 	claimURL := c.apiURL + "/v1/pools/" + c.nc.Namespace() + "/" + pool + "/claim"
-	claimBody := []byte(`{"wait":"60s"}`)
+	claimBody := []byte(`{"wait":"30s"}`)
 	for _, rate := range claimRates {
 		b.logf("claim: %d claims at %d/s from a pool of %d", poolSize, rate, poolSize)
 		waited0 := claimsWaited(c.reg)

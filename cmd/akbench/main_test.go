@@ -36,7 +36,7 @@ func TestWholeRunReportsSaneNumbers(t *testing.T) {
 	}
 	jsonPath := filepath.Join(t.TempDir(), "bench.json")
 	var stdout, stderr bytes.Buffer
-	args := []string{"-n", "10", "-idle", "1s", "-drift-trials", "5", "-json", jsonPath}
+	args := []string{"-n", "10", "-idle", "1s", "-drift-trials", "5", "-pool-size", "3", "-json", jsonPath}
 	if err := run(t.Context(), args, nil, &stdout, &stderr); err != nil {
 		t.Fatalf("run: %v\nstderr:\n%s", err, stderr.String())
 	}
@@ -83,6 +83,20 @@ func TestWholeRunReportsSaneNumbers(t *testing.T) {
 		if r := get(p.scenario, p.metric); r.Value <= 0 {
 			t.Errorf("%s %q = %g; want > 0", p.scenario, p.metric, r.Value)
 		}
+	}
+	// The claim scenario runs once, keyed by the pool's size; a claim
+	// is far faster than a cold start.
+	claims := 0
+	for _, r := range rep.Rows {
+		if r.Scenario == scenClaim && r.N == 3 && strings.HasPrefix(r.Metric, "claim latency") {
+			claims++
+			if r.Value <= 0 || r.Ratio == nil || *r.Ratio >= 1 {
+				t.Errorf("claim %q = %g, ratio %v; want a positive latency below the cold start's", r.Metric, r.Value, r.Ratio)
+			}
+		}
+	}
+	if claims != 6 {
+		t.Errorf("%d claim latency rows, want 6 (p50 and p99 at 3 rates)", claims)
 	}
 	exact := []struct {
 		scenario, metric string

@@ -40,6 +40,13 @@ func (l *loopRef) ConfirmGC(ctx context.Context) (apiserver.GCStatus, error) {
 	return gcStatus(st), err
 }
 
+// Observed is the current loop's Observed; without a loop (a follower),
+// nothing is.
+func (l *loopRef) Observed(key string, generation uint64) bool {
+	c := l.current()
+	return c != nil && c.Observed(key, generation)
+}
+
 func (l *loopRef) Requeue(key string) {
 	if c := l.current(); c != nil {
 		c.Requeue(key)

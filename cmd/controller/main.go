@@ -237,6 +237,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		runLoop = ctrl.Run
 	}
 	opts.Controller = &loop
+	opts.Fresh = loop.Observed
 	apiHandler := apiserver.NewServer(opts)
 	srv := &http.Server{Handler: apiHandler, ReadHeaderTimeout: 10 * time.Second}
 	serveErr := make(chan error, 1)

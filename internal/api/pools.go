@@ -1,9 +1,11 @@
 package api
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net/http"
 	"strings"
@@ -26,14 +28,23 @@ const (
 
 // Claim limits.
 const (
-	// MaxClaimWait bounds how long a claim waits for a Ready sandbox.
-	MaxClaimWait = 5 * time.Minute
+	// MaxClaimWait bounds how long a claim waits for a Ready sandbox:
+	// below the minute a follower waits for the leader's answer to a
+	// request it forwards.
+	MaxClaimWait = 50 * time.Second
 	// MaxClaimFiles bounds the files a claim writes.
 	MaxClaimFiles = 64
 )
 
-// CodeNoneReady: the pool had no Ready sandbox to hand out in time (503).
-const CodeNoneReady = "none_ready"
+// Codes of a claim.
+const (
+	// CodeNoneReady: the pool had no Ready sandbox to hand out in time
+	// (503, Retry-After); it is making more.
+	CodeNoneReady = "none_ready"
+	// CodeExhausted: none Ready, and max keeps the pool from making more
+	// until claimed sandboxes are deleted (503, Retry-After).
+	CodeExhausted = "exhausted"
+)
 
 // PoolItem is a pool as the API shows it.
 type PoolItem struct {
@@ -190,7 +201,7 @@ func (s *Server) poolDelete(w http.ResponseWriter, r *http.Request) error {
 func (s *Server) claim(w http.ResponseWriter, r *http.Request) error {
 	start := time.Now()
 	var req ClaimRequest
-	if r.ContentLength != 0 {
+	if hasBody(r) {
 		if err := s.decodeBody(w, r, &req); err != nil {
 			return err
 		}
@@ -199,6 +210,7 @@ func (s *Server) claim(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	opts.Fresh = s.opts.Fresh
 	key := pathKey(r)
 	ctx := r.Context()
 	waited := false
@@ -227,25 +239,35 @@ func (s *Server) claim(w http.ResponseWriter, r *http.Request) error {
 		}
 		if wait <= 0 {
 			s.metrics.claimed("refused", start)
-			return s.noneReady(r, wait)
+			return s.noneReady(ctx, r, wait)
 		}
 		waited = true
 		if err := s.awaitPoolChange(ctx, rev, key+"-", deadline); err != nil {
 			if errors.Is(err, errClaimWaitOver) {
 				s.metrics.claimed("refused", start)
-				return s.noneReady(r, wait)
+				return s.noneReady(ctx, r, wait)
 			}
 			return err
+		}
+	}
+	// A claim nobody receives is dropped: the sandbox is deleted (the
+	// pool makes another) rather than left claimed by no one.
+	drop := func(why string) {
+		if _, derr := s.opts.Store.Delete(context.WithoutCancel(ctx), rec.Key()); derr != nil {
+			s.log.Warn("delete a claimed sandbox nobody holds", "sandbox", rec.Key(), "why", why, "err", derr)
 		}
 	}
 	if len(req.Files) > 0 {
 		if err := s.writeClaimFiles(r, rec, req.Files); err != nil {
 			s.metrics.claimed("failed", start)
-			if _, derr := s.opts.Store.Delete(context.WithoutCancel(ctx), rec.Key()); derr != nil {
-				s.log.Warn("delete claimed sandbox after its files failed", "sandbox", rec.Key(), "err", derr)
-			}
+			drop("its files could not be written")
 			return err
 		}
+	}
+	if ctx.Err() != nil {
+		s.metrics.claimed("failed", start)
+		drop("the client left before the answer")
+		return ctx.Err()
 	}
 	result := "immediate"
 	if waited {
@@ -257,13 +279,20 @@ func (s *Server) claim(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-func (s *Server) noneReady(r *http.Request, wait time.Duration) error {
+func (s *Server) noneReady(ctx context.Context, r *http.Request, wait time.Duration) error {
+	name := r.PathValue("namespace") + "/" + r.PathValue("name")
+	if rec, err := s.opts.Store.Get(ctx, pathKey(r)); err == nil && rec.Pool != nil && rec.Status.Pool != nil && rec.Status.Pool.Pending == 0 {
+		if c, ok := rec.Status.Condition("Exhausted"); ok && c.Status == store.ConditionTrue {
+			return errorf(http.StatusServiceUnavailable, CodeExhausted,
+				"The pool %s has no Ready sandbox and is at its max (%d): it makes more only when claimed sandboxes are deleted or expire, or max is raised.",
+				name, rec.Pool.Max).retry()
+		}
+	}
 	msg := "The pool %s has no Ready sandbox to hand out now; it is making more: retry shortly, or claim with a wait."
 	if wait > 0 {
 		msg = "The pool %s had no Ready sandbox to hand out within the wait (" + wait.String() + "); it is making more: retry shortly."
 	}
-	e := errorf(http.StatusServiceUnavailable, CodeNoneReady, msg, r.PathValue("namespace")+"/"+r.PathValue("name"))
-	return e.retry()
+	return errorf(http.StatusServiceUnavailable, CodeNoneReady, msg, name).retry()
 }
 
 var errClaimWaitOver = errors.New("claim wait over")
@@ -409,4 +438,24 @@ func itemPoolOf(m *store.Member) *ItemPool {
 		return nil
 	}
 	return &ItemPool{Name: m.Pool, Claimed: m.Claimed(), ClaimedAt: m.ClaimedAt, ExpiresAt: m.ExpiresAt}
+}
+
+// hasBody reports whether the request has a body: the claim's is
+// optional, sent with a length or chunked.
+func hasBody(r *http.Request) bool {
+	switch {
+	case r.ContentLength > 0:
+		return true
+	case r.ContentLength == 0 || r.Body == nil || r.Body == http.NoBody:
+		return false
+	}
+	br := bufio.NewReader(r.Body)
+	if _, err := br.Peek(1); err != nil {
+		return false
+	}
+	r.Body = struct {
+		io.Reader
+		io.Closer
+	}{br, r.Body}
+	return true
 }

@@ -67,6 +67,11 @@ type Options struct {
 	// Planner, when set, adds Nomad's plan to diffs and what the
 	// controller would meet there.
 	Planner Planner
+	// Fresh says whether the running reconcile loop has observed a
+	// sandbox's generation (key, generation): claims hand out only those,
+	// never one whose Ready status an earlier run or leader wrote. Nil
+	// takes every status as fresh.
+	Fresh func(key string, generation uint64) bool
 	// Ready reports readiness for /readyz. Nil means always ready.
 	Ready func() (ok bool, reason string)
 	// Token, when set, is required as "Authorization: Bearer <token>" on

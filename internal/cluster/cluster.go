@@ -356,6 +356,12 @@ func (s *apiStore) Claim(ctx context.Context, key string, opts store.ClaimOption
 		return rec, err
 	}
 	if err := s.n.cfg.Replica.Push(ctx, []string{rec.Key()}); err != nil {
+		// Unanswered, the claim would hold the sandbox for nobody: it
+		// is deleted instead (the deletion replicates like any), and the
+		// pool makes another.
+		if _, derr := s.Store.DeleteAt(context.WithoutCancel(ctx), rec.Key(), rec.ResourceVersion); derr != nil {
+			s.n.log.Warn("delete a claimed sandbox whose claim was not replicated", "sandbox", rec.Key(), "err", derr)
+		}
 		if errors.Is(context.Cause(ctx), api.ErrNotLeader) {
 			return rec, fmt.Errorf("%w: %w", api.ErrNotLeader, ErrNotReplicated)
 		}

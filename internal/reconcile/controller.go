@@ -232,6 +232,13 @@ func (c *Controller) initialListed(jobs []*api.JobListStub) error {
 	return nil
 }
 
+// Observed reports whether this run of the loop has looked at the
+// sandbox's generation in Nomad: its status is this run's, not one left
+// by an earlier run or leader.
+func (c *Controller) Observed(key string, generation uint64) bool {
+	return c.o.Reconciler.Observed(key, generation)
+}
+
 // Requeue asks for a look at key now, ahead of any scheduled recheck or
 // backoff: an operator who fixed what made Nomad refuse a job need not
 // wait for the next attempt.

@@ -2,6 +2,7 @@ package reconcile
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -59,14 +60,17 @@ func (r *Reconciler) syncPool(ctx context.Context, rec store.Record) (Result, er
 	exhausted := store.Condition{Type: CondExhausted, Status: store.ConditionFalse, Reason: ReasonBelowMax}
 	if ps.Exhausted {
 		exhausted = store.Condition{Type: CondExhausted, Status: store.ConditionTrue, Reason: ReasonMaxReached,
-			Message: fmt.Sprintf("max is %d and %d sandboxes are claimed: the pool cannot keep %d waiting until some are deleted.",
-				ps.Settings.Max, ps.Claimed, size)}
+			Message: fmt.Sprintf("max is %d, with %d sandboxes claimed and %d on their way out: the pool cannot keep %d waiting until some are gone.",
+				ps.Settings.Max, ps.Claimed, ps.Stopping, size)}
 	}
 	st.Conditions = []store.Condition{ready, exhausted}
 	if same(rec.Status, st) {
 		return Result{}, nil
 	}
-	r.writeStatus(ctx, key, st)
+	// Not writeStatus: a pool is not a sandbox, for the phase metric.
+	if err := r.store.UpdateStatus(ctx, key, st); err != nil && !errors.Is(err, store.ErrNotFound) && !errors.Is(err, store.ErrStaleStatus) {
+		r.log.Warn("write pool status", "pool", key, "err", err)
+	}
 	return Result{}, nil
 }
 

@@ -149,6 +149,9 @@ type Reconciler struct {
 	// pools are the keys of the pools synced so far: a change of one of
 	// their sandboxes brings the pool back into the queue (PoolOf).
 	pools sync.Map
+	// observed maps the keys whose last sync succeeded to the generation
+	// synced (Observed).
+	observed sync.Map
 }
 
 // NewReconciler makes a reconciler. now may be nil (time.Now).
@@ -396,9 +399,25 @@ func (r *Reconciler) Reconcile(ctx context.Context, key string) (Result, error) 
 		return r.syncPool(ctx, rec)
 	}
 	if rec.Deleting() {
+		r.observed.Delete(key)
 		return r.delete(ctx, rec, jobID)
 	}
-	return r.sync(ctx, rec, jobID)
+	res, err := r.sync(ctx, rec, jobID)
+	if err == nil {
+		r.observed.Store(key, rec.Generation)
+	} else {
+		r.observed.Delete(key)
+	}
+	return res, err
+}
+
+// Observed reports whether this reconciler has looked at the sandbox's
+// current generation in Nomad and written what it saw: a status written
+// before it started (by an earlier run of the controller, or under an
+// earlier leader) may no longer hold.
+func (r *Reconciler) Observed(key string, generation uint64) bool {
+	g, ok := r.observed.Load(key)
+	return ok && g.(uint64) == generation
 }
 
 // collect purges an owned job whose sandbox is no longer declared:

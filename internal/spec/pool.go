@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/hashicorp/hcl/v2"
@@ -99,26 +100,50 @@ func ValidatePool(sb *Sandbox, settings PoolSettings) error {
 }
 
 // poolProblems runs every check of a pool: the template as a sandbox
-// (under the pool's name), the pool's name, which its sandboxes' names
-// extend, its settings, and what a template may not say.
+// (under the pool's name), then the pool's own (poolSettingsProblems).
 func poolProblems(sb *Sandbox, st PoolSettings) []fieldError {
 	v := &validator{}
 	for _, fe := range sb.validate() {
-		if len(fe.Path) > 0 && fe.Path[0] == "name" {
-			continue
+		if len(fe.Path) > 0 && (fe.Path[0] == "name" || fe.Path[0] == "namespace" || fe.Path[0] == "labels") {
+			continue // the pool's own, below
 		}
 		v.errs = append(v.errs, fe)
 	}
-	if fe := checkName(sb.Name); fe != nil {
+	v.errs = append(v.errs, poolSettingsProblems(sb.Namespace, sb.Name, sb.Labels, st)...)
+	sp := &sb.Spec
+	if sp.TTL != "" || sp.ExpiresAt != "" {
+		p := "ttl"
+		if sp.ExpiresAt != "" {
+			p = "expires_at"
+		}
+		v.add([]string{p}, "Expiry in a pool template", "A pool's sandboxes wait unclaimed for as long as it takes; their lifetime starts at the claim. Set claim_ttl on the pool instead.")
+	}
+	if sp.State != StateRunning {
+		v.add([]string{"state"}, "Stopped pool template", fmt.Sprintf("A pool keeps running sandboxes; state %q is not allowed in its template. Set size = 0 to keep none.", sp.State))
+	}
+	return v.errs
+}
+
+// poolSettingsProblems checks what a pool says of itself, each attribute
+// on its own: the name its sandboxes' names extend, the namespace, the
+// labels, size, max and claim_ttl.
+func poolSettingsProblems(ns, name string, labels map[string]string, st PoolSettings) []fieldError {
+	v := &validator{}
+	if fe := checkName(name); fe != nil {
 		v.check(fe, "name")
-	} else if len(sb.Name) > MaxPoolNameLength {
+	} else if len(name) > MaxPoolNameLength {
 		v.add([]string{"name"}, "Pool name too long", fmt.Sprintf(
 			"The pool name %q has %d characters; at most %d are allowed, so that its sandboxes' names (%q and a %d-character suffix) fit in %d.",
-			sb.Name, len(sb.Name), MaxPoolNameLength, sb.Name+"-", PoolSuffixLength, MaxNameLength))
+			name, len(name), MaxPoolNameLength, name+"-", PoolSuffixLength, MaxNameLength))
+	}
+	if !namespaceRE.MatchString(ns) {
+		v.add([]string{"namespace"}, "Invalid namespace", fmt.Sprintf("The namespace %q is not a valid Nomad namespace name: use 1 to 128 letters, digits and '-'.", ns))
+	}
+	v.labels(labels)
+	if st.Size < 0 || st.Size > MaxPoolSize {
+		v.add([]string{"size"}, "Pool size out of range", fmt.Sprintf("size is %d; it must be between 0 and %d.", st.Size, MaxPoolSize))
 	}
 	switch {
-	case st.Size < 0 || st.Size > MaxPoolSize:
-		v.add([]string{"size"}, "Pool size out of range", fmt.Sprintf("size is %d; it must be between 0 and %d.", st.Size, MaxPoolSize))
 	case st.Max < 0 || st.Max > MaxPoolMax:
 		v.add([]string{"max"}, "Pool max out of range", fmt.Sprintf("max is %d; it must be between 1 and %d, or left out for no ceiling.", st.Max, MaxPoolMax))
 	case st.Max != 0 && st.Max < st.Size:
@@ -132,17 +157,6 @@ func poolProblems(sb *Sandbox, st PoolSettings) []fieldError {
 		case d < MinTTL || d > MaxTTL:
 			v.add([]string{"claim_ttl"}, "TTL out of range", fmt.Sprintf("claim_ttl is %s; it must be between %s and %s.", d, MinTTL, MaxTTL))
 		}
-	}
-	sp := &sb.Spec
-	if sp.TTL != "" || sp.ExpiresAt != "" {
-		p := "ttl"
-		if sp.ExpiresAt != "" {
-			p = "expires_at"
-		}
-		v.add([]string{p}, "Expiry in a pool template", "A pool's sandboxes wait unclaimed for as long as it takes; their lifetime starts at the claim. Set claim_ttl on the pool instead.")
-	}
-	if sp.State != StateRunning {
-		v.add([]string{"state"}, "Stopped pool template", fmt.Sprintf("A pool keeps running sandboxes; state %q is not allowed in its template. Set size = 0 to keep none.", sp.State))
 	}
 	return v.errs
 }
@@ -169,6 +183,13 @@ func decodePool(block *hcl.Block, ctx *hcl.EvalContext, defaultNamespace string)
 	d.attr(a, "max", cty.Number, &p.Settings.Max, "max")
 	d.attr(a, "claim_ttl", cty.String, &p.Settings.ClaimTTL, "claim_ttl")
 
+	p.Settings.Canonicalize()
+	if len(p.Labels) == 0 {
+		p.Labels = nil
+	}
+	// The pool's own attributes are checked whatever its template says.
+	d.report(poolSettingsProblems(p.Namespace, p.Name, p.Labels, p.Settings), nil)
+
 	var tmpl *hcl.Block
 	for _, b := range content.Blocks {
 		if tmpl != nil {
@@ -179,8 +200,10 @@ func decodePool(block *hcl.Block, ctx *hcl.EvalContext, defaultNamespace string)
 		tmpl = b
 	}
 	if tmpl == nil {
-		d.diags = append(d.diags, errorDiag(block.DefRange.Ptr(), "Missing sandbox block",
-			"A pool needs a sandbox block: the template its sandboxes are made from (every sandbox attribute except the name)."))
+		if !diags.HasErrors() { // a labelled sandbox block was refused already
+			d.diags = append(d.diags, errorDiag(block.DefRange.Ptr(), "Missing sandbox block",
+				"A pool needs a sandbox block: the template its sandboxes are made from (every sandbox attribute except the name)."))
+		}
 		return p, d.diags
 	}
 	if body, ok := tmpl.Body.(*hclsyntax.Body); ok {
@@ -192,14 +215,15 @@ func decodePool(block *hcl.Block, ctx *hcl.EvalContext, defaultNamespace string)
 		}
 	}
 	// The template decodes as a sandbox block named after the pool, so
-	// that its diagnostics point into the sandbox block.
+	// that its diagnostics point into the sandbox block. Name, namespace
+	// and labels are the pool's, checked above.
 	as := *tmpl
 	as.Labels = []string{p.Name}
 	as.LabelRanges = []hcl.Range{block.LabelRanges[0]}
-	sb, tdiags := decodeSandbox(&as, ctx, p.Namespace)
+	sb, tdiags := decodeSandbox(&as, ctx, DefaultNamespace)
 	for _, diag := range tdiags {
-		// Name problems are the pool's, reported below with its limit.
-		if diag.Summary == "Invalid sandbox name" || diag.Summary == "Sandbox name too long" {
+		switch diag.Summary {
+		case "Invalid sandbox name", "Sandbox name too long":
 			continue
 		}
 		d.diags = append(d.diags, diag)
@@ -208,42 +232,46 @@ func decodePool(block *hcl.Block, ctx *hcl.EvalContext, defaultNamespace string)
 		return p, d.diags
 	}
 	p.Template = sb.Spec
-	p.Settings.Canonicalize()
-	if len(p.Labels) == 0 {
-		p.Labels = nil
-	}
-	whole := p.Sandbox()
-	for _, fe := range poolProblems(&whole, p.Settings) {
-		if d.decodeFailed(fe.Path) || !poolOwnPath(fe.Path) {
-			continue // the template's own problems came with its decoding
+	sp := &p.Template
+	var own []fieldError
+	if sp.TTL != "" || sp.ExpiresAt != "" {
+		at := "ttl"
+		if sp.ExpiresAt != "" {
+			at = "expires_at"
 		}
-		diag := errorDiag(d.subject(fe.Path), fe.Summary, fe.Detail)
-		if fe.Path[0] == "ttl" || fe.Path[0] == "expires_at" || fe.Path[0] == "state" {
-			diag.Subject = tmpl.DefRange.Ptr()
+		own = append(own, fieldError{Path: []string{at}, Summary: "Expiry in a pool template",
+			Detail: "A pool's sandboxes wait unclaimed for as long as it takes; their lifetime starts at the claim. Set claim_ttl on the pool instead."})
+	}
+	if sp.State != StateRunning && slices.Contains(states, sp.State) {
+		own = append(own, fieldError{Path: []string{"state"}, Summary: "Stopped pool template",
+			Detail: fmt.Sprintf("A pool keeps running sandboxes; state %q is not allowed in its template. Set size = 0 to keep none.", sp.State)})
+	}
+	d.report(own, tmpl)
+	return p, d.diags
+}
+
+// report adds problems as diagnostics: at the pool's attribute, or with
+// tmpl, at the template's attribute (or its block).
+func (d *decoder) report(problems []fieldError, tmpl *hcl.Block) {
+	for _, fe := range problems {
+		if d.decodeFailed(fe.Path) {
+			continue
+		}
+		subject := d.subject(fe.Path)
+		if tmpl != nil {
+			subject = tmpl.DefRange.Ptr()
 			if body, ok := tmpl.Body.(*hclsyntax.Body); ok {
 				if at, set := body.Attributes[fe.Path[0]]; set {
-					diag.Subject = at.SrcRange.Ptr()
+					subject = at.SrcRange.Ptr()
 				}
 			}
 		}
+		diag := errorDiag(subject, fe.Summary, fe.Detail)
 		if fe.Warning {
 			diag.Severity = hcl.DiagWarning
 		}
 		d.diags = append(d.diags, diag)
 	}
-	return p, d.diags
-}
-
-// poolOwnPath reports the checks poolProblems adds to a sandbox's.
-func poolOwnPath(p []string) bool {
-	if len(p) == 0 {
-		return false
-	}
-	switch p[0] {
-	case "name", "size", "max", "claim_ttl", "labels", "ttl", "expires_at", "state":
-		return true
-	}
-	return false
 }
 
 // LabelProblems checks labels given outside a declaration (a claim's),

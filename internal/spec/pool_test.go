@@ -105,6 +105,19 @@ pool "` + strings.Repeat("a", MaxPoolNameLength+1) + `" {
   size = 1
   sandbox { image = "a" }
 }`, []string{"1: Invalid sandbox name", "5: Pool name too long"}},
+		{"bad namespace, at the pool's attribute", `pool "p" {
+  namespace = "Bad_NS"
+  size      = 1
+  sandbox { image = "a" }
+}`, []string{"2: Invalid namespace"}},
+		{"a labelled template", `pool "p" {
+  size = 1
+  sandbox "x" { image = "a" }
+}`, []string{"3: Extraneous label for sandbox"}},
+		{"settings checked without a template, each on its own", `pool "p" {
+  size = -1
+  max  = 20000
+}`, []string{"1: Missing sandbox block", "2: Pool size out of range", "3: Pool max out of range"}},
 		{"a pool and a sandbox of one name", `sandbox "p" { image = "a" }
 pool "p" {
   size = 1

@@ -83,6 +83,9 @@ type PoolState struct {
 	// Counts of the pool's live sandboxes: unclaimed Ready ones, unclaimed
 	// ones not Ready yet, claimed ones.
 	Ready, Pending, Claimed int
+	// Stopping counts sandboxes marked for deletion whose records (and
+	// maybe jobs) are not gone yet; max counts them.
+	Stopping int
 	// Created and Deleted are the sandboxes this sync created or marked
 	// for deletion; Members every live sandbox of the pool after it.
 	Created, Deleted, Members []string
@@ -225,9 +228,11 @@ func (s *Store) SyncPool(ctx context.Context, key string, opts SyncOptions) (Poo
 		hash := pe.Sandbox.Spec.Hash()
 		var waiting, remove []poolMember // waiting: unclaimed, live, current
 		live := 0
+		stopping := 0 // marked for deletion, their jobs maybe still running
 		for _, m := range members {
 			switch {
 			case !m.live():
+				stopping++
 				continue
 			case m.claimed():
 				ps.Claimed++
@@ -290,8 +295,12 @@ func (s *Store) SyncPool(ctx context.Context, key string, opts SyncOptions) (Poo
 			return nil
 		}
 		want := size - len(waiting)
-		if m := ps.Settings.Max; m > 0 && live+want > m {
-			want = max(0, m-live)
+		// max bounds what may run in Nomad: sandboxes on their way out
+		// count until they are gone.
+		stopping += len(remove)
+		ps.Stopping = stopping
+		if m := ps.Settings.Max; m > 0 && live+stopping+want > m {
+			want = max(0, m-live-stopping)
 			ps.Exhausted = len(waiting)+want < size
 		}
 		if opts.MaxCreate > 0 {
@@ -385,6 +394,10 @@ type ClaimOptions struct {
 	TTL time.Duration
 	// Labels are added to the sandbox's.
 	Labels map[string]string
+	// Fresh, when set, says whether a sandbox's status (key, at
+	// generation) was observed by the reconcile loop that runs now;
+	// others are not handed out, whatever their status says.
+	Fresh func(key string, generation uint64) bool
 }
 
 // Claim hands out a Ready, unclaimed sandbox of the pool under key, the
@@ -403,7 +416,7 @@ func (s *Store) Claim(ctx context.Context, key string, opts ClaimOptions) (Recor
 		if !found || pe.Pool == nil || pe.DeletionRequestedAt != nil {
 			return ErrNotFound
 		}
-		pick, err := claimableImpl(w, key, &pe)
+		pick, err := claimableImpl(w, key, &pe, opts.Fresh)
 		if err != nil {
 			return err
 		}
@@ -441,7 +454,7 @@ func (s *Store) Claim(ctx context.Context, key string, opts ClaimOptions) (Recor
 // claimableImpl finds, through the pools' index, the oldest Ready
 // sandbox of the pool that a claim may take, dropping the entries it
 // finds stale on the way, and removes its entry.
-func claimableImpl(w *writeTx, key string, pe *sandboxEntry) (*sandboxEntry, error) {
+func claimableImpl(w *writeTx, key string, pe *sandboxEntry, fresh func(string, uint64) bool) (*sandboxEntry, error) {
 	idx, err := poolIndexImpl(w)
 	if err != nil {
 		return nil, err
@@ -469,7 +482,7 @@ func claimableImpl(w *writeTx, key string, pe *sandboxEntry) (*sandboxEntry, err
 		if err != nil {
 			return nil, err
 		}
-		if !readyStatus(st, m.h.Generation) {
+		if !readyStatus(st, m.h.Generation) || (fresh != nil && !fresh(member, m.h.Generation)) {
 			continue
 		}
 		e, err := m.entry()
@@ -487,9 +500,39 @@ func claimableImpl(w *writeTx, key string, pe *sandboxEntry) (*sandboxEntry, err
 		w.touched = true
 	}
 	if pick == nil {
-		return nil, ErrNoneReady
+		// The index may lack entries (a store filled by Import, before
+		// the pool's next sync): the records decide.
+		return claimableByScanImpl(w, pe, fresh)
 	}
 	return pick, nil
+}
+
+// claimableByScanImpl finds the oldest claimable sandbox of the pool by
+// reading its whole key range.
+func claimableByScanImpl(w *writeTx, pe *sandboxEntry, fresh func(string, uint64) bool) (*sandboxEntry, error) {
+	members, err := membersImpl(w.tx, pe.Sandbox.Namespace, pe.Sandbox.Name)
+	if err != nil {
+		return nil, err
+	}
+	hash := pe.Sandbox.Spec.Hash()
+	var oldest *poolMember
+	for i := range members {
+		m := &members[i]
+		if !m.ready || m.h.Hash != hash || (fresh != nil && !fresh(m.key, m.h.Generation)) {
+			continue
+		}
+		if oldest == nil || m.h.CreatedAt.Before(oldest.h.CreatedAt) {
+			oldest = m
+		}
+	}
+	if oldest == nil {
+		return nil, ErrNoneReady
+	}
+	e, err := oldest.entry()
+	if err != nil {
+		return nil, err
+	}
+	return &e, nil
 }
 
 // ClaimLabelProblem says what is wrong with a label a claim asks for, or "".

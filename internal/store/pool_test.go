@@ -219,13 +219,21 @@ func TestSyncPoolRefillsUpToMax(t *testing.T) {
 	if len(ps.Created) != 0 || ps.Claimed != 5 || !ps.Exhausted {
 		t.Fatalf("at max: %+v; want nothing created, 5 claimed, exhausted", ps)
 	}
-	// A claimed sandbox deleted makes room again.
+	// A claimed sandbox deleted makes room again once it is gone (its
+	// job may run until then).
 	_, claimed := members(t, s, "py")
-	if _, err := s.Delete(t.Context(), claimed[0].Key()); err != nil {
+	gone, err := s.Delete(t.Context(), claimed[0].Key())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ps = syncPool(t, s, "agents/py"); len(ps.Created) != 0 || ps.Stopping != 1 {
+		t.Fatalf("after a delete at max: %+v; want nothing created while it stops", ps)
+	}
+	if err := s.Finalize(t.Context(), gone.Key(), gone.ResourceVersion); err != nil {
 		t.Fatal(err)
 	}
 	if ps = syncPool(t, s, "agents/py"); len(ps.Created) != 1 || !ps.Exhausted {
-		t.Fatalf("after a delete at max: %+v; want 1 created, still exhausted (4 claimed + 1 < 3 + 4)", ps)
+		t.Fatalf("after it is gone: %+v; want 1 created, still exhausted (4 claimed + 1 < 3 + 4)", ps)
 	}
 }
 
@@ -396,5 +404,62 @@ func TestClaimTravelsInTheDeclaration(t *testing.T) {
 	}
 	if ps := syncPool(t, other, "agents/py"); len(ps.Created) != 1 || ps.Claimed != 1 {
 		t.Fatalf("sync on the copy: %+v, want 1 created beside 1 claimed", ps)
+	}
+}
+
+// A claim hands out only what the running loop has observed; a store
+// filled by Import (no index yet) still serves claims from its records.
+func TestClaimOnlyFreshAndWithoutTheIndex(t *testing.T) {
+	s := openStore(t, store.Options{})
+	applyPool(t, s, "py", "python:3.12", spec.PoolSettings{Size: 2})
+	ps := syncPool(t, s, "agents/py")
+	markReady(t, s, ps.Created...)
+	none := func(string, uint64) bool { return false }
+	if _, err := s.Claim(t.Context(), "agents/py", store.ClaimOptions{Fresh: none}); !errors.Is(err, store.ErrNoneReady) {
+		t.Fatalf("claim with no status observed by this run: %v, want ErrNoneReady", err)
+	}
+	only := func(k string, _ uint64) bool { return k == ps.Created[1] }
+	rec, err := s.Claim(t.Context(), "agents/py", store.ClaimOptions{Fresh: only})
+	if err != nil || rec.Key() != ps.Created[1] {
+		t.Fatalf("claim with one observed: %v %s, want %s", err, rec.Key(), ps.Created[1])
+	}
+
+	// Another instance's store, filled from the declarations alone.
+	other := openStore(t, store.Options{})
+	var decls []store.Declaration
+	for _, k := range []string{"agents/py", ps.Created[0]} {
+		r, err := s.Get(t.Context(), k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		decls = append(decls, r.Declaration())
+	}
+	if _, err := other.Import(t.Context(), decls, store.ImportOptions{RemoveMissing: true}); err != nil {
+		t.Fatal(err)
+	}
+	markReady(t, other, ps.Created[0])
+	if rec, err := other.Claim(t.Context(), "agents/py", store.ClaimOptions{}); err != nil || rec.Key() != ps.Created[0] {
+		t.Fatalf("claim on an imported store before any sync: %v %s", err, rec.Key())
+	}
+}
+
+// max bounds what may run: sandboxes on their way out count until gone.
+func TestSyncPoolMaxCountsSandboxesOnTheirWayOut(t *testing.T) {
+	s := openStore(t, store.Options{})
+	applyPool(t, s, "py", "python:3.12", spec.PoolSettings{Size: 2, Max: 2})
+	old := syncPool(t, s, "agents/py").Created
+	applyPool(t, s, "py", "python:3.13", spec.PoolSettings{Size: 2, Max: 2})
+	ps := syncPool(t, s, "agents/py")
+	if len(ps.Deleted) != 2 || len(ps.Created) != 0 || !ps.Exhausted || ps.Stopping != 2 {
+		t.Fatalf("template change at max: %+v; want the 2 old marked, none created while they stop", ps)
+	}
+	for _, k := range old {
+		rec, _ := s.Get(t.Context(), k)
+		if err := s.Finalize(t.Context(), k, rec.ResourceVersion); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if ps = syncPool(t, s, "agents/py"); len(ps.Created) != 2 || ps.Exhausted {
+		t.Fatalf("once the old are gone: %+v; want 2 created", ps)
 	}
 }

@@ -11,7 +11,7 @@ import (
 // step from the previous version to currentSchema.migrations, whenever an
 // existing file must be rewritten to be read correctly. Adding a field to
 // an entry struct does not need a bump.
-const SchemaVersion = 1
+const SchemaVersion = 2
 
 // migration rewrites a file from one schema version to the next, inside
 // the opening transaction.
@@ -25,8 +25,14 @@ type schemaPlan struct {
 }
 
 var currentSchema = schemaPlan{
-	version:    SchemaVersion,
-	migrations: map[uint64]migration{},
+	version: SchemaVersion,
+	migrations: map[uint64]migration{
+		// Version 2 adds pools: records with a pool or a member part.
+		// Nothing is rewritten; the bump keeps a controller that knows
+		// no pools from opening a store that may hold them, where it
+		// would run each pool as a sandbox.
+		1: func(*bolt.Tx) error { return nil },
+	},
 }
 
 // migrateImpl refuses a file newer than plan and runs, in order, every

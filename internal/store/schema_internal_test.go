@@ -11,11 +11,13 @@ import (
 	"github.com/agentkernel/agentkernel-controller/internal/spec"
 )
 
-// Only schema version 1 exists, so these tests exercise the migration
-// machinery with an invented chain (1 -> 2 -> 3), not a real migration.
+// These tests exercise the migration machinery with an invented chain
+// (1 -> 2 -> 3) from a file written at version 1.
+var version1 = schemaPlan{version: 1, migrations: map[uint64]migration{}}
+
 func TestOpenMigratesAnOlderSchemaStepByStep(t *testing.T) {
 	dir := t.TempDir()
-	s, err := Open(dir, Options{NoSync: true})
+	s, err := open(dir, Options{NoSync: true}, version1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,14 +66,14 @@ func TestOpenMigratesAnOlderSchemaStepByStep(t *testing.T) {
 	if !errors.Is(err, ErrSchemaTooNew) {
 		t.Fatalf("Open of a v3 file = %v, want ErrSchemaTooNew", err)
 	}
-	if want := "file has version 3, this controller knows up to version 1"; !strings.Contains(err.Error(), want) {
+	if want := fmt.Sprintf("file has version 3, this controller knows up to version %d", SchemaVersion); !strings.Contains(err.Error(), want) {
 		t.Errorf("error %q does not say %q", err, want)
 	}
 }
 
 func TestFailedMigrationLeavesTheFileAtItsVersion(t *testing.T) {
 	dir := t.TempDir()
-	s, err := Open(dir, Options{NoSync: true})
+	s, err := open(dir, Options{NoSync: true}, version1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,5 +138,35 @@ func TestUnchangedApplyCommitsNoTransaction(t *testing.T) {
 	}
 	if afterID != beforeID {
 		t.Errorf("re-applying an unchanged batch committed a transaction: ID %d -> %d", beforeID, afterID)
+	}
+}
+
+// A store written before pools (version 1) opens as version 2, its records
+// as they were; a version 1 binary refuses the result.
+func TestVersion1StoreOpensAsVersion2(t *testing.T) {
+	dir := t.TempDir()
+	s, err := open(dir, Options{NoSync: true}, version1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb := spec.Sandbox{Namespace: "default", Name: "old", Spec: spec.Spec{Driver: "docker", Image: "a", Command: []string{"x"}, State: "running"}}
+	if _, err := s.Apply(t.Context(), []Object{{Sandbox: sb}}, ApplyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, err = Open(dir, Options{NoSync: true})
+	if err != nil {
+		t.Fatalf("open a version 1 store: %v", err)
+	}
+	if rec, err := s.Get(t.Context(), "default/old"); err != nil || rec.Generation != 1 {
+		t.Errorf("the record after the migration: %v %+v", err, rec)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := open(dir, Options{NoSync: true}, version1); !errors.Is(err, ErrSchemaTooNew) {
+		t.Errorf("a version 1 binary opening the migrated store: %v, want ErrSchemaTooNew", err)
 	}
 }
