@@ -9,10 +9,14 @@ all: check test
 build:
 	$(GO) build -o bin/ ./cmd/...
 
-# The README's first command: the controller with an in-process Nomad test
-# server and a temporary data dir, the examples applied and shown running.
+# The README's first command: the controller with its own Nomad (a real
+# `nomad agent -dev` when nomad is on PATH, else the in-process test
+# server) and a temporary data dir, the examples applied and shown running.
+# Built, then run, rather than `go run`, which exits 1 on Ctrl-C even when
+# the controller stopped cleanly: Ctrl-C ends it quietly.
 dev:
-	$(GO) run ./cmd/controller -dev -dev-apply examples/
+	@$(GO) build -o bin/controller ./cmd/controller
+	@./bin/controller -dev -dev-apply examples/
 
 # The README's test command: every package, with the race detector; then
 # two long loops again without it, at full length: the store's churn test

@@ -42,6 +42,13 @@ type config struct {
 
 	Dev          bool
 	DevNomadAddr string
+	// DevNomad chooses -dev's Nomad: "auto" (a real agent when a nomad
+	// binary is found, else the test server), "real" or "sim".
+	DevNomad    string
+	DevNomadBin string
+	// DevNomadAddrSet: -dev-nomad-addr was given, so a real agent's HTTP
+	// port is that one rather than a free one.
+	DevNomadAddrSet bool
 	// DevApply is a path of declarations applied at start in -dev mode.
 	DevApply string
 }
@@ -118,6 +125,7 @@ func defaultConfig() config {
 			AllowedDrivers: []string{"docker", "exec"},
 		},
 		DevNomadAddr: "127.0.0.1:4646",
+		DevNomad:     "auto",
 		HA:           haConfig{VariablePrefix: "agentkernel", LockTTL: "15s", LockDelay: "15s"},
 		Exec: execConfig{
 			MaxOutputBytes: sandboxio.DefaultMaxOutputBytes, MaxFileBytes: sandboxio.DefaultMaxFileBytes,
@@ -193,8 +201,10 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&f.Exec.Sessions, "exec-sessions", 0, "exec sessions, file transfers and followed logs open at once, in all (default 64)")
 	fs.IntVar(&f.Exec.SessionsPerSandbox, "exec-sessions-per-sandbox", 0, "exec sessions, file transfers and followed logs open at once in one sandbox (default 8)")
 	adopt := fs.String("adopt-owners", "", "comma-separated owner `IDs` of other controllers whose jobs this one may take over")
-	fs.BoolVar(&cfg.Dev, "dev", false, "development mode: an in-process Nomad test server, a temporary data dir, every driver allowed")
-	fs.StringVar(&cfg.DevNomadAddr, "dev-nomad-addr", cfg.DevNomadAddr, "`address` of the in-process Nomad test server in -dev mode")
+	fs.BoolVar(&cfg.Dev, "dev", false, "development mode: a Nomad of its own (see -dev-nomad), a temporary data dir, every driver allowed")
+	fs.StringVar(&cfg.DevNomad, "dev-nomad", cfg.DevNomad, "in -dev mode, which Nomad: `auto` (a real `nomad agent -dev` when a nomad binary is found, else the in-process test server), real or sim")
+	fs.StringVar(&cfg.DevNomadBin, "dev-nomad-bin", "", "in -dev mode, the nomad binary's `path` (default: nomad on PATH)")
+	fs.StringVar(&cfg.DevNomadAddr, "dev-nomad-addr", cfg.DevNomadAddr, "`address` of -dev's Nomad HTTP API (the test server's; a real agent's port when given, else a free one)")
 	fs.StringVar(&cfg.DevApply, "dev-apply", "", "in -dev mode, `path` of declarations (file or directory) to apply at start")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
@@ -277,6 +287,7 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	if set["default-datacenters"] {
 		cfg.Policy.DefaultDatacenters = splitList(*dcs)
 	}
+	cfg.DevNomadAddrSet = set["dev-nomad-addr"]
 	if cfg.Dev {
 		cfg.Policy.AllowedDrivers = []string{"docker", "exec", "raw_exec"}
 		if cfg.Listen == "" {
@@ -300,6 +311,11 @@ func (c *config) validate() error {
 	var errs []error
 	if c.DataDir == "" && !c.Dev {
 		errs = append(errs, errors.New("-data-dir is required (or use -dev for a temporary one)"))
+	}
+	switch c.DevNomad {
+	case "auto", "real", "sim":
+	default:
+		errs = append(errs, fmt.Errorf("-dev-nomad %q: want auto, real or sim", c.DevNomad))
 	}
 	if c.Workers < 1 || c.Workers > 256 {
 		errs = append(errs, fmt.Errorf("workers is %d; it must be between 1 and 256", c.Workers))

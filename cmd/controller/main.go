@@ -71,12 +71,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	log := slog.New(handler)
 
+	var devNomad string // what the banner says of -dev's Nomad
 	if cfg.Dev {
-		stopDev, err := startDev(&cfg, log)
+		stopDev, what, err := startDev(ctx, &cfg, log)
 		if err != nil {
 			return err
 		}
 		defer stopDev()
+		devNomad = what
 	}
 
 	st, err := store.Open(cfg.DataDir, store.Options{Logger: log})
@@ -244,7 +246,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	go func() { serveErr <- srv.Serve(ln) }()
 	log.Info("API listening", "address", where)
 	if cfg.Dev {
-		printDevBanner(stdout, cfg, where)
+		printDevBanner(stdout, cfg, where, devNomad)
 	}
 
 	ctrlErr := make(chan error, 1)
@@ -396,38 +398,73 @@ func (w watchStats) Stats() nomad.WatchStats {
 	return nomad.WatchStats{}
 }
 
-// startDev runs the Nomad test server in-process, like `nomad agent -dev`,
-// and points the controller at it with a temporary data dir.
-func startDev(cfg *config, log *slog.Logger) (func(), error) {
-	// A real agent's timing, as the test server has it by default: the
-	// register answers before the plan, allocations run about half a
-	// second later, deployments complete after min_healthy_time.
-	srv := nomadtest.New(nomadtest.Options{
-		Addr:    cfg.DevNomadAddr,
-		Drivers: []string{"docker", "exec", "raw_exec", "java", "mock_driver"},
-		Logger:  log.With("component", "nomad-test-server"),
-	})
-	if err := srv.Start(); err != nil {
-		return nil, fmt.Errorf("start the in-process Nomad test server on %s: %w (use -dev-nomad-addr)", cfg.DevNomadAddr, err)
+// startDev gives -dev its Nomad and a temporary data dir: a real `nomad
+// agent -dev` when -dev-nomad says so, or says auto and a nomad binary is
+// found; else the Nomad test server, in-process. It returns how to stop
+// them and the banner's line on Nomad.
+func startDev(ctx context.Context, cfg *config, log *slog.Logger) (stop func(), what string, err error) {
+	bin, err := findNomad(cfg.DevNomadBin)
+	if err != nil {
+		return nil, "", err
 	}
-	cfg.Nomad.Address = srv.URL()
-	cleanup := func() { _ = srv.Close() }
+	stop = func() {}
+	switch {
+	case cfg.DevNomad == "sim", cfg.DevNomad == "auto" && bin == "":
+		// A real agent's timing, as the test server has it by default:
+		// the register answers before the plan, allocations run about
+		// half a second later, deployments complete after
+		// min_healthy_time.
+		srv := nomadtest.New(nomadtest.Options{
+			Addr:    cfg.DevNomadAddr,
+			Drivers: []string{"docker", "exec", "raw_exec", "java", "mock_driver"},
+			Logger:  log.With("component", "nomad-test-server"),
+		})
+		if err := srv.Start(); err != nil {
+			return nil, "", fmt.Errorf("start the in-process Nomad test server on %s: %w (use -dev-nomad-addr)", cfg.DevNomadAddr, err)
+		}
+		cfg.Nomad.Address = srv.URL()
+		stop = func() { _ = srv.Close() }
+		why := "no nomad binary on PATH"
+		if cfg.DevNomad == "sim" {
+			why = "-dev-nomad=sim"
+		}
+		what = fmt.Sprintf("  Nomad test server: %s (in-process, %s; every driver allowed; exec runs on this machine)", srv.URL(), why)
+	case bin == "":
+		return nil, "", errors.New("-dev-nomad=real: no nomad binary on PATH; install Nomad, give -dev-nomad-bin, or use -dev-nomad=sim for the built-in test server")
+	default:
+		addr := ""
+		if cfg.DevNomadAddrSet {
+			addr = cfg.DevNomadAddr
+		}
+		a, err := startDevAgent(ctx, bin, addr, log.With("component", "nomad-agent"))
+		if err != nil {
+			return nil, "", err
+		}
+		cfg.Nomad.Address = a.addr
+		stop = a.stop
+		version := a.version
+		if version == "" {
+			version = "nomad"
+		}
+		what = fmt.Sprintf("  Nomad agent:      %s (%s, %s agent -dev; stopped on exit)", a.addr, version, bin)
+	}
 	if cfg.DataDir == "" {
 		dir, err := os.MkdirTemp("", "agentkernel-dev-")
 		if err != nil {
-			cleanup()
-			return nil, err
+			stop()
+			return nil, "", err
 		}
 		cfg.DataDir = dir
-		cleanup = func() { _ = srv.Close(); _ = os.RemoveAll(dir) }
+		stopNomad := stop
+		stop = func() { stopNomad(); _ = os.RemoveAll(dir) }
 	}
-	return cleanup, nil
+	return stop, what, nil
 }
 
-func printDevBanner(w io.Writer, cfg config, api string) {
+func printDevBanner(w io.Writer, cfg config, api, nomadLine string) {
 	fmt.Fprintf(w, `agentkernel controller running in development mode
   API:              %s
-  Nomad test server: %s (in-process; every driver allowed)
+%s
   data dir:         %s (removed on exit unless given with -data-dir)
 
 Next, in another terminal:
@@ -435,7 +472,7 @@ Next, in another terminal:
   go run ./cmd/akctl apply -f examples/ --wait    # if not started with -dev-apply
   go run ./cmd/akctl get -o wide
   go run ./cmd/akctl describe hello
-`, api, cfg.Nomad.Address, cfg.DataDir, api, cfg.Nomad.Address)
+`, api, nomadLine, cfg.DataDir, api, cfg.Nomad.Address)
 }
 
 // devApply loads and applies declarations at start in -dev mode, then

@@ -31,7 +31,7 @@ func startDevController(t *testing.T, extra ...string) *devController {
 	pr, pw := io.Pipe()
 	ctx, cancel := context.WithCancel(t.Context())
 	d := &devController{cancel: cancel, done: make(chan error, 1), out: bufio.NewScanner(pr)}
-	args := append([]string{"-dev", "-dev-nomad-addr", "127.0.0.1:0", "-listen", "127.0.0.1:0", "-log-level", "warn"}, extra...)
+	args := append([]string{"-dev", "-dev-nomad", "sim", "-dev-nomad-addr", "127.0.0.1:0", "-listen", "127.0.0.1:0", "-log-level", "warn"}, extra...)
 	go func() {
 		d.done <- run(ctx, args, pw, io.Discard)
 		pw.Close()

@@ -43,7 +43,7 @@ type devProcess struct {
 // addresses it prints.
 func startController(t *testing.T, bin string) *devProcess {
 	t.Helper()
-	cmd := exec.Command(bin, "-dev", "-dev-nomad-addr", "127.0.0.1:0", "-listen", "127.0.0.1:0", "-log-level", "warn")
+	cmd := exec.Command(bin, "-dev", "-dev-nomad", "sim", "-dev-nomad-addr", "127.0.0.1:0", "-listen", "127.0.0.1:0", "-log-level", "warn")
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
