@@ -36,7 +36,7 @@ test:
 # jobs agentkernel-rn-* and agentkernel-real-* (and a few more), a
 # namespace "agents" and a node pool "sandboxes"; point them at a
 # disposable cluster with raw_exec enabled, never at one that matters
-# (README, "Testing against a Nomad cluster").
+# (docs/development.md, "Testing against a Nomad cluster").
 test-nomad:
 	$(GO) test -tags realnomad -count=1 -run '^TestRealNomad' ./...
 
@@ -71,7 +71,7 @@ fuzz:
 	$(GO) test ./internal/api -run '^$$' -fuzz '^FuzzRequestDecoding$$' -fuzztime $(FUZZTIME) -parallel 1
 	$(GO) test ./internal/nomad -run '^$$' -fuzz '^FuzzEventStream$$' -fuzztime $(FUZZTIME) -parallel 1
 
-# Benchmarks with the baselines they are reported against (README).
+# Benchmarks with the baselines they are reported against (docs/benchmarks.md).
 bench:
 	$(GO) test ./internal/spec -run '^$$' -bench . -benchmem -count 5
 	$(GO) test ./internal/store -run '^$$' -bench . -benchtime 5x -count 3
@@ -84,7 +84,7 @@ bench:
 reliability:
 	$(GO) test -tags reliability -count=1 -v ./test/reliability/
 
-# The controller's own measurements against the Nomad test server (README).
+# The controller's own measurements against the Nomad test server (docs/benchmarks.md).
 bench-controller:
 	$(GO) run ./cmd/akbench -n 100,1000 -json bench-controller.json
 

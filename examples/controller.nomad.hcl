@@ -2,7 +2,7 @@
 # instances on three nodes; the one holding the Nomad Variable lock
 # agentkernel/leader reconciles, the others follow and forward writes to it.
 #
-# Before the first run (the README's "Running on Nomad" has the details):
+# Before the first run (docs/running-on-nomad.md has the details):
 #   nomad acl policy apply -namespace default -job agentkernel-controller \
 #     agentkernel-controller examples/controller-policy.hcl
 #   nomad var put nomad/jobs/agentkernel-controller api_token=<a long random token>
@@ -166,7 +166,7 @@ job "agentkernel-controller" {
         change_mode = "restart"
       }
 
-      # The README's benchmark measured a peak RSS of 112 MB at 10,000
+      # The benchmark (docs/benchmarks.md) measured a peak RSS of 112 MB at 10,000
       # sandboxes.
       resources {
         cpu    = 500 # MHz

@@ -73,8 +73,8 @@ type nomadConfig struct {
 // leaving room under the prefix for the replica's paths.
 var haPrefixRE = regexp.MustCompile(`^[a-zA-Z0-9-_~]+(/[a-zA-Z0-9-_~]+)*$`)
 
-// haConfig runs the controller as one of several instances (see the
-// README's "Running on Nomad").
+// haConfig runs the controller as one of several instances (see
+// docs/running-on-nomad.md).
 type haConfig struct {
 	Enabled bool
 	// InstanceID names this instance (default NOMAD_ALLOC_ID, else the

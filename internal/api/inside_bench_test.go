@@ -19,7 +19,7 @@ import (
 // The working surface's cost over Nomad's own: each benchmark runs the
 // same operation through the controller's API and straight through
 // nomad/api against the same test server, in the same run, so that the
-// ratio of the two holds on a noisy machine (README, "Benchmarks"):
+// ratio of the two holds on a noisy machine (docs/benchmarks.md):
 //
 //	go test -run '^$' -bench 'Inside' -benchtime 200x ./internal/api
 

@@ -13,7 +13,7 @@ import (
 	"unicode/utf8"
 )
 
-// Limits. Each is documented in the README's HCL reference.
+// Limits. Each is documented in docs/language.md.
 const (
 	// MaxNameLength keeps "agentkernel-<name>-<port label>", the longest
 	// Nomad service name derived from a sandbox, within the 63 characters

@@ -14,7 +14,7 @@ import (
 
 // The benchmarks run the production configuration (fsync on every
 // commit), beside raw bbolt baselines that write the same encoded values
-// with the same options, so the README can give the store's overhead as a
+// with the same options, so docs/benchmarks.md can give the store's overhead as a
 // ratio. Run: go test -run '^$' -bench . -benchtime 5x -count 3 ./internal/store/
 
 func benchSandboxes(n int) []Object {

@@ -25,7 +25,7 @@ const (
 	// converge bounds every wait for Nomad to place and run something.
 	converge = 2 * time.Minute
 
-	// The controller's budget of Nomad requests (README, "Testing against
+	// The controller's budget of Nomad requests (docs/development.md, "Testing against
 	// a Nomad cluster"): per converged sandbox, all reads included; per
 	// drift repair, of which one is the write.
 	maxRequestsPerSandbox = 1.2

@@ -5,7 +5,7 @@
 // the controller promises there: convergence with one write per sandbox,
 // readiness after an update, every kind of drift repaired, a job it does not
 // own left alone, a SIGKILL mid-apply survived with one job per sandbox,
-// deletion, and what it costs Nomad (README, "Testing against a Nomad
+// deletion, and what it costs Nomad (docs/development.md, "Testing against a Nomad
 // cluster").
 //
 // Nomad is reached as the nomad CLI reaches it (NOMAD_ADDR, NOMAD_TOKEN,
