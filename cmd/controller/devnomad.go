@@ -214,7 +214,7 @@ func (a *devAgent) purgeJobs() {
 			resp.Body.Close()
 		}
 	}
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(20 * time.Second)
 	for len(jobs) > 0 && time.Now().Before(deadline) {
 		var allocs []struct{ ClientStatus string }
 		resp, err := hc.Get(a.addr + "/v1/allocations?namespace=*")
@@ -230,13 +230,21 @@ func (a *devAgent) purgeJobs() {
 			}
 		}
 		if running == 0 {
-			return
+			break
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+	// Garbage-collect the stopped allocations now: the client then
+	// removes their directories and unmounts what it mounted there
+	// (secrets, for instance), which it would otherwise keep.
+	req, _ := http.NewRequest(http.MethodPut, a.addr+"/v1/client/gc", nil)
+	if resp, err := hc.Do(req); err == nil {
+		resp.Body.Close()
 	}
 }
 
 func (a *devAgent) removeDir() {
+	unmountUnder(a.dir, a.log)
 	if err := os.RemoveAll(a.dir); err != nil {
 		a.log.Warn("remove the dev agent's directory", "dir", a.dir, "err", err)
 	}
