@@ -24,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	apiserver "github.com/agentkernel/agentkernel-controller/internal/api"
+	"github.com/agentkernel/agentkernel-controller/internal/buildinfo"
 	"github.com/agentkernel/agentkernel-controller/internal/nomad"
 	"github.com/agentkernel/agentkernel-controller/internal/nomad/nomadtest"
 	"github.com/agentkernel/agentkernel-controller/internal/reconcile"
@@ -198,7 +199,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Logger:           log,
 		Registerer:       reg,
 		Gatherer:         reg,
-		Version:          version,
+		Version:          buildinfo.Version(version),
 		DefaultNamespace: defaultNS,
 		Inside: sandboxio.New(sandboxio.Options{
 			Nomad: nc, Logger: log,
@@ -492,7 +493,9 @@ func devApply(ctx context.Context, log *slog.Logger, stdout io.Writer, st *store
 		st := p.Settings
 		objs = append(objs, store.Object{Sandbox: p.Sandbox(), Pool: &st})
 	}
-	if _, err := st.Apply(ctx, objs, store.ApplyOptions{ApplySet: "dev"}); err != nil {
+	// No apply set, as a plain `akctl apply -f` of the same files: the
+	// two agree, and a later apply reports them unchanged.
+	if _, err := st.Apply(ctx, objs, store.ApplyOptions{}); err != nil {
 		log.Error("dev-apply", "err", err)
 		return
 	}

@@ -1,6 +1,7 @@
 package spec
 
 import (
+	"encoding/base64"
 	"fmt"
 	"io"
 	"os"
@@ -92,7 +93,29 @@ func functionsFor(dir string) map[string]function.Function {
 		fns[k] = v
 	}
 	fns["file"] = fileFunc(dir)
+	fns["filebase64"] = fileBase64Func(dir)
 	return fns
+}
+
+// fileBase64Func reads any file, binary included, as base64: for contents
+// that are not text, carried in an env value say and decoded inside.
+func fileBase64Func(dir string) function.Function {
+	return function.New(&function.Spec{
+		Description: "Reads a file, relative to the declaring file, as base64.",
+		Params:      []function.Parameter{{Name: "path", Type: cty.String}},
+		Type:        function.StaticReturnType(cty.String),
+		Impl: func(args []cty.Value, _ cty.Type) (cty.Value, error) {
+			p := args[0].AsString()
+			if !filepath.IsAbs(p) {
+				p = filepath.Join(dir, p)
+			}
+			b, err := readLimited(p, MaxFileBytes)
+			if err != nil {
+				return cty.NilVal, err
+			}
+			return cty.StringVal(base64.StdEncoding.EncodeToString(b)), nil
+		},
+	})
 }
 
 func fileFunc(dir string) function.Function {

@@ -1,6 +1,8 @@
 package spec
 
 import (
+	"bytes"
+	"encoding/base64"
 	"os"
 	"path/filepath"
 	"strings"
@@ -370,4 +372,22 @@ func write(t testing.TB, dir, name, content string) string {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// filebase64() reads what file() refuses: binary content, as base64.
+func TestFileBase64ReadsBinary(t *testing.T) {
+	dir := t.TempDir()
+	data := []byte{0, 0xff, 0xfe, 'a', '\n', 0x80}
+	if err := os.WriteFile(filepath.Join(dir, "blob.bin"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := write(t, dir, "b.hcl", "sandbox \"b\" {\n  image = \"i\"\n  env = { BLOB = filebase64(\"blob.bin\") }\n}\n")
+	res, diags := Load([]string{p}, Options{})
+	if diags.HasErrors() {
+		t.Fatal(diags.Error())
+	}
+	got, err := base64.StdEncoding.DecodeString(res.Sandboxes[0].Spec.Env["BLOB"])
+	if err != nil || !bytes.Equal(got, data) {
+		t.Errorf("BLOB decodes to %q (%v), want %q", got, err, data)
+	}
 }
