@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
-	"time"
 
 	"github.com/agentkernel/agentkernel-controller/internal/api"
 )
@@ -44,7 +43,7 @@ request the controller refused or failed, or a failed or timed-out wait,
 func runApply(ctx context.Context, e *env, args []string) error {
 	fs := newFlagSet("apply")
 	var decl declFlags
-	decl.register(fs, "namespace")
+	decl.register(fs)
 	dryRun := fs.Bool("dry-run", false, "ask the controller what would happen; write nothing")
 	prune := fs.Bool("prune", false, "delete the sandboxes of --apply-set or -l that the declarations do not hold")
 	applySet := fs.String("apply-set", "", "record the sandboxes as members of the apply set `name`; scopes --prune")
@@ -59,9 +58,9 @@ func runApply(ctx context.Context, e *env, args []string) error {
 		return nil
 	})
 	wait := fs.Bool("wait", false, "wait until every applied sandbox is ready")
-	waitTimeout := fs.Duration("timeout-wait", 5*time.Minute, "give up waiting after `duration`")
 	output := fs.String("o", "text", "output `format`: text or json (the controller's answer)")
 	e.globals.register(fs)
+	e.globals.registerTimeoutWait(fs)
 	paths, err := parseArgs(fs, args, applyUsage, e)
 	if err != nil {
 		return err
@@ -74,8 +73,6 @@ func runApply(ctx context.Context, e *env, args []string) error {
 		return usagef("--wait cannot be used with --dry-run: nothing is applied")
 	case *output != "text" && *output != "json":
 		return usagef("unknown output format %q: use text or json", *output)
-	case *waitTimeout <= 0:
-		return usagef("--timeout-wait must be positive")
 	}
 	sandboxes, c, err := decl.loadAndConnect(ctx, e, paths, exitFailure)
 	if err != nil {
@@ -128,9 +125,9 @@ func runApply(ctx context.Context, e *env, args []string) error {
 			pools = append(pools, sandboxKey{r.Namespace, r.Name})
 		}
 	}
-	err = waitFor(ctx, e, c, keys, goalReady, *waitTimeout)
+	err = waitFor(ctx, e, c, keys, goalReady, e.globals.waitTimeout())
 	if err == nil && len(pools) > 0 {
-		err = waitPoolsFilled(ctx, e, c, pools, *waitTimeout)
+		err = waitPoolsFilled(ctx, e, c, pools, e.globals.waitTimeout())
 	}
 	if ie, ok := errors.AsType[*interruptedError](err); ok {
 		ie.state = fmt.Sprintf("the apply was committed (store revision %d) and is still converging: the controller carries on without akctl.", resp.Revision)

@@ -30,9 +30,12 @@ const (
 // defaults.
 type globalFlags struct {
 	addr, token, tokenFile string
-	timeout                time.Duration
-	timeoutSet             bool
-	verbose                bool
+	// requestTimeout bounds each request; timeout, when set, a wait as a
+	// whole (wait, apply --wait, delete --wait), as kubectl's do.
+	requestTimeout time.Duration
+	timeout        time.Duration
+	timeoutSet     bool
+	verbose        bool
 	// stale lets any instance answer reads from its own copy.
 	stale bool
 }
@@ -41,12 +44,20 @@ func (g *globalFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&g.addr, "addr", g.addr, "controller `URL`: http(s)://host:port or unix:///path/controller.sock (env AKCTL_ADDR; default "+defaultAddr+")")
 	fs.StringVar(&g.token, "token", g.token, "API `token` (env AKCTL_TOKEN)")
 	fs.StringVar(&g.tokenFile, "token-file", g.tokenFile, "read the API token from `file`")
-	fs.Func("timeout", "bound on each request, as `duration` (default 30s)", func(s string) error {
+	fs.Func("timeout", "give up waiting after `duration`: wait, apply --wait, delete --wait (default 5m)", func(s string) error {
+		d, err := time.ParseDuration(s)
+		if err != nil || d <= 0 {
+			return errors.New("want a positive duration such as 2m")
+		}
+		g.timeout, g.timeoutSet = d, true
+		return nil
+	})
+	fs.Func("request-timeout", "bound on each request, as `duration` (default 30s)", func(s string) error {
 		d, err := time.ParseDuration(s)
 		if err != nil || d <= 0 {
 			return errors.New("want a positive duration such as 30s")
 		}
-		g.timeout, g.timeoutSet = d, true
+		g.requestTimeout = d
 		return nil
 	})
 	fs.BoolVar(&g.verbose, "v", g.verbose, "log every request to standard error")
@@ -101,7 +112,7 @@ func newClient(e *env) (*client, error) {
 	if token == "" {
 		token = e.getenv("AKCTL_TOKEN")
 	}
-	c := &client{addr: addr, token: token, timeout: g.timeout, stale: g.stale}
+	c := &client{addr: addr, token: token, timeout: g.requestTimeout, stale: g.stale}
 	if c.timeout == 0 {
 		c.timeout = defaultTimeout
 	}
@@ -283,8 +294,30 @@ func (c *client) send(req *http.Request) (*http.Response, error) {
 	defer resp.Body.Close()
 	ae := &apiError{status: resp.StatusCode, tokenSent: c.token != ""}
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	_ = json.Unmarshal(b, &ae.body)
+	if json.Unmarshal(b, &ae.body) != nil || ae.body.Error.Code == "" {
+		// Every error the controller sends is {"error": {"code", ...}}.
+		return nil, &notControllerError{addr: c.addr, status: resp.Status, body: b}
+	}
 	return nil, ae
+}
+
+// notControllerError is an answer no controller gives: --addr names
+// something else (a Nomad agent's port, a proxy's error page).
+type notControllerError struct {
+	addr, status string
+	body         []byte
+}
+
+func (e *notControllerError) Error() string {
+	snippet := strings.TrimSpace(string(e.body))
+	if len(snippet) > 80 {
+		snippet = snippet[:80] + "…"
+	}
+	msg := fmt.Sprintf("%s does not answer as an agentkernel controller (it said %s", e.addr, e.status)
+	if snippet != "" {
+		msg += fmt.Sprintf(": %q", snippet)
+	}
+	return msg + "); check --addr or AKCTL_ADDR: the controller listens on " + defaultAddr + " unless told otherwise, Nomad on :4646"
 }
 
 // do sends one request bounded by the client's timeout and decodes the
@@ -299,7 +332,7 @@ func (c *client) do(ctx context.Context, method, path string, body, out any) err
 	resp, err := c.send(req)
 	if err != nil {
 		if ctx.Err() == nil && errors.Is(rctx.Err(), context.DeadlineExceeded) {
-			return fmt.Errorf("the controller at %s did not answer %s %s within %s (--timeout)", c.addr, method, req.URL.Path, c.timeout)
+			return fmt.Errorf("the controller at %s did not answer %s %s within %s (--request-timeout)", c.addr, method, req.URL.Path, c.timeout)
 		}
 		return err
 	}
@@ -308,8 +341,12 @@ func (c *client) do(ctx context.Context, method, path string, body, out any) err
 		_, _ = io.Copy(io.Discard, resp.Body)
 		return nil
 	}
-	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
 		return fmt.Errorf("read the answer to %s %s: %w", method, path, err)
+	}
+	if err := json.Unmarshal(b, out); err != nil {
+		return &notControllerError{addr: c.addr, status: resp.Status, body: b}
 	}
 	return nil
 }
@@ -450,4 +487,25 @@ func (c *client) list(ctx context.Context, namespace, selector string) (api.Item
 	var l api.ItemList
 	err := c.do(ctx, http.MethodGet, path, nil, &l)
 	return l, err
+}
+
+// waitTimeout bounds a wait: --timeout, or 5 minutes.
+func (g *globalFlags) waitTimeout() time.Duration {
+	if g.timeoutSet {
+		return g.timeout
+	}
+	return 5 * time.Minute
+}
+
+// registerTimeoutWait keeps --timeout-wait, the earlier spelling of
+// --timeout on apply and delete, working for the scripts that use it.
+func (g *globalFlags) registerTimeoutWait(fs *flag.FlagSet) {
+	fs.Func("timeout-wait", "deprecated: the same as --timeout", func(s string) error {
+		d, err := time.ParseDuration(s)
+		if err != nil || d <= 0 {
+			return errors.New("want a positive duration such as 2m")
+		}
+		g.timeout, g.timeoutSet = d, true
+		return nil
+	})
 }

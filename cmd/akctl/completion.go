@@ -65,10 +65,10 @@ func commandFlags(c command) []string {
 	return flags
 }
 
-var globalFlagNames = []string{"--addr", "--token", "--token-file", "--timeout", "-v"}
+var globalFlagNames = []string{"--addr", "--token", "--token-file", "--timeout", "--request-timeout", "-v"}
 
 // valueFlags take a value, so the word after one is not a command.
-const valueFlags = "--addr|--token|--token-file|--timeout|-addr|-token|-token-file|-timeout"
+const valueFlags = "--addr|--token|--token-file|--timeout|--request-timeout|-addr|-token|-token-file|-timeout|-request-timeout"
 
 func writeBash(w io.Writer) {
 	var names []string

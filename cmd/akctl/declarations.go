@@ -23,17 +23,19 @@ type declFlags struct {
 	pools []spec.Pool
 }
 
-func (d *declFlags) register(fs *flag.FlagSet, namespaceFlag string) {
+func (d *declFlags) register(fs *flag.FlagSet) {
 	fs.Func("f", "declaration `path`: a file, a directory or - (repeatable; paths may also follow the flags)", func(s string) error {
 		d.files = append(d.files, s)
 		return nil
 	})
 	d.vars.register(fs)
 	d.namespace = spec.DefaultNamespace
-	fs.Func(namespaceFlag, "`name` of the namespace for sandboxes that do not set one (default: the controller's default namespace)", func(s string) error {
+	set := func(s string) error {
 		d.namespace, d.nsSet = s, true
 		return nil
-	})
+	}
+	fs.Func("n", "`namespace` for sandboxes that do not set one (default: the controller's default namespace)", set)
+	fs.Func("namespace", "the same as -n", set)
 }
 
 // load reads the declarations at -f and the positional paths. Problems

@@ -19,8 +19,8 @@ in files (-f, with -var and -var-file as in apply); pools declared in the
 files are deleted too (their unclaimed sandboxes, then the pool; claimed
 sandboxes stay until deleted or expired). The controller marks
 each sandbox and removes it once its Nomad job is gone; --wait waits for
-that. A sandbox that does not exist is reported and the others are still
-deleted.
+that. A sandbox that does not exist is reported (exit 1) and the others
+are still deleted; with --ignore-not-found it counts as deleted.
 
 Examples:
   akctl delete hello
@@ -35,10 +35,11 @@ requested).
 func runDelete(ctx context.Context, e *env, args []string) error {
 	fs := newFlagSet("delete")
 	var decl declFlags
-	decl.register(fs, "n")
-	wait := fs.Bool("wait", false, "wait until each sandbox is gone")
-	waitTimeout := fs.Duration("timeout-wait", 5*time.Minute, "give up waiting after `duration`")
+	decl.register(fs)
+	wait := fs.Bool("wait", false, "wait until each sandbox is gone (--timeout bounds the wait)")
+	ignoreNotFound := fs.Bool("ignore-not-found", false, "treat a sandbox or pool that does not exist as deleted")
 	e.globals.register(fs)
+	e.globals.registerTimeoutWait(fs)
 	names, err := parseArgs(fs, args, deleteUsage, e)
 	if err != nil {
 		return err
@@ -62,9 +63,6 @@ func runDelete(ctx context.Context, e *env, args []string) error {
 			keys = append(keys, sandboxKey{decl.namespace, n})
 		}
 	}
-	if *waitTimeout <= 0 {
-		return usagef("--timeout-wait must be positive")
-	}
 	c, err := newClient(e)
 	if err != nil {
 		return err
@@ -87,6 +85,7 @@ func runDelete(ctx context.Context, e *env, args []string) error {
 		case err == nil:
 			fmt.Fprintf(e.stdout, "%s deleted\n", k)
 			deleted = append(deleted, k)
+		case isStatus(err, http.StatusNotFound) && *ignoreNotFound:
 		case isStatus(err, http.StatusNotFound):
 			fmt.Fprintf(e.stderr, "akctl delete: %s not found\n", k)
 			failed = true
@@ -106,6 +105,7 @@ func runDelete(ctx context.Context, e *env, args []string) error {
 		case err == nil:
 			fmt.Fprintf(e.stdout, "pool/%s/%s deleted\n", k.namespace, k.name)
 			pools = append(pools, k)
+		case isStatus(err, http.StatusNotFound) && *ignoreNotFound:
 		case isStatus(err, http.StatusNotFound):
 			fmt.Fprintf(e.stderr, "akctl delete: pool/%s/%s not found\n", k.namespace, k.name)
 			failed = true
@@ -114,12 +114,12 @@ func runDelete(ctx context.Context, e *env, args []string) error {
 		}
 	}
 	if *wait && len(pools) > 0 {
-		if err := waitPoolsGone(ctx, c, pools, *waitTimeout); err != nil {
+		if err := waitPoolsGone(ctx, c, pools, e.globals.waitTimeout()); err != nil {
 			return err
 		}
 	}
 	if *wait {
-		if err := waitFor(ctx, e, c, deleted, goalDeleted, *waitTimeout); err != nil {
+		if err := waitFor(ctx, e, c, deleted, goalDeleted, e.globals.waitTimeout()); err != nil {
 			if ie, ok := errors.AsType[*interruptedError](err); ok {
 				ie.state = "the deletion was committed and is still in progress: the controller carries on without akctl."
 			}

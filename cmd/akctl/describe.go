@@ -38,7 +38,7 @@ const describeEvents = 20
 
 func runDescribe(ctx context.Context, e *env, args []string) error {
 	fs := newFlagSet("describe")
-	namespace := fs.String("n", "default", "`namespace` of the sandbox")
+	namespace := namespaceFlag(fs, "`namespace` of the sandbox")
 	e.globals.register(fs)
 	names, err := parseArgs(fs, args, describeUsage, e)
 	if err != nil {

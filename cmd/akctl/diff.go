@@ -66,7 +66,7 @@ refused or failed).
 func runDiff(ctx context.Context, e *env, args []string) error {
 	fs := newFlagSet("diff")
 	var decl declFlags
-	decl.register(fs, "namespace")
+	decl.register(fs)
 	prune := fs.Bool("prune", false, "show the sandboxes of --apply-set or -l that apply --prune would delete")
 	applySet := fs.String("apply-set", "", "the apply set `name`, as given to apply")
 	selector := fs.String("l", "", "label `selector` scoping --prune, such as team=ml")

@@ -89,3 +89,12 @@ func (v *varFlags) register(fs *flag.FlagSet) {
 		return nil
 	})
 }
+
+// namespaceFlag registers -n and its long form --namespace, one value.
+func namespaceFlag(fs *flag.FlagSet, usage string) *string {
+	ns := new(string)
+	*ns = "default"
+	fs.StringVar(ns, "n", *ns, usage)
+	fs.StringVar(ns, "namespace", *ns, "the same as -n")
+	return ns
+}

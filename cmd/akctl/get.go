@@ -13,6 +13,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"sigs.k8s.io/yaml"
+
 	"github.com/agentkernel/agentkernel-controller/internal/api"
 )
 
@@ -23,10 +25,11 @@ by NAME, with their phase, readiness and age (and, for sandboxes of a
 pool, the pool and whether they are claimed). "akctl get pools" lists the
 pools with their ready, pending and claimed counts. -o wide adds the Nomad job,
 allocation, node and generation; -o json prints {"items": [...]} (or the
-one item) exactly as the controller's API returns them.
+one item) exactly as the controller's API returns them, -o yaml the same
+as YAML, -o name one sandbox/<namespace>/<name> a line.
 
 --watch keeps going after the list: a row (with -o json, an item on one
-line) for every change, until interrupted.
+line; -o yaml, a document) for every change, until interrupted.
 
 When the controller runs as several instances, the leader answers (the
 others pass the request on); --stale lets the instance at --addr answer
@@ -46,10 +49,10 @@ Exit codes: 0 success, 1 the sandbox does not exist or the request failed,
 
 func runGet(ctx context.Context, e *env, args []string) error {
 	fs := newFlagSet("get")
-	namespace := fs.String("n", "default", "`namespace` of the sandboxes")
+	namespace := namespaceFlag(fs, "`namespace` of the sandboxes")
 	allNS := fs.Bool("A", false, "list the sandboxes of every namespace")
 	selector := fs.String("l", "", "only sandboxes whose labels match `selector`, such as team=ml,tier!=dev")
-	output := fs.String("o", "table", "output `format`: table, wide or json")
+	output := fs.String("o", "table", "output `format`: table, wide, json, yaml or name")
 	watch := fs.Bool("watch", false, "after the list, print every change until interrupted")
 	e.globals.register(fs)
 	names, err := parseArgs(fs, args, getUsage, e)
@@ -68,11 +71,11 @@ func runGet(ctx context.Context, e *env, args []string) error {
 		}
 	}
 	if pools && (*watch || *output == "wide") {
-		return usagef("get pools takes -o table or json, without --watch")
+		return usagef("get pools takes -o table, json, yaml or name, without --watch")
 	}
 	switch {
-	case *output != "table" && *output != "wide" && *output != "json":
-		return usagef("unknown output format %q: use table, wide or json", *output)
+	case *output != "table" && *output != "wide" && *output != "json" && *output != "yaml" && *output != "name":
+		return usagef("unknown output format %q: use table, wide, json, yaml or name", *output)
 	case len(names) > 1:
 		return usagef("name at most one sandbox (got %d)", len(names))
 	case len(names) == 1 && (*allNS || *selector != ""):
@@ -91,9 +94,10 @@ func runGet(ctx context.Context, e *env, args []string) error {
 		return getPools(ctx, e, c, ns, *selector, names, *output)
 	}
 
-	if *output == "json" && !*watch {
-		// Pass the controller's JSON through untouched: fields this akctl
-		// does not know yet survive.
+	if (*output == "json" || *output == "yaml") && !*watch {
+		// Pass the controller's JSON through untouched (as YAML, its
+		// fields converted one for one): fields this akctl does not know
+		// yet survive.
 		path := "/v1/sandboxes"
 		if len(names) == 1 {
 			path = sandboxPath(ns, names[0])
@@ -108,7 +112,7 @@ func runGet(ctx context.Context, e *env, args []string) error {
 			return err
 		}
 		c.noteStale(e)
-		return writeIndented(e.stdout, raw)
+		return writeRaw(e.stdout, raw, *output)
 	}
 
 	var items []api.Item
@@ -130,11 +134,9 @@ func runGet(ctx context.Context, e *env, args []string) error {
 	c.noteStale(e)
 
 	now := e.clock()
-	if *output == "json" {
-		for _, it := range items {
-			if err := writeJSONLine(e.stdout, it); err != nil {
-				return err
-			}
+	if *output == "json" || *output == "yaml" || *output == "name" {
+		if err := printItems(e, items, *output); err != nil {
+			return err
 		}
 	} else if len(items) == 0 && !*watch {
 		if ns == "" {
@@ -183,11 +185,13 @@ func runGet(ctx context.Context, e *env, args []string) error {
 	}
 }
 
-// printItems writes items as watch rows (json: one item a line).
+// printItems writes items as watch rows (json: one item a line; yaml: a
+// document each; name: sandbox/<ns>/<name>).
 func printItems(e *env, items []api.Item, output string) error {
-	if output == "json" {
+	switch output {
+	case "json", "yaml", "name":
 		for _, it := range items {
-			if err := writeJSONLine(e.stdout, it); err != nil {
+			if err := writeItem(e.stdout, it, output); err != nil {
 				return err
 			}
 		}
@@ -240,8 +244,8 @@ func watchItems(ctx context.Context, e *env, c *client, ns, selector string, nam
 		default:
 			return true
 		}
-		if output == "json" {
-			return writeJSONLine(e.stdout, it) == nil
+		if output == "json" || output == "yaml" || output == "name" {
+			return writeItem(e.stdout, it, output) == nil
 		}
 		tw := newTable(e.stdout)
 		writeRow(tw, &it, output == "wide", it.Pool != nil, e.clock())
@@ -356,4 +360,36 @@ func writeIndented(w io.Writer, raw json.RawMessage) error {
 	b.WriteByte('\n')
 	_, err := w.Write(b.Bytes())
 	return err
+}
+
+// writeRaw writes one of the controller's JSON answers as json (indented)
+// or yaml.
+func writeRaw(w io.Writer, raw json.RawMessage, format string) error {
+	if format != "yaml" {
+		return writeIndented(w, raw)
+	}
+	y, err := yaml.JSONToYAML(raw)
+	if err != nil {
+		return fmt.Errorf("read the controller's answer: %w", err)
+	}
+	_, err = w.Write(y)
+	return err
+}
+
+// writeItem writes one sandbox of a list or a watch: a JSON line, a YAML
+// document, or its name.
+func writeItem(w io.Writer, it api.Item, format string) error {
+	switch format {
+	case "name":
+		_, err := fmt.Fprintf(w, "sandbox/%s/%s\n", it.Namespace, it.Name)
+		return err
+	case "yaml":
+		b, err := yaml.Marshal(it)
+		if err != nil {
+			return fmt.Errorf("write output: %w", err)
+		}
+		_, err = fmt.Fprintf(w, "---\n%s", b)
+		return err
+	}
+	return writeJSONLine(w, it)
 }

@@ -98,7 +98,7 @@ func (v envFlags) Set(s string) error {
 
 func runExec(ctx context.Context, e *env, args []string) error {
 	fs := newFlagSet("exec")
-	ns := fs.String("n", "default", "the sandbox's `namespace`")
+	ns := namespaceFlag(fs, "the sandbox's `namespace`")
 	stdin := fs.Bool("i", false, "pass standard input to the command")
 	tty := fs.Bool("t", false, "give the command a terminal (with -i: an interactive session)")
 	it := fs.Bool("it", false, "-i and -t together")
@@ -128,7 +128,7 @@ const shellScript = `if command -v bash >/dev/null 2>&1; then exec bash -l; fi; 
 
 func runAttach(ctx context.Context, e *env, args []string) error {
 	fs := newFlagSet("attach")
-	ns := fs.String("n", "default", "the sandbox's `namespace`")
+	ns := namespaceFlag(fs, "the sandbox's `namespace`")
 	e.globals.register(fs)
 	pos, err := parseArgs(fs, args, attachUsage, e)
 	if err != nil {
@@ -218,7 +218,7 @@ Examples:
 
 func runLogs(ctx context.Context, e *env, args []string) error {
 	fs := newFlagSet("logs")
-	ns := fs.String("n", "default", "the sandbox's `namespace`")
+	ns := namespaceFlag(fs, "the sandbox's `namespace`")
 	follow := fs.Bool("f", false, "keep printing new output until interrupted")
 	stderr := fs.Bool("stderr", false, "print the task's standard error instead of its output")
 	tail := fs.Int("tail", -1, "start `N` lines from the end (default: the whole log)")
@@ -302,7 +302,7 @@ func parseRemote(arg, namespace string) (*remoteRef, error) {
 
 func runCp(ctx context.Context, e *env, args []string) error {
 	fs := newFlagSet("cp")
-	ns := fs.String("n", "default", "the namespace of a sandbox named without one")
+	ns := namespaceFlag(fs, "the `namespace` of a sandbox named without one")
 	recursive := fs.Bool("r", false, "copy a directory and what it holds")
 	mkdir := fs.Bool("p", true, "create missing parent directories in the sandbox")
 	e.globals.register(fs)

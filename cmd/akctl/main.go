@@ -112,8 +112,10 @@ Global flags (before or after the command; not used by validate and fmt):
                       default http://127.0.0.1:7474)
   --token TOKEN       API token (env AKCTL_TOKEN)
   --token-file FILE   read the API token from FILE
-  --timeout DURATION  bound on each request (default 30s; watches and
-                      waits have their own bounds)
+  --timeout DURATION  give up waiting after DURATION: wait, apply --wait,
+                      delete --wait (default 5m)
+  --request-timeout DURATION
+                      bound on each request (default 30s)
   -v                  log every request to standard error
   --stale             let any controller instance answer reads (get,
                       describe, wait) from its own copy, which may lag
@@ -202,7 +204,15 @@ func run(ctx context.Context, args []string, e *env) int {
 			return exitFailure
 		}
 	}
-	fmt.Fprintf(e.stderr, "akctl: unknown command %q\n\n", name)
+	var names []string
+	for _, c := range commands() {
+		names = append(names, c.name)
+	}
+	fmt.Fprintf(e.stderr, "akctl: unknown command %q\n", name)
+	if hint := suggestCommand(name, names); hint != "" {
+		fmt.Fprintln(e.stderr, hint)
+	}
+	fmt.Fprintln(e.stderr)
 	printMainUsage(e.stderr)
 	return exitUsage
 }

@@ -15,6 +15,8 @@ func TestMainCommand(t *testing.T) {
 		{name: "double_dash_help_prints_usage_to_stdout", args: []string{"--help"}},
 		{name: "help_with_a_command_prints_its_usage", args: []string{"help", "validate"}},
 		{name: "unknown_command_exits_2", args: []string{"frobnicate", "examples/"}},
+		{name: "unknown_command_suggests_the_nearest", args: []string{"gte"}},
+		{name: "unknown_command_names_a_look_alike", args: []string{"g\u0435t"}},
 		{name: "unknown_flag_before_command_exits_2", args: []string{"-x", "validate"}},
 	}
 	for _, c := range cases {

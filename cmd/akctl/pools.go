@@ -20,8 +20,9 @@ answers at once, without waiting for Nomad. The sandbox is then an
 ordinary sandbox (exec, cp, logs, delete) until it is deleted or its TTL
 runs out; it never returns to the pool, which makes a new one.
 
-Prints the sandbox's name, allocation, node and ports; -o json prints the
-item exactly as "akctl get NAME -o json" does.
+Prints the sandbox's name, allocation, node and ports; -o json (or yaml)
+prints the item exactly as "akctl get NAME -o json" (or yaml) does, and
+-o name prints sandbox/<namespace>/<name> alone.
 
 Examples:
   akctl claim python
@@ -33,10 +34,10 @@ Exit codes: 0 claimed, 1 no pool of that name, none Ready in time (after
 
 func runClaim(ctx context.Context, e *env, args []string) error {
 	fs := newFlagSet("claim")
-	namespace := fs.String("n", "default", "`namespace` of the pool")
+	namespace := namespaceFlag(fs, "`namespace` of the pool")
 	ttl := fs.Duration("ttl", 0, "lifetime of the claimed sandbox, as `duration` (default: the pool's claim_ttl)")
 	wait := fs.Duration("wait", 0, "wait up to `duration` for a Ready sandbox when none is")
-	output := fs.String("o", "text", "output `format`: text or json")
+	output := fs.String("o", "text", "output `format`: text, json, yaml or name")
 	labels := map[string]string{}
 	fs.Func("l", "add the label `key=value` to the claimed sandbox (repeatable)", func(s string) error {
 		k, v, ok := strings.Cut(s, "=")
@@ -54,8 +55,8 @@ func runClaim(ctx context.Context, e *env, args []string) error {
 	switch {
 	case len(names) != 1:
 		return usagef("name one pool (got %d)", len(names))
-	case *output != "text" && *output != "json":
-		return usagef("unknown output format %q: use text or json", *output)
+	case *output != "text" && *output != "json" && *output != "yaml" && *output != "name":
+		return usagef("unknown output format %q: use text, json, yaml or name", *output)
 	case *ttl < 0 || *wait < 0:
 		return usagef("--ttl and --wait must not be negative")
 	}
@@ -81,12 +82,15 @@ func runClaim(ctx context.Context, e *env, args []string) error {
 		}
 		return err
 	}
-	if *output == "json" {
-		return writeIndented(e.stdout, raw)
+	if *output == "json" || *output == "yaml" {
+		return writeRaw(e.stdout, raw, *output)
 	}
 	var it api.Item
 	if err := json.Unmarshal(raw, &it); err != nil {
 		return fmt.Errorf("read the controller's answer: %w", err)
+	}
+	if *output == "name" {
+		return writeItem(e.stdout, it, "name")
 	}
 	fmt.Fprintf(e.stdout, "sandbox/%s/%s claimed from pool/%s/%s\n", it.Namespace, it.Name, *namespace, names[0])
 	fmt.Fprintf(e.stdout, "  alloc %s on node %s", dash(it.Status.AllocID), dash(it.Status.Node))
@@ -116,8 +120,8 @@ func getPools(ctx context.Context, e *env, c *client, ns, selector string, names
 		return err
 	}
 	c.noteStale(e)
-	if output == "json" {
-		return writeIndented(e.stdout, raw)
+	if output == "json" || output == "yaml" {
+		return writeRaw(e.stdout, raw, output)
 	}
 	var items []api.PoolItem
 	if len(names) == 1 {
@@ -132,6 +136,12 @@ func getPools(ctx context.Context, e *env, c *client, ns, selector string, names
 			return fmt.Errorf("read the controller's answer: %w", err)
 		}
 		items = l.Items
+	}
+	if output == "name" {
+		for _, it := range items {
+			fmt.Fprintf(e.stdout, "pool/%s/%s\n", it.Namespace, it.Name)
+		}
+		return nil
 	}
 	if len(items) == 0 {
 		if ns == "" {

@@ -23,7 +23,7 @@ Exit codes: 0 queued, 1 a sandbox does not exist or a request failed,
 
 func runReconcile(ctx context.Context, e *env, args []string) error {
 	fs := newFlagSet("reconcile")
-	namespace := fs.String("n", "default", "`namespace` of the sandboxes")
+	namespace := namespaceFlag(fs, "`namespace` of the sandboxes")
 	e.globals.register(fs)
 	names, err := parseArgs(fs, args, reconcileUsage, e)
 	if err != nil {

@@ -58,7 +58,7 @@ func runValidate(_ context.Context, e *env, args []string) error {
 	var vars varFlags
 	vars.register(fs)
 	output := fs.String("o", "text", "output `format`: text or json")
-	namespace := fs.String("namespace", spec.DefaultNamespace, "`name` of the namespace for sandboxes that do not set one")
+	namespace := namespaceFlag(fs, "`namespace` for sandboxes that do not set one")
 	paths, err := parseArgs(fs, args, validateUsage, e)
 	if err != nil {
 		return err

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/agentkernel/agentkernel-controller/internal/api"
+	"github.com/agentkernel/agentkernel-controller/internal/buildinfo"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -56,7 +57,7 @@ func runVersion(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer c.close()
-	out := versionOutput{Client: clientVersion{Version: version}}
+	out := versionOutput{Client: clientVersion{Version: buildinfo.Version(version)}}
 	var vi api.VersionInfo
 	err = c.do(ctx, http.MethodGet, "/v1/version", nil, &vi)
 	var unreachable *unreachableError
@@ -71,9 +72,9 @@ func runVersion(ctx context.Context, e *env, args []string) error {
 	if *output == "json" {
 		return writeJSON(e.stdout, out)
 	}
-	fmt.Fprintf(e.stdout, "Client version: %s\n", version)
+	tw := newTable(e.stdout)
+	fmt.Fprintf(tw, "Client version:\t%s\n", out.Client.Version)
 	if out.Controller != nil {
-		tw := newTable(e.stdout)
 		fmt.Fprintf(tw, "Controller version:\t%s\n", vi.Version)
 		fmt.Fprintf(tw, "Controller address:\t%s\n", c.addr)
 		fmt.Fprintf(tw, "Store ID:\t%s\n", vi.StoreID)
@@ -88,9 +89,8 @@ func runVersion(ctx context.Context, e *env, args []string) error {
 				fmt.Fprintf(tw, "Last synced:\t%s\n", syncLine(&vi, e.clock()))
 			}
 		}
-		tw.Flush()
 	}
-	return nil
+	return tw.Flush()
 }
 
 func leaderLine(vi *api.VersionInfo) string {

@@ -56,7 +56,7 @@ const (
 func runWait(ctx context.Context, e *env, args []string) error {
 	fs := newFlagSet("wait")
 	forFlag := fs.String("for", "", "`condition` to wait for: ready or deleted")
-	namespace := fs.String("n", "default", "`namespace` of the sandboxes")
+	namespace := namespaceFlag(fs, "`namespace` of the sandboxes")
 	all := fs.Bool("all", false, "wait for every sandbox of the namespace")
 	allNS := fs.Bool("A", false, "with --all: every namespace")
 	e.globals.register(fs)
@@ -83,15 +83,11 @@ func runWait(ctx context.Context, e *env, args []string) error {
 	case *allNS && !*all:
 		return usagef("-A only applies to --all")
 	}
-	timeout := 5 * time.Minute
-	if e.globals.timeoutSet {
-		timeout = e.globals.timeout
-	}
+	timeout := e.globals.waitTimeout()
 	c, err := newClient(e)
 	if err != nil {
 		return err
 	}
-	c.timeout = min(c.timeout, defaultTimeout)
 	defer c.close()
 
 	var keys []sandboxKey
