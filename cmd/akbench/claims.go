@@ -32,18 +32,8 @@ const coldRuns = 5
 // at each rate as many claims as the pool holds are made, each timed from
 // request to answer, the pool refilled between rounds.
 func (b *bench) claimPhase(ctx context.Context, poolSize int) {
-	t, err := b.newTarget(ctx)
-	if err != nil {
-		b.rep.fail(scenClaim, poolSize, "%v", err)
-		return
-	}
-	c, err := startController(ctx, controllerOptions{
-		nomadAddr: t.addr, workers: b.cfg.workers, resync: b.cfg.resync,
-		writeRate: b.cfg.writeRate, writeBurst: b.cfg.writeBurst, driver: b.cfg.driver, log: b.log,
-	})
-	if err != nil {
-		b.rep.fail(scenClaim, poolSize, "start the controller: %v", err)
-		b.closeTarget(t, "", "")
+	t, c, ok := b.startPhase(ctx, scenClaim, poolSize)
+	if !ok {
 		return
 	}
 	prefix := b.prefix("p", poolSize)

@@ -35,18 +35,8 @@ type fleetUnderTest struct {
 // scenarios that need it: converge, reapply, idle, then drift, so that
 // idle is measured before any out-of-band change.
 func (b *bench) controllerPhase(ctx context.Context, n int, raw, imp *baselineResult) {
-	t, err := b.newTarget(ctx)
-	if err != nil {
-		b.rep.fail(scenConverge, n, "%v", err)
-		return
-	}
-	c, err := startController(ctx, controllerOptions{
-		nomadAddr: t.addr, workers: b.cfg.workers, resync: b.cfg.resync,
-		writeRate: b.cfg.writeRate, writeBurst: b.cfg.writeBurst, driver: b.cfg.driver, log: b.log,
-	})
-	if err != nil {
-		b.rep.fail(scenConverge, n, "start the controller: %v", err)
-		b.closeTarget(t, "", "")
+	t, c, ok := b.startPhase(ctx, scenConverge, n)
+	if !ok {
 		return
 	}
 	prefix := b.prefix("c", n)
@@ -56,6 +46,7 @@ func (b *bench) controllerPhase(ctx context.Context, n int, raw, imp *baselineRe
 		b.closeTarget(t, spec.JobIDPrefix+prefix+"-", c.nc.Namespace())
 	}()
 	f := &fleetUnderTest{n: n, t: t, c: c}
+	var err error
 	if f.sbs, err = fleet(n, prefix, b.cfg.driver, c.nc.Namespace()); err != nil {
 		b.rep.fail(scenConverge, n, "%v", err)
 		return
@@ -95,6 +86,26 @@ func (b *bench) controllerPhase(ctx context.Context, n int, raw, imp *baselineRe
 			b.rep.fail(scenDrift, n, "%v", err)
 		}
 	}
+}
+
+// startPhase starts a fresh Nomad (or names the real one) and the
+// controller on it, reporting a failure under scenario and n.
+func (b *bench) startPhase(ctx context.Context, scenario string, n int) (*target, *controllerUnderTest, bool) {
+	t, err := b.newTarget(ctx)
+	if err != nil {
+		b.rep.fail(scenario, n, "%v", err)
+		return nil, nil, false
+	}
+	c, err := startController(ctx, controllerOptions{
+		nomadAddr: t.addr, workers: b.cfg.workers, resync: b.cfg.resync,
+		writeRate: b.cfg.writeRate, writeBurst: b.cfg.writeBurst, driver: b.cfg.driver, log: b.log,
+	})
+	if err != nil {
+		b.rep.fail(scenario, n, "start the controller: %v", err)
+		b.closeTarget(t, "", "")
+		return nil, nil, false
+	}
+	return t, c, true
 }
 
 // converge applies the fleet through the API to an empty store and

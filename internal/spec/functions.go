@@ -105,11 +105,7 @@ func fileBase64Func(dir string) function.Function {
 		Params:      []function.Parameter{{Name: "path", Type: cty.String}},
 		Type:        function.StaticReturnType(cty.String),
 		Impl: func(args []cty.Value, _ cty.Type) (cty.Value, error) {
-			p := args[0].AsString()
-			if !filepath.IsAbs(p) {
-				p = filepath.Join(dir, p)
-			}
-			b, err := readLimited(p, MaxFileBytes)
+			_, b, err := readDeclared(dir, args[0].AsString())
 			if err != nil {
 				return cty.NilVal, err
 			}
@@ -124,11 +120,7 @@ func fileFunc(dir string) function.Function {
 		Params:      []function.Parameter{{Name: "path", Type: cty.String}},
 		Type:        function.StaticReturnType(cty.String),
 		Impl: func(args []cty.Value, _ cty.Type) (cty.Value, error) {
-			p := args[0].AsString()
-			if !filepath.IsAbs(p) {
-				p = filepath.Join(dir, p)
-			}
-			b, err := readLimited(p, MaxFileBytes)
+			p, b, err := readDeclared(dir, args[0].AsString())
 			if err != nil {
 				return cty.NilVal, err
 			}
@@ -138,6 +130,16 @@ func fileFunc(dir string) function.Function {
 			return cty.StringVal(string(b)), nil
 		},
 	})
+}
+
+// readDeclared reads a file a declaration names, relative to the
+// declaring file's directory, at most MaxFileBytes.
+func readDeclared(dir, p string) (string, []byte, error) {
+	if !filepath.IsAbs(p) {
+		p = filepath.Join(dir, p)
+	}
+	b, err := readLimited(p, MaxFileBytes)
+	return p, b, err
 }
 
 // readLimited reads a whole file, refusing it once it passes limit bytes
