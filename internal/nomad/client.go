@@ -323,6 +323,15 @@ func (c *Client) Allocations(ctx context.Context, ns, id string) ([]*api.Allocat
 	return allocs, nil
 }
 
+// Evaluations lists a job's evaluations (none for an unknown job).
+func (c *Client) Evaluations(ctx context.Context, ns, id string) ([]*api.Evaluation, error) {
+	evals, _, err := c.api.Jobs().Evaluations(id, query(ctx, ns))
+	if err != nil {
+		return nil, classify(fmt.Sprintf("list evaluations of job %q in namespace %q", id, ns), err)
+	}
+	return evals, nil
+}
+
 // Plan asks Nomad what registering job would change, with a diff. Its
 // JobModifyIndex is the live job's, the one check-and-set wants (fact
 // 4.6); planning never creates the job.

@@ -81,6 +81,7 @@ const (
 	ReasonAllocPending  = "AllocationPending"
 	ReasonAllocFailed   = "AllocationFailed"
 	ReasonNoAlloc       = "NoAllocation"
+	ReasonUnplaceable   = "Unplaceable"
 	ReasonExpired       = "Expired"
 	ReasonDeleting      = "Deleting"
 	ReasonStoreBehind   = "StoreBehind"
@@ -726,11 +727,19 @@ func (r *Reconciler) sync(ctx context.Context, rec store.Record, jobID string) (
 		return r.nomadFailed(ctx, rec, st, err, true, eventsOf(event)...)
 	}
 	ready := r.observeAlloc(&st, allocs, version)
+	if ready.Reason == ReasonNoAlloc {
+		ready = r.whyUnplaced(ctx, rec, jobID, st.JobModifyIndex, ready)
+	}
 	st.Conditions = []store.Condition{synced, ready}
 	r.writeStatus(ctx, key, st, eventsOf(event)...)
 	r.release(key, st.JobModifyIndex)
-	if ready.Status != store.ConditionTrue && (requeue == 0 || requeue > r.cfg.PendingRecheck) {
-		requeue = r.cfg.PendingRecheck
+	recheck := r.cfg.PendingRecheck
+	if ready.Reason == ReasonNoAlloc {
+		// Soon enough to say why, should Nomad not place it.
+		recheck = min(recheck, unplacedAfter+time.Second)
+	}
+	if ready.Status != store.ConditionTrue && (requeue == 0 || requeue > recheck) {
+		requeue = recheck
 	}
 	return Result{RequeueAfter: requeue}, nil
 }

@@ -476,6 +476,9 @@ func (s *Server) processEval(je *jobEntry, ee *evalEntry, snapshot uint64) {
 		idx := s.nextIndex()
 		be := s.newEval(idx, je, "queued-allocs", evalBlocked)
 		be.e.PreviousEval = ee.e.ID
+		// As Nomad's CreateBlockedEval: the job version is the
+		// evaluation's it blocks for.
+		be.e.JobModifyIndex = ee.e.JobModifyIndex
 		be.e.FailedTGAllocs = make(map[string]*api.AllocationMetric)
 		je.queued = make(map[string]int)
 		for g, n := range p.blocked {

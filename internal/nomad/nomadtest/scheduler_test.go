@@ -366,9 +366,14 @@ func TestAcceptedButFailing(t *testing.T) {
 		}
 		evals, _, _ := f.api.Jobs().Evaluations(unknown, nil)
 		blocked := 0
+		job := jobStatus(t, f, unknown)
 		for _, e := range evals {
 			if e.Status == "blocked" && e.FailedTGAllocs["main"].ConstraintFiltered["missing drivers"] == 1 {
 				blocked++
+				// Nomad's CreateBlockedEval copies the job version.
+				if e.JobModifyIndex != *job.JobModifyIndex {
+					t.Errorf("%s: the blocked eval's JobModifyIndex %d, want the job's %d", unknown, e.JobModifyIndex, *job.JobModifyIndex)
+				}
 			}
 		}
 		if blocked != 1 {
