@@ -3,9 +3,8 @@ package main
 import (
 	"fmt"
 	"strings"
-	"unicode"
 
-	"golang.org/x/text/unicode/runenames"
+	"github.com/agentkernel/agentkernel-controller/internal/spec"
 )
 
 // suggestCommand names the command closest to what was typed (at most two
@@ -23,20 +22,11 @@ func suggestCommand(typed string, names []string) string {
 	if best != "" {
 		fmt.Fprintf(&b, "Did you mean %q?", best)
 	}
-	col := 0
-	for _, r := range typed {
-		col++
-		if r < unicode.MaxASCII && unicode.IsPrint(r) {
-			continue
-		}
+	if odd := spec.NonASCII(typed); odd != "" {
 		if b.Len() > 0 {
 			b.WriteString(" ")
 		}
-		name := runenames.Name(r)
-		if name == "" {
-			name = "an unnamed character"
-		}
-		fmt.Fprintf(&b, "%q has U+%04X %s at column %d.", typed, r, name, col)
+		fmt.Fprintf(&b, "%q has %s.", typed, odd)
 	}
 	return b.String()
 }

@@ -430,7 +430,8 @@ func TestNamesAreValidatedNeverRewritten(t *testing.T) {
 		{"trail-", "Invalid sandbox name", ""},
 		{"dot.ted", "Invalid sandbox name", ""},
 		{"ünïcode", "Invalid sandbox name", ""},
-		{"agent\u2010one", "Invalid sandbox name", ""}, // a hyphen look-alike
+		{"agent\u2010one", "Invalid sandbox name", "It has U+2010 HYPHEN at column 6."}, // a hyphen look-alike
+		{"g\u0435t", "Invalid sandbox name", "It has U+0435 CYRILLIC SMALL LETTER IE at column 2."},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -259,7 +259,11 @@ func checkName(name string) *fieldError {
 		return nil
 	}
 	d := fmt.Sprintf("The name %q is not a lowercase DNS label: use a-z, 0-9 and '-', starting and ending with a letter or digit. Names are never rewritten, so that two declarations cannot end up as one Nomad job.", name)
-	if s := suggestName(name); s != "" && s != name {
+	if odd := NonASCII(name); odd != "" {
+		// A look-alike from another script: naming it helps, a
+		// suggestion without it would be a different name.
+		d += " It has " + odd + "."
+	} else if s := suggestName(name); s != "" && s != name {
 		d += fmt.Sprintf(" Did you mean %q?", s)
 	}
 	return &fieldError{Summary: "Invalid sandbox name", Detail: d}
