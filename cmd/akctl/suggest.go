@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/agext/levenshtein"
+
 	"github.com/agentkernel/agentkernel-controller/internal/spec"
 )
 
@@ -15,7 +17,7 @@ func suggestCommand(typed string, names []string) string {
 	var b strings.Builder
 	best, bestD := "", 3
 	for _, n := range names {
-		if d := editDistance(typed, n); d < bestD {
+		if d := levenshtein.Distance(typed, n, nil); d < bestD {
 			best, bestD = n, d
 		}
 	}
@@ -29,26 +31,4 @@ func suggestCommand(typed string, names []string) string {
 		fmt.Fprintf(&b, "%q has %s.", typed, odd)
 	}
 	return b.String()
-}
-
-// editDistance is the Levenshtein distance between a and b, by runes.
-func editDistance(a, b string) int {
-	ra, rb := []rune(a), []rune(b)
-	prev := make([]int, len(rb)+1)
-	cur := make([]int, len(rb)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(ra); i++ {
-		cur[0] = i
-		for j := 1; j <= len(rb); j++ {
-			cost := 1
-			if ra[i-1] == rb[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(rb)]
 }
