@@ -234,6 +234,7 @@ func (l loopAPI) Requeue(key string) { l.c.Requeue(key) }
 var (
 	// JSON keeps its validity: the placeholder is a string.
 	jsonModifyIndexRE = regexp.MustCompile(`("jobModifyIndex": ?)[0-9]+`)
+	yamlModifyIndexRE = regexp.MustCompile(`(?m)^(\s*jobModifyIndex: )[0-9]+$`)
 	modifyIndexRE     = regexp.MustCompile(`(modify index )[0-9]+`)
 	// The store revision a conflict reports moves with the reconciler's
 	// status writes, which race with the test's own steps.
@@ -285,6 +286,7 @@ func (tc *testController) normalize(t *testing.T, s string, dead string) string 
 		}
 	}
 	s = jsonModifyIndexRE.ReplaceAllString(s, `${1}"<index>"`)
+	s = yamlModifyIndexRE.ReplaceAllString(s, "${1}<index>")
 	s = modifyIndexRE.ReplaceAllString(s, "${1}<index>")
 	s = foundRevisionRE.ReplaceAllString(s, "${1}<revision>")
 	return uuidRE.ReplaceAllString(s, "<uuid>")
