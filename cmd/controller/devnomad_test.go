@@ -187,3 +187,25 @@ func TestDevNomadChoice(t *testing.T) {
 		}
 	})
 }
+
+// Without a nomad binary, -dev (auto) runs the test server, as before,
+// and says why in its banner.
+func TestDevAutoWithoutNomadRunsTheTestServer(t *testing.T) {
+	t.Setenv("PATH", t.TempDir())
+	pr, pw := io.Pipe()
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"-dev", "-dev-nomad-addr", "127.0.0.1:0", "-listen", "127.0.0.1:0", "-log-level", "warn"}, pw, io.Discard)
+		pw.Close()
+	}()
+	out := readBanner(t, pr)
+	go func() { _, _ = io.Copy(io.Discard, pr) }()
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("controller exited with %v", err)
+	}
+	if !regexp.MustCompile(`Nomad test server: http://127\.0\.0\.1:\d+ \(in-process, no nomad binary on PATH;`).MatchString(out) {
+		t.Errorf("banner:\n%s", out)
+	}
+}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	apiserver "github.com/agentkernel/agentkernel-controller/internal/api"
+	"github.com/agentkernel/agentkernel-controller/internal/spec"
 )
 
 // devController runs the whole controller in-process, as `controller -dev`
@@ -103,15 +105,41 @@ func TestDevModeConvergesExamplesAndServesMetrics(t *testing.T) {
 		}
 		return true
 	})
+	// A plain apply of the same files (akctl apply -f examples/, no apply
+	// set) agrees with -dev-apply: nothing to change.
+	res, diags := spec.Load([]string{filepath.Join("..", "..", "examples")}, spec.Options{})
+	if diags.HasErrors() {
+		t.Fatal(diags.Error())
+	}
+	req := apiserver.ApplyRequest{}
+	for _, sb := range res.Sandboxes {
+		req.Objects = append(req.Objects, apiserver.ApplyObject{Sandbox: sb, Source: sb.Source})
+	}
+	for _, p := range res.Pools {
+		st := p.Settings
+		req.Objects = append(req.Objects, apiserver.ApplyObject{Sandbox: p.Sandbox(), Source: p.Source, Pool: &st})
+	}
+	body, _ := json.Marshal(req)
+	resp, err := http.Post(d.api+"/v1/apply", "application/json", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var applied apiserver.ApplyResponse
+	_ = json.NewDecoder(resp.Body).Decode(&applied)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || applied.Changed {
+		t.Errorf("a plain apply of examples/ after -dev-apply: %d, changed %v: %+v", resp.StatusCode, applied.Changed, applied.Results)
+	}
+
 	var ready apiserver.Readiness
 	if code := getJSON(t, d.api+"/readyz", &ready); code != 200 || !ready.Ready {
 		t.Errorf("/readyz = %d %+v, want ready", code, ready)
 	}
-	resp, err := http.Get(d.api + "/metrics")
+	resp, err = http.Get(d.api + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
-	body, _ := io.ReadAll(resp.Body)
+	body, _ = io.ReadAll(resp.Body)
 	resp.Body.Close()
 	for _, name := range []string{
 		"controller_runtime_reconcile_total", "controller_runtime_reconcile_errors_total", "controller_runtime_reconcile_time_seconds",
