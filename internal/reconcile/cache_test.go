@@ -2,7 +2,6 @@ package reconcile
 
 import (
 	"fmt"
-	"net/http"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -122,19 +121,10 @@ func TestReconcileReadsTheCacheNotNomad(t *testing.T) {
 // answers and the previous version's allocation still runs meanwhile.
 func TestReadyAfterEveryUpdateNamesTheCurrentVersion(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		h := &harness{t: t, mem: nomadtest.NewMemNet()}
 		// As recorded on a real agent: Nomad plans tens of
 		// milliseconds after the register answers, and the task runs
 		// about half a second later.
-		h.srv = nomadtest.New(nomadtest.Options{EvalDelay: 30 * time.Millisecond, SchedulingDelay: 500 * time.Millisecond, Drivers: []string{"docker"}})
-		hs := &http.Server{Handler: h.srv}
-		go func() { _ = hs.Serve(h.mem.Listener()) }()
-		t.Cleanup(func() {
-			_ = h.srv.Close()
-			h.mem.Close()
-			_ = hs.Close()
-		})
-		h.finish(nomad.Config{Address: h.mem.URL(), HTTPClient: h.mem.HTTPClient()}, nil)
+		h := newHarnessOn(t, nomadtest.Options{EvalDelay: 30 * time.Millisecond, SchedulingDelay: 500 * time.Millisecond, Drivers: []string{"docker"}})
 		h.cachedController(func(o *Options) { o.ResyncPeriod = time.Hour })
 		updates := 1000
 		if raceEnabled {

@@ -445,16 +445,7 @@ func testOwnWriteWithAFailedPassIsNotDrift(t *testing.T) {
 // version runs.
 func TestReadyOnlyWhenTheCurrentVersionRuns(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		h := &harness{t: t, mem: nomadtest.NewMemNet()}
-		h.srv = nomadtest.New(nomadtest.Options{EvalDelay: 30 * time.Millisecond, SchedulingDelay: 500 * time.Millisecond, Drivers: []string{"docker"}})
-		hs := &http.Server{Handler: h.srv}
-		go func() { _ = hs.Serve(h.mem.Listener()) }()
-		t.Cleanup(func() {
-			_ = h.srv.Close()
-			h.mem.Close()
-			_ = hs.Close()
-		})
-		h.finish(nomad.Config{Address: h.mem.URL(), HTTPClient: h.mem.HTTPClient()}, nil)
+		h := newHarnessOn(t, nomadtest.Options{EvalDelay: 30 * time.Millisecond, SchedulingDelay: 500 * time.Millisecond, Drivers: []string{"docker"}})
 		h.apply(box)
 		h.reconcile("default/box")
 		time.Sleep(time.Second)

@@ -40,8 +40,14 @@ type harness struct {
 // Call it inside synctest.Test.
 func newHarness(t *testing.T, mut ...func(*Config)) *harness {
 	t.Helper()
+	return newHarnessOn(t, nomadtest.Options{Drivers: []string{"docker", "exec", "raw_exec"}}, mut...)
+}
+
+// newHarnessOn is newHarness with a test server of the given options.
+func newHarnessOn(t *testing.T, opts nomadtest.Options, mut ...func(*Config)) *harness {
+	t.Helper()
 	h := &harness{t: t, mem: nomadtest.NewMemNet()}
-	h.srv = nomadtest.New(nomadtest.Options{Drivers: []string{"docker", "exec", "raw_exec"}})
+	h.srv = nomadtest.New(opts)
 	hs := &http.Server{Handler: h.srv}
 	go func() { _ = hs.Serve(h.mem.Listener()) }()
 	t.Cleanup(func() {

@@ -1,13 +1,11 @@
 package reconcile
 
 import (
-	"net/http"
 	"strings"
 	"testing"
 	"testing/synctest"
 	"time"
 
-	"github.com/agentkernel/agentkernel-controller/internal/nomad"
 	"github.com/agentkernel/agentkernel-controller/internal/nomad/nomadtest"
 	"github.com/agentkernel/agentkernel-controller/internal/store"
 )
@@ -17,16 +15,7 @@ import (
 // time to place it and has not; never Ready, never a silent wait.
 func TestUnplaceableSandboxSaysWhy(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		h := &harness{t: t, mem: nomadtest.NewMemNet()}
-		h.srv = nomadtest.New(nomadtest.Options{Drivers: []string{"exec", "raw_exec"}})
-		hs := &http.Server{Handler: h.srv}
-		go func() { _ = hs.Serve(h.mem.Listener()) }()
-		t.Cleanup(func() {
-			_ = h.srv.Close()
-			h.mem.Close()
-			_ = hs.Close()
-		})
-		h.finish(nomad.Config{Address: h.mem.URL(), HTTPClient: h.mem.HTTPClient()}, nil)
+		h := newHarnessOn(t, nomadtest.Options{Drivers: []string{"exec", "raw_exec"}})
 		h.cachedController(func(o *Options) { o.ResyncPeriod = time.Hour })
 		h.apply(`sandbox "needs-docker" {
   image = "python:3.12-alpine"
