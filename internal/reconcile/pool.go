@@ -27,7 +27,7 @@ const (
 func (r *Reconciler) syncPool(ctx context.Context, rec store.Record) (Result, error) {
 	key := rec.Key()
 	r.pools.Store(key, true)
-	ps, err := r.store.SyncPool(ctx, key, store.SyncOptions{MaxCreate: r.cfg.PoolBatch})
+	ps, err := r.store.SyncPool(ctx, key)
 	if err != nil {
 		return Result{}, err
 	}
@@ -64,30 +64,12 @@ func (r *Reconciler) syncPool(ctx context.Context, rec store.Record) (Result, er
 				ps.Settings.Max, ps.Claimed, ps.Stopping, size)}
 	}
 	st.Conditions = []store.Condition{ready, exhausted}
-	if same(rec.Status, st) {
-		return Result{}, nil
-	}
-	// Not writeStatus: a pool is not a sandbox, for the phase metric.
+	// Not writeStatus: a pool is not a sandbox, for the phase metric. An
+	// unchanged status is not written (UpdateStatus compares).
 	if err := r.store.UpdateStatus(ctx, key, st); err != nil && !errors.Is(err, store.ErrNotFound) && !errors.Is(err, store.ErrStaleStatus) {
 		r.log.Warn("write pool status", "pool", key, "err", err)
 	}
 	return Result{}, nil
-}
-
-// same reports whether a pool's status would not change: counts, phase
-// and conditions' truth.
-func same(old, st store.Status) bool {
-	if old.Phase != st.Phase || old.ObservedGeneration != st.ObservedGeneration || old.Pool == nil || *old.Pool != *st.Pool ||
-		len(old.Conditions) != len(st.Conditions) {
-		return false
-	}
-	for i := range st.Conditions {
-		a, b := old.Conditions[i], st.Conditions[i]
-		if a.Type != b.Type || a.Status != b.Status || a.Reason != b.Reason || a.Message != b.Message {
-			return false
-		}
-	}
-	return true
 }
 
 // PoolOf names the pool whose sandbox key may be ("ns/<pool>-<suffix>"),

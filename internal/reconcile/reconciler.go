@@ -25,7 +25,7 @@ type Store interface {
 	AppendEvent(ctx context.Context, key string, ev store.Event) error
 	DeleteAt(ctx context.Context, key string, resourceVersion uint64) (store.Record, error)
 	Finalize(ctx context.Context, key string, resourceVersion uint64) error
-	SyncPool(ctx context.Context, key string, opts store.SyncOptions) (store.PoolState, error)
+	SyncPool(ctx context.Context, key string) (store.PoolState, error)
 }
 
 // Nomad is what the reconciler needs of Nomad. Its reads go to Nomad;
@@ -108,9 +108,6 @@ type Config struct {
 	RejectedRecheck time.Duration
 	// Metrics, optional, receives phases and drift repairs.
 	Metrics *Metrics
-	// PoolBatch bounds the sandboxes one pass over a pool creates (all it
-	// needs when zero); the write limit paces their Nomad jobs either way.
-	PoolBatch int
 	// AdoptOwners lists the owner IDs of other controllers whose jobs
 	// this one takes over when it declares a sandbox of the same name.
 	// Jobs of any other owner are reported and left alone.

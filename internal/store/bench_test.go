@@ -253,7 +253,7 @@ func BenchmarkClaim(b *testing.B) {
 		b.Fatal(err)
 	}
 	refill := func() {
-		ps, err := s.SyncPool(ctx, "bench/py", SyncOptions{})
+		ps, err := s.SyncPool(ctx, "bench/py")
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -87,17 +87,10 @@ type PoolState struct {
 	// maybe jobs) are not gone yet; max counts them.
 	Stopping int
 	// Created and Deleted are the sandboxes this sync created or marked
-	// for deletion; Members every live sandbox of the pool after it.
-	Created, Deleted, Members []string
+	// for deletion.
+	Created, Deleted []string
 	// Exhausted: fewer than Size sandboxes wait because Max is reached.
 	Exhausted bool
-}
-
-// SyncOptions tune SyncPool.
-type SyncOptions struct {
-	// MaxCreate bounds the sandboxes one sync creates (all it needs when
-	// zero): the reconcile loop's write limit paces Nomad either way.
-	MaxCreate int
 }
 
 // poolMember is one sandbox of a pool as a sync or a claim sees it: its
@@ -211,7 +204,7 @@ func reindexImpl(w *writeTx, pool string, waiting []poolMember) error {
 // sandboxes are left alone. A pool marked for deletion loses its
 // unclaimed sandboxes, then its record. Running it again on an unchanged
 // store writes nothing, so a restart or a new leader never duplicates.
-func (s *Store) SyncPool(ctx context.Context, key string, opts SyncOptions) (PoolState, error) {
+func (s *Store) SyncPool(ctx context.Context, key string) (PoolState, error) {
 	var ps PoolState
 	_, err := s.update(ctx, func(w *writeTx) error {
 		ps = PoolState{}
@@ -236,7 +229,6 @@ func (s *Store) SyncPool(ctx context.Context, key string, opts SyncOptions) (Poo
 				continue
 			case m.claimed():
 				ps.Claimed++
-				ps.Members = append(ps.Members, m.key)
 				live++
 			case ps.Deleting || m.h.Hash != hash:
 				remove = append(remove, m)
@@ -303,9 +295,6 @@ func (s *Store) SyncPool(ctx context.Context, key string, opts SyncOptions) (Poo
 			want = max(0, m-live-stopping)
 			ps.Exhausted = len(waiting)+want < size
 		}
-		if opts.MaxCreate > 0 {
-			want = min(want, opts.MaxCreate)
-		}
 		for range want {
 			e, err := newMemberImpl(w, &pe)
 			if err != nil {
@@ -320,14 +309,12 @@ func (s *Store) SyncPool(ctx context.Context, key string, opts SyncOptions) (Poo
 			return err
 		}
 		for _, m := range waiting {
-			ps.Members = append(ps.Members, m.key)
 			if m.ready {
 				ps.Ready++
 			} else {
 				ps.Pending++
 			}
 		}
-		slices.Sort(ps.Members)
 		return nil
 	})
 	if err != nil {

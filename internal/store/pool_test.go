@@ -24,7 +24,7 @@ func applyPool(t *testing.T, s *store.Store, name, image string, settings spec.P
 
 func syncPool(t *testing.T, s *store.Store, key string) store.PoolState {
 	t.Helper()
-	ps, err := s.SyncPool(t.Context(), key, store.SyncOptions{})
+	ps, err := s.SyncPool(t.Context(), key)
 	if err != nil {
 		t.Fatalf("SyncPool: %v", err)
 	}
