@@ -201,35 +201,23 @@ func claimsWaited(g prometheus.Gatherer) int {
 	return 0
 }
 
-// waitPoolReady waits until the pool's status counts ready sandboxes.
+// waitPoolReady waits until the pool's status counts ready sandboxes: at
+// once when it does already, else on the change feed.
 func waitPoolReady(ctx context.Context, st *store.Store, key string, ready int) error {
-	for {
-		rev, err := st.Revision(ctx)
-		if err != nil {
-			return err
-		}
-		rec, err := st.Get(ctx, key)
-		if err != nil && !errors.Is(err, store.ErrNotFound) {
-			return err
-		}
-		if err == nil && rec.Status.Pool != nil && rec.Status.Pool.Ready >= ready && rec.Status.ObservedGeneration == rec.Generation {
-			return nil
-		}
-		wctx, cancel := context.WithCancel(ctx)
-		w, err := st.Watch(wctx, rev)
-		if err != nil {
-			cancel()
-			return err
-		}
-		select {
-		case <-w.Changes():
-		case <-ctx.Done():
-		}
-		cancel()
-		if err := ctx.Err(); err != nil {
-			return err
-		}
+	filled := func(rec store.Record) bool {
+		return rec.Status.Pool != nil && rec.Status.Pool.Ready >= ready && rec.Status.ObservedGeneration == rec.Generation
 	}
+	rev, err := st.Revision(ctx)
+	if err != nil {
+		return err
+	}
+	if rec, err := st.Get(ctx, key); err == nil && filled(rec) {
+		return nil
+	} else if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	_, err = waitRecords(ctx, st, rev, []string{key}, filled)
+	return err
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
