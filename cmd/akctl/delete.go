@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"time"
 
+	"github.com/agentkernel/agentkernel-controller/internal/api"
 	"github.com/agentkernel/agentkernel-controller/internal/spec"
 )
 
@@ -135,22 +136,11 @@ func runDelete(ctx context.Context, e *env, args []string) error {
 // waitPoolsGone polls each pool until the controller no longer has it:
 // its unclaimed sandboxes are gone, and so is it.
 func waitPoolsGone(ctx context.Context, c *client, pools []sandboxKey, timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	for _, k := range pools {
-		for {
-			err := c.do(ctx, http.MethodGet, poolPath(k.namespace, k.name), nil, nil)
-			if isStatus(err, http.StatusNotFound) {
-				break
-			}
-			select {
-			case <-ctx.Done():
-				return fmt.Errorf("pool/%s/%s is still being deleted after %s", k.namespace, k.name, timeout)
-			case <-time.After(100 * time.Millisecond):
-			}
-		}
-	}
-	return nil
+	return pollPools(ctx, c, pools, timeout, nil,
+		func(_ *api.PoolItem, err error) (bool, error) { return isStatus(err, http.StatusNotFound), nil },
+		func(k sandboxKey, _ *api.PoolItem) error {
+			return fmt.Errorf("pool/%s/%s is still being deleted after %s", k.namespace, k.name, timeout)
+		})
 }
 
 func poolPath(namespace, name string) string {

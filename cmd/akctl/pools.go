@@ -188,10 +188,32 @@ func poolColumn(it *api.Item) string {
 // sandboxes Ready, or max holds it below that (Exhausted: as filled as it
 // gets).
 func waitPoolsFilled(ctx context.Context, e *env, c *client, pools []sandboxKey, timeout time.Duration) error {
+	return pollPools(ctx, c, pools, timeout,
+		func(k sandboxKey) {
+			fmt.Fprintf(e.stderr, "waiting for pool/%s/%s to fill (timeout %s)\n", k.namespace, k.name, timeout)
+		},
+		func(it *api.PoolItem, err error) (bool, error) {
+			if err != nil && !isStatus(err, http.StatusNotFound) {
+				return false, err
+			}
+			return err == nil && it.Status.ObservedGeneration == it.Generation && (it.Status.Ready >= it.Size || exhausted(*it)), nil
+		},
+		func(k sandboxKey, it *api.PoolItem) error {
+			return fmt.Errorf("pool/%s/%s: %d of %d sandboxes Ready after %s", k.namespace, k.name, it.Status.Ready, it.Size, timeout)
+		})
+}
+
+// pollPools reads each pool every 100 ms until done says so, for at most
+// timeout in all: then late says what was left. Ctrl-C interrupts it.
+func pollPools(ctx context.Context, c *client, pools []sandboxKey, timeout time.Duration,
+	start func(k sandboxKey), done func(it *api.PoolItem, err error) (bool, error), late func(k sandboxKey, it *api.PoolItem) error) error {
 	wctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	for _, k := range pools {
-		fmt.Fprintf(e.stderr, "waiting for pool/%s/%s to fill (timeout %s)\n", k.namespace, k.name, timeout)
+		if start != nil {
+			start(k)
+		}
+		var last api.PoolItem
 		for {
 			var it api.PoolItem
 			err := c.do(wctx, http.MethodGet, poolPath(k.namespace, k.name), nil, &it)
@@ -199,12 +221,17 @@ func waitPoolsFilled(ctx context.Context, e *env, c *client, pools []sandboxKey,
 			case ctx.Err() != nil:
 				return &interruptedError{}
 			case wctx.Err() != nil:
-				return fmt.Errorf("pool/%s/%s: %d of %d sandboxes Ready after %s", k.namespace, k.name, it.Status.Ready, it.Size, timeout)
-			case err != nil && !isStatus(err, http.StatusNotFound):
-				return err
+				return late(k, &last)
 			}
-			if err == nil && it.Status.ObservedGeneration == it.Generation && (it.Status.Ready >= it.Size || exhausted(it)) {
+			ok, derr := done(&it, err)
+			if derr != nil {
+				return derr
+			}
+			if ok {
 				break
+			}
+			if err == nil {
+				last = it
 			}
 			select {
 			case <-wctx.Done():
