@@ -222,12 +222,16 @@ func (s *Server) claim(w http.ResponseWriter, r *http.Request) error {
 	}
 	var rec store.Record
 	for {
-		rev, err := s.opts.Store.Revision(ctx)
-		if err != nil {
-			return err
+		// A claim that may wait watches from before it looked, so that
+		// no sandbox turning Ready in between is missed.
+		var rev uint64
+		var err error
+		if wait > 0 {
+			if rev, err = s.opts.Store.Revision(ctx); err != nil {
+				return err
+			}
 		}
-		rec, err = s.opts.Store.Claim(ctx, key, opts)
-		if err == nil {
+		if rec, err = s.opts.Store.Claim(ctx, key, opts); err == nil {
 			break
 		}
 		switch {
