@@ -388,6 +388,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, key string) (Result, error) 
 	jobID := spec.JobIDPrefix + name
 	rec, err := r.store.Get(ctx, key)
 	if errors.Is(err, store.ErrNotFound) {
+		r.observed.Delete(key)
 		return r.collect(ctx, ns, jobID)
 	}
 	if err != nil {
